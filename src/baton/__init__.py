@@ -1,0 +1,31 @@
+"""Baton: durable background jobs, workflows and chains in PostgreSQL or SQLite, with a
+self-healing layer so no job is lost and no workflow hangs or fails silently."""
+
+from . import plugins, telemetry
+from .app import Baton
+from .errors import BatonError, DatabaseUnavailable, MigrationError, ValidationError, WorkflowError
+from .job import Cancel, Discard, Job, JobSpec, Snooze
+from .worker import Worker
+from .workflows import Workflow, WorkflowStatus
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Baton",
+    "BatonError",
+    "Cancel",
+    "DatabaseUnavailable",
+    "Discard",
+    "Job",
+    "JobSpec",
+    "MigrationError",
+    "Snooze",
+    "ValidationError",
+    "Worker",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowStatus",
+    "__version__",
+    "plugins",
+    "telemetry",
+]

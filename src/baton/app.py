@@ -1,0 +1,656 @@
+"""`Baton`: configuration, the insert/query API (async, with sync twins sharing one core), and
+the start/stop of a node."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import socket
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+from . import telemetry
+from .engines import create_engine, resolve_url
+from .errors import BatonError, ValidationError
+from .job import STATES, Job, JobSpec, dumps
+from .plugins.base import Plugin
+from .plugins.stager import Stager
+from .runtime.executor import Executor
+from .runtime.node import Node
+from .runtime.threads import DaemonThreadPool
+from .store import jobs as store
+from .store import workflows as wfstore
+from .store.jobs import AckResult
+from .store.workflows import Effects
+from .worker import GLOBAL_REGISTRY, FunctionWorker, Worker, WorkerDef, WorkerOptions, import_worker
+from .workflows.builder import Workflow
+from .workflows.status import WorkflowStatus
+
+log = logging.getLogger("baton")
+
+F = TypeVar("F", bound=Callable[..., Any])
+Callback = Callable[[dict[str, Any]], Any]
+
+
+def _queue_options(queues: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in (queues or {}).items():
+        if not isinstance(name, str) or not name.strip() or len(name) > 128:
+            raise ValidationError("queues", f"queue names must be non-empty strings, got {name!r}")
+        if isinstance(value, Mapping):
+            limit, paused = value.get("limit", 10), bool(value.get("paused", False))
+            unknown = set(value) - {"limit", "paused"}
+            if unknown:
+                raise ValidationError(f"queues.{name}", f"unknown option(s) {sorted(unknown)}; use limit and paused")
+        else:
+            limit, paused = value, False
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValidationError(f"queues.{name}", f"concurrency limit must be an integer >= 1, got {limit!r}")
+        out[name] = {"limit": limit, "paused": paused}
+    return out
+
+
+def _seconds(field: str, value: Any, minimum: float = 0.0) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= minimum:
+        raise ValidationError(field, f"must be a number of seconds > {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def default_plugins() -> list[Plugin]:
+    """The plugins a node runs when none are given: staging and the self-healing layer."""
+    from .plugins.lifeline import Lifeline
+    from .plugins.workflow_health import WorkflowHealth
+
+    return [Stager(), Lifeline(), WorkflowHealth()]
+
+
+class Baton:
+    """A Baton application: where jobs live, which queues this node runs, and its plugins.
+
+    `Baton()` with no URL uses $BATON_DATABASE_URL, else an SQLite file `./baton.db`.
+    Inserting needs no started node; `async with app:` (or `await app.start()`) runs the
+    producers and plugins until the block exits.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        queues: Mapping[str, int | Mapping[str, Any]] | None = None,
+        plugins: Sequence[Plugin] | None = None,
+        node: str | None = None,
+        refresh_interval: float = 15.0,
+        stale_after: float = 60.0,
+        shutdown_grace: float = 15.0,
+        poll_interval: float = 1.0,
+        schema: str = "public",
+        pool_size: int | None = None,
+        log_events: bool = True,
+    ) -> None:
+        self.url = resolve_url(url)
+        self.queues = _queue_options(queues)
+        self.refresh_interval = _seconds("refresh_interval", refresh_interval)
+        self.stale_after = _seconds("stale_after", stale_after)
+        if self.stale_after <= self.refresh_interval:
+            raise ValidationError(
+                "stale_after",
+                f"must be longer than refresh_interval ({self.refresh_interval:g}s), or live nodes look dead; "
+                f"got {stale_after!r}",
+            )
+        self.shutdown_grace = _seconds("shutdown_grace", shutdown_grace, minimum=-1e-9)
+        self.poll_interval = _seconds("poll_interval", poll_interval)
+        if node is not None and (not isinstance(node, str) or not node.strip()):
+            raise ValidationError("node", f"must be a non-empty name, got {node!r}")
+        self.node = node or f"{socket.gethostname()}-{os.getpid()}"
+        self.instance = str(uuidlib.uuid4())
+        if pool_size is None:
+            pool_size = max(4, len(self.queues) + 4)
+        self.engine = create_engine(self.url, schema=schema, pool_size=pool_size)
+        if plugins is None:
+            self.plugins = default_plugins()
+        else:
+            for p in plugins:
+                if not isinstance(p, Plugin):
+                    raise ValidationError("plugins", f"expected baton.plugins.* instances, got {p!r}")
+            self.plugins = list(plugins)
+            if not any(isinstance(p, Stager) for p in self.plugins):
+                self.plugins.insert(0, Stager())
+        names = [p.name for p in self.plugins]
+        if len(set(names)) != len(names):
+            raise ValidationError("plugins", f"each plugin may be given once, got {names}")
+        self._workers: dict[str, WorkerDef] = {}
+        self._resolved: dict[str, WorkerDef] = {}
+        self._finished_subscribers: list[Callback] = []
+        self._step_subscribers: dict[str | None, list[Callback]] = {}
+        self._node: Node | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_threads: DaemonThreadPool | None = None
+        if log_events:
+            from .telemetry.logging import attach_default_logger
+
+            attach_default_logger()
+
+    def __repr__(self) -> str:
+        return f"<Baton node={self.node} db={self.engine.display_url} queues={list(self.queues)}>"
+
+    # -- workers ----------------------------------------------------------------------
+
+    @overload
+    def worker(self, fn: F) -> FunctionWorker: ...
+
+    @overload
+    def worker(self, fn: None = None, **options: Any) -> Callable[[F], FunctionWorker]: ...
+
+    def worker(self, fn: Any = None, **options: Any) -> Any:
+        """Declare a worker: `@app.worker(queue=..., max_attempts=..., ...)` on a sync or async
+        function taking the job (or on a `baton.Worker` subclass to register it here).
+
+        Options: name, queue, max_attempts, priority, tags, timeout, unique, chain_by,
+        on_discarded, on_cancelled, record, backoff (callable job -> seconds),
+        after_cancelled (callable reason, job)."""
+
+        def decorate(target: Any) -> Any:
+            if isinstance(target, type) and issubclass(target, Worker):
+                if options:
+                    raise ValidationError("worker", "set options of a Worker class as class attributes")
+                self.register(target)
+                return target
+            if not callable(target):
+                raise ValidationError("worker", f"@app.worker decorates a function or Worker class, got {target!r}")
+            opts = dict(options)
+            backoff = opts.pop("backoff", None)
+            after_cancelled = opts.pop("after_cancelled", None)
+            name = opts.pop("name", None) or f"{target.__module__}.{target.__qualname__}"
+            if backoff is not None and not callable(backoff):
+                raise ValidationError("backoff", "must be a callable taking the job and returning seconds")
+            try:
+                worker_options = WorkerOptions(name, **opts)
+            except TypeError as exc:
+                raise ValidationError("worker", f"{exc}") from None
+            handle = FunctionWorker(target, worker_options, backoff, after_cancelled)
+            self._workers[name] = handle.definition
+            self._resolved.pop(name, None)
+            return handle
+
+        if fn is not None:
+            return decorate(fn)
+        return decorate
+
+    def register(self, *workers: type[Worker] | FunctionWorker) -> None:
+        """Make workers known to this app by name (Worker subclasses register globally already)."""
+        for w in workers:
+            if isinstance(w, FunctionWorker):
+                self._workers[w.name] = w.definition
+            elif isinstance(w, type) and issubclass(w, Worker):
+                self._workers[w.name] = GLOBAL_REGISTRY.get(w.name) or WorkerDef.from_class(w)
+            else:
+                raise ValidationError("worker", f"cannot register {w!r}: pass a Worker subclass or an @app.worker function")
+            self._resolved.pop(w.name, None)
+
+    def resolve_worker(self, name: str) -> WorkerDef | None:
+        """The definition of worker `name`: registered here, a Worker subclass, or an import path."""
+        found = self._workers.get(name) or self._resolved.get(name) or GLOBAL_REGISTRY.get(name)
+        if found is None:
+            found = import_worker(name)
+            if found is not None:
+                self._resolved[name] = found
+        return found
+
+    def new(self, worker: str, args: Mapping[str, Any] | None = None, **options: Any) -> JobSpec:
+        """Build a job for a worker known by name (`app.new("app.tasks.send", {...})`)."""
+        definition = self.resolve_worker(worker)
+        if definition is None:
+            raise ValidationError(
+                "worker", f"unknown worker {worker!r}: register it with @app.worker or give an importable path"
+            )
+        return definition.options.new(args, **options)
+
+    def _check_specs(self, jobs: Iterable[JobSpec]) -> list[JobSpec]:
+        if isinstance(jobs, JobSpec):
+            raise ValidationError("jobs", "insert_all takes a list of jobs; use insert() for one")
+        specs = list(jobs)
+        for i, spec in enumerate(specs):
+            if not isinstance(spec, JobSpec):
+                raise ValidationError(
+                    f"jobs[{i}]", f"expected a job built with worker.new(args), got {type(spec).__name__}"
+                )
+            if self.resolve_worker(spec.worker) is None:
+                raise ValidationError(
+                    "worker",
+                    f"unknown worker {spec.worker!r}: register it with @app.worker, define a baton.Worker "
+                    "subclass, or give an importable path",
+                )
+        return specs
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Create or upgrade Baton's tables (idempotent, safe from several processes at once)."""
+        return await self.engine.migrate()
+
+    async def start(self) -> None:
+        """Start this node: check the schema, then run producers, heartbeat and plugins."""
+        if self._node is not None:
+            raise BatonError("this Baton app is already started")
+        await self.engine.open()
+        await self.engine.check_schema()  # type: ignore[attr-defined]
+        for plugin in self.plugins:
+            plugin.validate(self)
+        self._loop = asyncio.get_running_loop()
+        node = Node(self)
+        self._node = node
+        try:
+            await node.start()
+        except BaseException:
+            self._node = None
+            raise
+
+    async def stop(self) -> None:
+        """Stop gracefully (SPEC section 2) and release every connection."""
+        node, self._node = self._node, None
+        if node is not None:
+            await node.stop()
+        await self.close()
+
+    async def close(self) -> None:
+        """Release connections (for apps that only insert and never start)."""
+        if self._drain_threads is not None:
+            self._drain_threads.shutdown(wait=False)
+            self._drain_threads = None
+        await self.engine.close()
+
+    async def __aenter__(self) -> Baton:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether this app has a started node."""
+        return self._node is not None
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this node currently holds the leader lease."""
+        return self._node is not None and self._node.leadership.is_leader
+
+    # -- insert -----------------------------------------------------------------------
+
+    async def insert(self, job: JobSpec, *, conn: Any = None) -> Job:
+        """Insert one job (inside the caller's transaction when `conn` is given)."""
+        return (await self.insert_all([job], conn=conn))[0]
+
+    async def insert_all(self, jobs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
+        """Insert many jobs, one round trip per 5 000; returns them in order (unique
+        conflicts come back as the existing job with `conflict=True`)."""
+        specs = self._check_specs(jobs)
+        if conn is not None:
+            inserted = await self.engine.run_on(conn, store.insert_jobs, specs)
+        else:
+            inserted = await self.engine.run(store.insert_jobs, specs)
+        self._wake_local({j.queue for j in inserted if j.state == "available" and not j.conflict})
+        return inserted
+
+    def insert_sync(self, job: JobSpec, *, conn: Any = None) -> Job:
+        """`insert` from synchronous code (a web view, a script): no event loop needed."""
+        return self.insert_all_sync([job], conn=conn)[0]
+
+    def insert_all_sync(self, jobs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
+        """`insert_all` from synchronous code."""
+        specs = self._check_specs(jobs)
+        if conn is not None:
+            inserted = self.engine.run_on_sync(conn, store.insert_jobs, specs)
+        else:
+            inserted = self.engine.run_sync(store.insert_jobs, specs)
+        self._wake_local({j.queue for j in inserted if j.state == "available" and not j.conflict})
+        return inserted
+
+    # -- workflows --------------------------------------------------------------------
+
+    def _plan(self, wf: Workflow, existing: Iterable[str] = ()) -> list[Any]:
+        if not isinstance(wf, Workflow):
+            raise ValidationError("workflow", f"expected a baton.Workflow, got {type(wf).__name__}")
+        plan = wf.plan(existing)
+        self._check_specs([step.job for step in plan])
+        return plan
+
+    async def insert_workflow(self, wf: Workflow, *, conn: Any = None) -> str:
+        """Validate and insert every step of `wf` in one transaction; returns the workflow id."""
+        plan = self._plan(wf)
+        if conn is not None:
+            wid = await self.engine.run_on(conn, wfstore.insert_workflow, wf.label, plan, self.instance)
+        else:
+            wid = await self.engine.run(wfstore.insert_workflow, wf.label, plan, self.instance)
+        self._wake_local({s.job.queue for s in plan if not s.edges})
+        return wid
+
+    def insert_workflow_sync(self, wf: Workflow, *, conn: Any = None) -> str:
+        """`insert_workflow` from synchronous code."""
+        plan = self._plan(wf)
+        if conn is not None:
+            wid = self.engine.run_on_sync(conn, wfstore.insert_workflow, wf.label, plan, self.instance)
+        else:
+            wid = self.engine.run_sync(wfstore.insert_workflow, wf.label, plan, self.instance)
+        self._wake_local({s.job.queue for s in plan if not s.edges})
+        return wid
+
+    async def append_workflow(self, workflow_id: str, wf: Workflow) -> list[str]:
+        """Add the steps of `wf` to a running workflow (deps may name its existing steps).
+        Returns the new step names."""
+        if not isinstance(workflow_id, str) or not workflow_id:
+            raise ValidationError("workflow_id", f"must be a workflow id string, got {workflow_id!r}")
+        self._plan(wf, existing=[s for step in wf.steps.values() for s in step.deps])  # validate early
+        names, effects = await self.engine.run(
+            wfstore.append_workflow, workflow_id, lambda existing: self._plan(wf, existing), self.node, self.instance
+        )
+        self._after_commit(effects)
+        self._wake_local({j.queue for j in await self.list_jobs(workflow_id=workflow_id, states=["available"])})
+        return names
+
+    async def workflow_status(self, workflow_id: str) -> WorkflowStatus:
+        """Label, state of every step, counts by state, whether it finished, and why steps wait."""
+        wf, steps = await self.engine.run(wfstore.status_rows, workflow_id)
+        if wf is None:
+            raise ValidationError("workflow_id", f"no workflow with id {workflow_id!r}")
+        return WorkflowStatus.from_rows(wf, steps)
+
+    async def list_workflows(self, limit: int = 50, label: str | None = None) -> list[dict[str, Any]]:
+        """Recent workflows, newest first, with step and resolved counts."""
+        return await self.engine.run(wfstore.list_workflows, limit, label)
+
+    # -- jobs: read, cancel, retry ----------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Job | None:
+        """The job with this id, or None."""
+        return await self.engine.run(store.get_job, int(job_id))
+
+    async def list_jobs(
+        self,
+        *,
+        ids: Sequence[int] | None = None,
+        queue: str | None = None,
+        worker: str | None = None,
+        states: Sequence[str] | None = None,
+        workflow_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Jobs matching every given filter, newest first."""
+        self._check_states(states)
+        return await self.engine.run(
+            store.list_jobs, ids=ids, queue=queue, worker=worker, states=states, workflow_id=workflow_id, limit=limit
+        )
+
+    async def count_jobs(self, queue: str | None = None) -> dict[str, int]:
+        """Number of jobs by state."""
+        return await self.engine.run(store.count_jobs, queue)
+
+    @staticmethod
+    def _check_states(states: Sequence[str] | None) -> None:
+        if states is None:
+            return
+        if isinstance(states, str):
+            raise ValidationError("states", "must be a list of states, e.g. ['available', 'scheduled']")
+        bad = [s for s in states if s not in STATES]
+        if bad:
+            raise ValidationError("states", f"unknown state(s) {bad}; choose from {list(STATES)}")
+
+    async def cancel_all_jobs(
+        self,
+        *,
+        ids: Sequence[int] | None = None,
+        queue: str | None = None,
+        worker: str | None = None,
+        states: Sequence[str] | None = None,
+        workflow_id: str | None = None,
+        reason: str = "cancelled",
+    ) -> int:
+        """Cancel every non-terminal job matching the filters (at least one is required);
+        executing ones are stopped on their node. Returns how many were cancelled."""
+        if ids is None and queue is None and worker is None and states is None and workflow_id is None:
+            raise ValidationError("ids", "give at least one filter (ids=, queue=, worker=, states=, workflow_id=)")
+        self._check_states(states)
+        jobs, effects = await self.engine.run(
+            store.cancel_jobs, self.node, self.instance, ids=ids, queue=queue, worker=worker, states=states,
+            workflow_id=workflow_id, reason=reason,
+        )
+        self._after_commit(effects)
+        return len(jobs)
+
+    def cancel_all_jobs_sync(self, **filters: Any) -> int:
+        """`cancel_all_jobs` from synchronous code."""
+        if not filters:
+            raise ValidationError("ids", "give at least one filter (ids=, queue=, worker=, states=, workflow_id=)")
+        self._check_states(filters.get("states"))
+        jobs, effects = self.engine.run_sync(store.cancel_jobs, self.node, self.instance, **filters)
+        self._after_commit(effects)
+        return len(jobs)
+
+    async def cancel_job(self, job_id: int) -> Job | None:
+        """Cancel one job; returns it as cancelled, or None if it was missing or already terminal."""
+        await self.cancel_all_jobs(ids=[int(job_id)])
+        job = await self.get_job(job_id)
+        return job if job is not None and job.state == "cancelled" else None
+
+    async def retry_job(self, job_id: int) -> Job | None:
+        """Move a terminal or retryable job back to `available`; None if it cannot be retried."""
+        jobs = await self.engine.run(store.retry_jobs, [int(job_id)])
+        self._wake_local({j.queue for j in jobs})
+        return jobs[0] if jobs else None
+
+    async def retry_all_jobs(self, ids: Sequence[int]) -> int:
+        """`retry_job` for many ids; returns how many were moved back to available."""
+        jobs = await self.engine.run(store.retry_jobs, [int(i) for i in ids])
+        self._wake_local({j.queue for j in jobs})
+        return len(jobs)
+
+    # -- queues -----------------------------------------------------------------------
+
+    async def pause_queue(self, queue: str, *, node: str | None = None, local: bool = False) -> None:
+        """Stop fetching `queue` (running jobs finish) on this node (`local=True`), on one named
+        node, or on every node."""
+        await self._queue_signal({"action": "pause", "queue": queue, "node": node}, local)
+
+    async def resume_queue(self, queue: str, *, node: str | None = None, local: bool = False) -> None:
+        """Resume fetching a paused queue."""
+        await self._queue_signal({"action": "resume", "queue": queue, "node": node}, local)
+
+    async def scale_queue(self, queue: str, limit: int, *, node: str | None = None, local: bool = False) -> None:
+        """Change a queue's concurrency limit at run time."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValidationError("limit", f"must be an integer >= 1, got {limit!r}")
+        await self._queue_signal({"action": "scale", "queue": queue, "node": node, "limit": limit}, local)
+
+    async def _queue_signal(self, message: dict[str, Any], local: bool) -> None:
+        if not isinstance(message["queue"], str) or not message["queue"]:
+            raise ValidationError("queue", "must be a queue name")
+        if local:
+            if self._node is None:
+                raise BatonError("local=True needs a started node (async with app: ...)")
+            self._node.on_signal({**message, "node": None})
+            return
+        if self._node is not None:
+            self._node.on_signal(message)
+        await self.engine.run(_notify, "signal", [dumps(message)])
+
+    def queue_state(self) -> dict[str, dict[str, Any]]:
+        """This node's queues: limit, paused, running."""
+        if self._node is None:
+            return {q: {**o, "running": 0} for q, o in self.queues.items()}
+        return {
+            q: {"limit": p.limit, "paused": p.paused, "running": len(p.running)} for q, p in self._node.producers.items()
+        }
+
+    # -- draining (tests, scripts) ----------------------------------------------------
+
+    async def drain(self, queue: str | None = None, *, batch: int = 100) -> dict[str, int]:
+        """Run jobs inline until no available or due job is left (in `queue`, or any queue).
+        Returns how many attempts ended in each state."""
+        await self.engine.open()
+        if self._drain_threads is None:
+            self._drain_threads = DaemonThreadPool(8, "baton-drain")
+        executor = Executor(self.resolve_worker, self._drain_threads, self.node)
+        uuid = str(uuidlib.uuid4())
+        counts: dict[str, int] = {}
+        while True:
+            await self.engine.run(store.stage_jobs, 10_000)
+            queues = [queue] if queue is not None else await self.engine.run(_available_queues)
+            ran = 0
+            for q in queues:
+                jobs = await self.engine.run(store.fetch_jobs, q, self.node, uuid, batch)
+                if not jobs:
+                    continue
+                acks = [await executor.run(job) for job in jobs]
+                result = await self.engine.run(store.ack_jobs, acks, self.node, self.instance)
+                self._after_ack(result)
+                for ack in result.acked:
+                    counts[ack.state] = counts.get(ack.state, 0) + 1
+                ran += len(jobs)
+            if ran == 0:
+                return counts
+
+    # -- events -----------------------------------------------------------------------
+
+    def on_workflow_finished(self, callback: Callback) -> Callable[[], None]:
+        """Call `callback(event)` once for every workflow that finishes, on every node.
+        The event is `{workflow_id, label, status, failed_steps, counts}`. Returns an unsubscribe."""
+        if not callable(callback):
+            raise ValidationError("callback", "must be callable")
+        self._finished_subscribers.append(callback)
+        return lambda: self._finished_subscribers.remove(callback) if callback in self._finished_subscribers else None
+
+    def subscribe_workflow(self, workflow_id: str | None, callback: Callback) -> Callable[[], None]:
+        """Live step events (`{workflow_id, step, job_id, event}`; event in executing, snoozed,
+        completed, retryable, discarded, cancelled) of one workflow, or of all with None.
+        Delivered on every started node. Returns an unsubscribe."""
+        if not callable(callback):
+            raise ValidationError("callback", "must be callable")
+        subs = self._step_subscribers.setdefault(workflow_id, [])
+        subs.append(callback)
+        return lambda: subs.remove(callback) if callback in subs else None
+
+    def _call(self, callback: Callback, event: dict[str, Any]) -> None:
+        try:
+            result = callback(event)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                task.add_done_callback(_log_task_error)
+        except Exception:
+            log.exception("workflow event callback %r failed", callback)
+
+    def _deliver_workflow_event(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "finished":
+            if message.get("origin") == self.instance:
+                return  # delivered locally by the announcing transaction's caller
+            if message.get("truncated"):
+                asyncio.ensure_future(self._deliver_truncated(message["workflow_id"]))
+                return
+            event = {k: message[k] for k in ("workflow_id", "label", "status", "failed_steps", "counts") if k in message}
+            for cb in list(self._finished_subscribers):
+                self._call(cb, event)
+        elif kind == "step":
+            event = {k: message.get(k) for k in ("workflow_id", "step", "job_id", "event")}
+            for cb in list(self._step_subscribers.get(message.get("workflow_id"), ())) + list(
+                self._step_subscribers.get(None, ())
+            ):
+                self._call(cb, event)
+
+    async def _deliver_truncated(self, workflow_id: str) -> None:
+        for event in await self.engine.run(wfstore.summaries, [workflow_id]):
+            for cb in list(self._finished_subscribers):
+                self._call(cb, event)
+
+    def _after_ack(self, result: AckResult) -> None:
+        for dropped in result.dropped:
+            log.warning(
+                "fenced a late ack for job %s attempt %s: the job is now %s (%s); the ack was dropped",
+                dropped.job.id, dropped.job.attempt, dropped.state or "gone", dropped.reason,
+            )
+            telemetry.emit(
+                ("baton", "job", "fenced"),
+                {"count": 1},
+                {"job": dropped.job, "job_id": dropped.job.id, "reason": dropped.reason, "state": dropped.state,
+                 "node": self.node},
+            )
+        self._after_commit(result.effects)
+
+    def _after_commit(self, effects: Effects) -> None:
+        """Act on what a committed transaction changed: wake queues, stop cancelled jobs,
+        run after_cancelled hooks, and announce finished workflows."""
+        if effects.released_queues:
+            self._wake_local(effects.released_queues)
+        if effects.signal_cancel and self._node is not None:
+            self._node.cancel_local(set(effects.signal_cancel))
+        for item in effects.cascaded:
+            definition = self.resolve_worker(item.job.worker)
+            if definition is not None and definition.after_cancelled is not None:
+                self._run_after_cancelled(definition, item.reason, item.job)
+        for event in effects.finished:
+            telemetry.emit(
+                ("baton", "workflow", "finished"),
+                {"total_count": sum(event["counts"].values()), "failed_count": len(event["failed_steps"])},
+                {**event, "node": self.node},
+            )
+            for cb in list(self._finished_subscribers):
+                self._call(cb, dict(event))
+
+    def _run_after_cancelled(self, definition: WorkerDef, reason: str, job: Job) -> None:
+        hook = definition.after_cancelled
+        assert hook is not None
+
+        def run() -> None:
+            try:
+                result = hook(reason, job)
+                if inspect.isawaitable(result):
+                    asyncio.run(result)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("after_cancelled of %s (job %s) failed", definition.name, job.id)
+
+        if inspect.iscoroutinefunction(hook):
+            async def arun() -> None:
+                try:
+                    await hook(reason, job)
+                except Exception:
+                    log.exception("after_cancelled of %s (job %s) failed", definition.name, job.id)
+
+            try:
+                asyncio.get_running_loop().create_task(arun())
+                return
+            except RuntimeError:
+                pass
+        run()
+
+    def _wake_local(self, queues: Iterable[str] | Mapping[str, int]) -> None:
+        node, loop = self._node, self._loop
+        if node is None or loop is None:
+            return
+        names = set(queues)
+        if not names:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            node.wake(names)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(node.wake, names)
+
+
+def _log_task_error(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("workflow event callback failed", exc_info=task.exception())
+
+
+async def _notify(conn: Any, channel: str, payloads: list[str]) -> None:
+    await conn.notify(channel, payloads)
+
+
+async def _available_queues(conn: Any) -> list[str]:
+    return [r["queue"] for r in await conn.fetch("available_queues")]
+

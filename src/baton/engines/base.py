@@ -1,0 +1,158 @@
+"""The engine seam. Domain operations (in `baton.store`) are written once as
+`async def op(conn, ...)` against the small `Conn` protocol and named SQL files; each engine
+supplies the SQL dialect (`engines/<name>/sql/*.sql`), connections, transactions,
+notifications and migrations. The same operation runs on an async connection, a sync
+connection (`run_sync`) or a caller's own connection inside the caller's transaction."""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+from ..errors import BatonError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Row = dict[str, Any]
+NotifyHandler = Callable[[str, str], None]
+"""Called with (channel, payload) for every notification a node receives."""
+
+
+class Conn(Protocol):
+    """A connection inside one transaction, as operations see it."""
+
+    dialect: str
+
+    async def fetch(self, query: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """Run the named query and return every row as a dict."""
+        ...
+
+    async def fetchone(self, query: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        """Run the named query and return the first row, or None."""
+        ...
+
+    async def execute(self, query: str, params: Mapping[str, Any] | None = None) -> int:
+        """Run the named query; return the number of rows it changed."""
+        ...
+
+    async def notify(self, channel: str, payloads: list[str]) -> None:
+        """Send notifications that are delivered when (and only if) the transaction commits."""
+        ...
+
+
+Op = Callable[Concatenate[Conn, P], Awaitable[T]]
+
+
+def drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine whose awaits never suspend (a blocking connection) to completion."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a blocking-connection operation tried to suspend; this is a Baton bug")
+
+
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+class Queries:
+    """Named SQL statements of one dialect, read from `engines/<dialect>/sql/<name>.sql`."""
+
+    def __init__(self, package: str) -> None:
+        self._root = resources.files(package) / "sql"
+        self._cache: dict[str, str | None] = {}
+
+    def get(self, name: str) -> str | None:
+        """The statement text, or None for a file with only comments (a no-op in this dialect)."""
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        path = self._root / f"{name}.sql"
+        if not path.is_file():
+            raise BatonError(f"internal: query {name!r} has no SQL file at {path}")
+        text = path.read_text()
+        self._cache[name] = text if _COMMENT.sub("", text).strip() else None
+        return self._cache[name]
+
+    def names(self) -> set[str]:
+        """Every query name this dialect defines."""
+        return {Path(p.name).stem for p in self._root.iterdir() if p.name.endswith(".sql")}
+
+
+def migration_files(package: str) -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every `migrations/NNN_name.sql`, in version order."""
+    root = resources.files(package) / "migrations"
+    found = []
+    for entry in root.iterdir():
+        match = re.fullmatch(r"(\d+)_(\w+)\.sql", entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text()))
+    return sorted(found)
+
+
+class Listener(Protocol):
+    """A running subscription to notifications; `close()` stops it."""
+
+    async def close(self) -> None:
+        """Stop listening."""
+        ...
+
+
+class Engine(abc.ABC):
+    """One database: connections, transactions, notifications, migrations."""
+
+    dialect: str
+    url: str
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect (idempotent); raise DatabaseUnavailable if the database cannot be reached."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release every connection."""
+
+    @abc.abstractmethod
+    async def run(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `op` in its own transaction, retrying transient conflicts."""
+
+    @abc.abstractmethod
+    def run_sync(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `op` in its own transaction from synchronous code (no event loop needed)."""
+
+    @abc.abstractmethod
+    async def run_on(self, connection: Any, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `op` on the caller's own async connection, inside the caller's transaction."""
+
+    @abc.abstractmethod
+    def run_on_sync(self, connection: Any, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `op` on the caller's own sync connection, inside the caller's transaction."""
+
+    @abc.abstractmethod
+    async def listen(self, handler: NotifyHandler, on_reconnect: Callable[[], None] | None = None) -> Listener:
+        """Deliver every Baton notification to `handler` until the listener is closed."""
+
+    @abc.abstractmethod
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations (safe from several processes at once); return those applied."""
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int:
+        """The applied schema version (0 for an empty database)."""
+
+    @staticmethod
+    def latest_version(package: str) -> int:
+        """The newest migration this release ships."""
+        return migration_files(package)[-1][0]
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden, for messages."""
+        return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", self.url)

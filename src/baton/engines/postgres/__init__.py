@@ -1,0 +1,5 @@
+"""The PostgreSQL engine (psycopg 3 + psycopg-pool)."""
+
+from .engine import PostgresEngine
+
+__all__ = ["PostgresEngine"]

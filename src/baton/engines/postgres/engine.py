@@ -1,0 +1,346 @@
+"""PostgreSQL engine: a psycopg async pool for the runtime, a sync pool for sync callers,
+LISTEN/NOTIFY for wake-ups, and advisory-locked migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psycopg
+import psycopg.errors
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from ...errors import DatabaseUnavailable, MigrationError, ValidationError
+from ..base import Conn, Engine, Listener, NotifyHandler, Op, P, Queries, Row, T, drive, migration_files
+
+log = logging.getLogger("baton.engine")
+
+PACKAGE = __package__ or "baton.engines.postgres"
+CHANNELS = ("insert", "signal", "workflow", "leader")
+MIGRATION_LOCK = 0x6261746F6E  # "baton"
+_RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+
+
+def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
+    """Translate a driver or pool error into a DatabaseUnavailable that says what to check."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DatabaseUnavailable(
+        f"cannot reach PostgreSQL at {url}: {reason}. Check the URL (or BATON_DATABASE_URL) and that "
+        "the server is running and accepting connections."
+    )
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for errors that mean the connection or server went away (not a bad query)."""
+    if isinstance(exc, psycopg_pool.PoolTimeout | DatabaseUnavailable):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+class PgConn:
+    """`Conn` over a psycopg connection, async or sync (the sync one never suspends)."""
+
+    dialect = "postgres"
+
+    def __init__(self, conn: Any, queries: Queries, channel: Callable[[str], str]) -> None:
+        self._conn, self._queries, self._channel = conn, queries, channel
+        self.round_trips = 0
+
+    async def _cursor(self, query: str, params: Mapping[str, Any] | None) -> Any:
+        text = self._queries.get(query)
+        if text is None:
+            return None
+        cur = self._conn.cursor(row_factory=dict_row)
+        done = cur.execute(text, params)
+        if inspect.isawaitable(done):
+            await done
+        self.round_trips += 1
+        return cur
+
+    async def fetch(self, query: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        cur = await self._cursor(query, params)
+        if cur is None or cur.description is None:
+            return []
+        rows = cur.fetchall()
+        return await rows if inspect.isawaitable(rows) else rows
+
+    async def fetchone(self, query: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        rows = await self.fetch(query, params)
+        return rows[0] if rows else None
+
+    async def execute(self, query: str, params: Mapping[str, Any] | None = None) -> int:
+        cur = await self._cursor(query, params)
+        return 0 if cur is None else max(cur.rowcount, 0)
+
+    async def notify(self, channel: str, payloads: list[str]) -> None:
+        if payloads:
+            await self.execute("notify", {"channel": self._channel(channel), "payloads": payloads})
+
+
+class _PgListener:
+    """A dedicated LISTEN connection that reconnects with backoff."""
+
+    def __init__(self, engine: PostgresEngine, handler: NotifyHandler, on_reconnect: Callable[[], None] | None):
+        self._engine, self._handler, self._on_reconnect = engine, handler, on_reconnect
+        self._names = {engine.channel(name): name for name in CHANNELS}
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="baton-listener")
+
+    async def _run(self) -> None:
+        delay = 0.1
+        first = True
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._engine.url, autocommit=True, connect_timeout=10)
+            except (psycopg.OperationalError, OSError) as exc:
+                log.warning("baton listener cannot connect (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            try:
+                async with conn:
+                    for channel in self._names:
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    self.connected.set()
+                    if not first:
+                        log.info("baton listener reconnected to %s", self._engine.display_url)
+                        if self._on_reconnect is not None:
+                            self._on_reconnect()
+                    first, delay = False, 0.1
+                    async for note in conn.notifies():
+                        name = self._names.get(note.channel)
+                        if name is not None:
+                            try:
+                                self._handler(name, note.payload)
+                            except Exception:
+                                log.exception("baton notification handler failed for %s", name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connected.clear()
+                log.warning("baton listener lost its connection (%s); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+
+class PostgresEngine(Engine):
+    """PostgreSQL: the production engine."""
+
+    dialect = "postgres"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "public",
+        pool_size: int = 10,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
+            raise ValidationError("schema", f"must be a plain identifier like 'baton' or 'public', got {schema!r}")
+        if not isinstance(pool_size, int) or pool_size < 2:
+            raise ValidationError("pool_size", f"must be an integer >= 2, got {pool_size!r}")
+        self.url = url if not url.startswith("postgres://") else "postgresql://" + url[len("postgres://"):]
+        self.schema = schema
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self.queries = Queries(PACKAGE)
+        self._pool: psycopg_pool.AsyncConnectionPool | None = None
+        self._sync_pool: psycopg_pool.ConnectionPool | None = None
+        self._sync_lock = threading.Lock()
+
+    # -- connections ------------------------------------------------------------------
+
+    def channel(self, name: str) -> str:
+        """The NOTIFY channel for `name`, namespaced by schema so schemas do not hear each other."""
+        return f"baton_{name}" if self.schema == "public" else f"baton_{self.schema}_{name}"
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"autocommit": True, "options": f"-c search_path={self.schema}"}
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            probe = await psycopg.AsyncConnection.connect(self.url, connect_timeout=max(1, int(self.connect_timeout)))
+            await probe.close()
+        except (psycopg.Error, OSError) as exc:
+            raise unavailable(self.display_url, exc) from None
+        pool = psycopg_pool.AsyncConnectionPool(
+            self.url,
+            min_size=min(2, self.pool_size),
+            max_size=self.pool_size,
+            kwargs=self._kwargs(),
+            timeout=self.connect_timeout,
+            open=False,
+            name="baton",
+        )
+        await pool.open(wait=True, timeout=self.connect_timeout)
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        with self._sync_lock:
+            sync_pool, self._sync_pool = self._sync_pool, None
+        if sync_pool is not None:
+            sync_pool.close()
+
+    def _conn(self, conn: Any) -> PgConn:
+        return PgConn(conn, self.queries, self.channel)
+
+    async def run(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._pool is None:
+            await self.open()
+        assert self._pool is not None
+        for attempt in range(8):
+            conn = None
+            try:
+                async with self._pool.connection() as raw:
+                    async with raw.transaction():
+                        conn = self._conn(raw)
+                        return await op(conn, *args, **kwargs)
+            except _RETRYABLE:
+                if attempt == 7:
+                    raise
+                await asyncio.sleep(0.005 * (attempt + 1))
+            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+                if not is_connection_error(exc):
+                    raise
+                # Safe to retry only if the server never answered: nothing can have been applied.
+                if attempt < 2 and conn is not None and conn.round_trips == 0:
+                    continue
+                raise unavailable(self.display_url, exc) from exc
+        raise AssertionError("unreachable")
+
+    def _sync(self) -> psycopg_pool.ConnectionPool:
+        with self._sync_lock:
+            if self._sync_pool is None:
+                pool = psycopg_pool.ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=max(2, self.pool_size // 2),
+                    kwargs=self._kwargs(),
+                    timeout=self.connect_timeout,
+                    open=False,
+                    name="baton-sync",
+                )
+                try:
+                    pool.open(wait=True, timeout=self.connect_timeout)
+                except psycopg_pool.PoolTimeout as exc:
+                    pool.close()
+                    raise unavailable(self.display_url, exc) from None
+                self._sync_pool = pool
+            return self._sync_pool
+
+    def run_sync(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        pool = self._sync()
+        for attempt in range(8):
+            conn = None
+            try:
+                with pool.connection() as raw:
+                    with raw.transaction():
+                        conn = self._conn(raw)
+                        return drive(op(conn, *args, **kwargs))  # type: ignore[arg-type]
+            except _RETRYABLE:
+                if attempt == 7:
+                    raise
+            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+                if not is_connection_error(exc):
+                    raise
+                if attempt < 2 and conn is not None and conn.round_trips == 0:
+                    continue
+                raise unavailable(self.display_url, exc) from exc
+        raise AssertionError("unreachable")
+
+    async def run_on(self, connection: Any, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if not isinstance(connection, psycopg.AsyncConnection):
+            raise ValidationError("conn", "must be a psycopg.AsyncConnection for await app.insert(...); use insert_sync for a sync connection")
+        return await op(self._conn(connection), *args, **kwargs)
+
+    def run_on_sync(self, connection: Any, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if not isinstance(connection, psycopg.Connection):
+            raise ValidationError("conn", "must be a psycopg.Connection for the sync API; use await app.insert(...) for an async one")
+        return drive(op(self._conn(connection), *args, **kwargs))  # type: ignore[arg-type]
+
+    async def listen(self, handler: NotifyHandler, on_reconnect: Callable[[], None] | None = None) -> Listener:
+        listener = _PgListener(self, handler, on_reconnect)
+        listener.start()
+        try:
+            await asyncio.wait_for(listener.connected.wait(), timeout=self.connect_timeout)
+        except TimeoutError:
+            log.warning("baton listener not connected yet; relying on polling until it is")
+        return listener
+
+    # -- migrations -------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        applied_now: list[int] = []
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, options=f"-c search_path={self.schema}")
+        except (psycopg.Error, OSError) as exc:
+            raise unavailable(self.display_url, exc) from None
+        async with conn:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS baton_migrations ("
+                    " version integer PRIMARY KEY, name text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                cur = await conn.execute("SELECT version FROM baton_migrations")
+                done = {row[0] for row in await cur.fetchall()}
+                for version, name, text in migration_files(PACKAGE):
+                    if version in done:
+                        continue
+                    await conn.execute(text.encode())
+                    await conn.execute("INSERT INTO baton_migrations (version, name) VALUES (%s, %s)", [version, name])
+                    applied_now.append(version)
+        return applied_now
+
+    async def schema_version(self) -> int:
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, options=f"-c search_path={self.schema}")
+        except (psycopg.Error, OSError) as exc:
+            raise unavailable(self.display_url, exc) from None
+        async with conn:
+            try:
+                cur = await conn.execute("SELECT coalesce(max(version), 0) FROM baton_migrations")
+            except psycopg.errors.UndefinedTable:
+                return 0
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+    async def check_schema(self) -> None:
+        """Raise MigrationError naming the fix unless the schema is up to date."""
+        current, latest = await self.schema_version(), self.latest_version(PACKAGE)
+        if current < latest:
+            raise MigrationError(
+                f"the database at {self.display_url} (schema {self.schema!r}) is at Baton schema version "
+                f"{current}, this Baton needs {latest}: run `baton migrate --url {self.display_url}"
+                f"{' --schema ' + self.schema if self.schema != 'public' else ''}` or `await app.migrate()`"
+            )

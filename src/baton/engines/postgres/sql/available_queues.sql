@@ -1,0 +1,1 @@
+SELECT DISTINCT queue FROM baton_jobs WHERE state = 'available'

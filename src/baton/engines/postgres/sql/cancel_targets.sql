@@ -1,0 +1,10 @@
+-- Lock the jobs to cancel (in id order) and remember their state before the cancel.
+SELECT id, state FROM baton_jobs
+WHERE state NOT IN ('completed', 'discarded', 'cancelled')
+  AND (%(ids)s::bigint[] IS NULL OR id = ANY (%(ids)s::bigint[]))
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(worker)s::text IS NULL OR worker = %(worker)s::text)
+  AND (%(states)s::text[] IS NULL OR state = ANY (%(states)s::text[]))
+  AND (%(workflow_id)s::text IS NULL OR workflow_id = %(workflow_id)s::text)
+ORDER BY id
+FOR UPDATE

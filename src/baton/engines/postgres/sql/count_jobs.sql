@@ -1,0 +1,3 @@
+SELECT state, count(*) AS n FROM baton_jobs
+WHERE (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+GROUP BY state

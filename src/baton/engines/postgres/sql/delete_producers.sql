@@ -1,0 +1,1 @@
+DELETE FROM baton_producers WHERE uuid = ANY (%(uuids)s::uuid[])

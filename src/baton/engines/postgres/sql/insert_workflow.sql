@@ -1,0 +1,1 @@
+INSERT INTO baton_workflows (id, label) VALUES (%(id)s, %(label)s)

@@ -1,0 +1,1 @@
+SELECT id, state, attempt, attempted_by FROM baton_jobs WHERE id = ANY (%(ids)s::bigint[])

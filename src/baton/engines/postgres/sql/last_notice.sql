@@ -1,0 +1,1 @@
+-- PostgreSQL delivers notifications with LISTEN/NOTIFY; there is no notice table to poll.

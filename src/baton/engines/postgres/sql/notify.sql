@@ -1,0 +1,1 @@
+SELECT pg_notify(%(channel)s, p) FROM unnest(%(payloads)s::text[]) AS p

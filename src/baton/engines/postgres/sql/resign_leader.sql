@@ -1,0 +1,1 @@
+DELETE FROM baton_leaders WHERE name = 'baton' AND instance = %(instance)s

@@ -1,0 +1,7 @@
+INSERT INTO workflow_step_stats (job_id, workflow_id, name, queued_ms, run_ms, attempts, state)
+SELECT job_id, workflow_id, name, queued_ms, run_ms, attempts, state
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
+    job_id bigint, workflow_id text, name text, queued_ms bigint, run_ms bigint, attempts integer, state text)
+ON CONFLICT (job_id) DO UPDATE
+SET queued_ms = excluded.queued_ms, run_ms = excluded.run_ms, attempts = excluded.attempts,
+    state = excluded.state, updated_at = now()

@@ -1,0 +1,1 @@
+DELETE FROM baton_producers WHERE uuid IN (SELECT value FROM json_each(:uuids))

@@ -1,0 +1,9 @@
+UPDATE baton_jobs
+SET state = 'executing', attempt = attempt + 1, attempted_at = ((julianday('now') - 2440587.5) * 86400.0), attempted_by = json_array(:node, :uuid)
+WHERE id IN (
+    SELECT id FROM baton_jobs
+    WHERE state = 'available' AND queue = :queue
+    ORDER BY priority, scheduled_at, id
+    LIMIT :limit
+)
+RETURNING id, state, queue, worker, args, meta, tags, errors, attempt, max_attempts, priority, inserted_at, scheduled_at, attempted_at, completed_at, cancelled_at, discarded_at, attempted_by, workflow_id, chain_key

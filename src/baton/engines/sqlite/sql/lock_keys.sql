@@ -1,0 +1,1 @@
+-- SQLite runs one writer at a time (BEGIN IMMEDIATE): inserts of the same key are already serialised.

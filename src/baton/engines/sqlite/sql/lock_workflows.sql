@@ -1,0 +1,1 @@
+-- The writer lock already serialises every transaction that resolves workflow steps.

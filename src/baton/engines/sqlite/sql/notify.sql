@@ -1,0 +1,1 @@
+INSERT INTO baton_notices (channel, payload) SELECT :channel, value FROM json_each(:payloads)

@@ -1,0 +1,1 @@
+SELECT recorded, result FROM workflow_nodes WHERE job_id = :id

@@ -1,0 +1,31 @@
+"""Errors Baton raises: every one is a `BatonError` that says what went wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class BatonError(Exception):
+    """Base class of every error Baton raises on purpose."""
+
+
+class ValidationError(BatonError, ValueError):
+    """Bad input to a public call; `field` names the offending option or argument."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class WorkflowError(ValidationError):
+    """An invalid workflow graph; `step` names the offending step when there is one."""
+
+    def __init__(self, message: str, *, step: str | None = None, field: str = "workflow") -> None:
+        self.step = step
+        super().__init__(field if step is None else f"{field} step {step!r}", message)
+
+
+class MigrationError(BatonError):
+    """The database schema is missing or older than this version of Baton expects."""
+
+
+class DatabaseUnavailable(BatonError, ConnectionError):
+    """The database could not be reached (wrong URL, server down, pool exhausted)."""

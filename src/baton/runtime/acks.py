@@ -1,0 +1,94 @@
+"""The acker writes attempt outcomes in batches: whatever finished while the previous batch
+was being written goes out in the next one (group commit), so a busy node acks many jobs per
+round trip and an idle one acks each job at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ..errors import DatabaseUnavailable
+from ..store import jobs as store
+from ..store.jobs import Ack
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("baton.acker")
+
+MAX_BATCH = 1_000
+
+
+class Acker:
+    """Buffers acks for one node and flushes them in batches, retrying through outages."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._buffer: list[Ack] = []
+        self._event = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.flushed = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="baton-acker")
+
+    def push(self, ack: Ack) -> None:
+        self._buffer.append(ack)
+        self._idle.clear()
+        self._event.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            await self._event.wait()
+            self._event.clear()
+            while self._buffer:
+                batch = self._buffer[:MAX_BATCH]
+                try:
+                    await self.node.flush_acks(batch)
+                    backoff = 0.05
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    level = logging.WARNING if isinstance(exc, DatabaseUnavailable) else logging.ERROR
+                    log.log(level, "could not write %d acks (%s); retrying in %.2fs", len(batch), exc, backoff,
+                            exc_info=not isinstance(exc, DatabaseUnavailable))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                del self._buffer[: len(batch)]
+                self.flushed += len(batch)
+            self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every buffered ack is written; False if `timeout` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        if self._buffer:
+            log.error(
+                "%d acks could not be written before shutdown; those jobs will be rescued and run again: %s",
+                len(self._buffer), [a.job.id for a in self._buffer][:20],
+            )
+
+
+__all__ = ["Acker", "store"]

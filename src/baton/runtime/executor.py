@@ -1,0 +1,154 @@
+"""Run one attempt of one job and turn what happened into an `Ack`. Sync workers run in a
+thread pool so the event loop never blocks; async workers run on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .. import telemetry
+from ..job import Cancel, Discard, Job, Snooze, check_json
+from ..errors import ValidationError
+from ..store.jobs import Ack
+from ..worker import WorkerDef, default_backoff
+
+log = logging.getLogger("baton.executor")
+
+START = ("baton", "job", "start")
+STOP = ("baton", "job", "stop")
+EXCEPTION = ("baton", "job", "exception")
+
+
+class _TimedOut(Exception):
+    """The worker's timeout elapsed."""
+
+
+def _queue_ms(job: Job) -> float:
+    if job.attempted_at is None or job.scheduled_at is None:
+        return 0.0
+    return max(0.0, (job.attempted_at - job.scheduled_at).total_seconds() * 1000)
+
+
+class Executor:
+    """Runs attempts for one node."""
+
+    def __init__(self, resolve: Callable[[str], WorkerDef | None], threads: ThreadPoolExecutor, node: str) -> None:
+        self._resolve = resolve
+        self._threads = threads
+        self._node = node
+
+    async def run(self, job: Job) -> Ack:
+        """Run `job`'s current attempt; never raises except CancelledError."""
+        started = time.perf_counter()
+        worker = self._resolve(job.worker)
+        if job.decode_error is not None:
+            return self._failed(job, worker, ValueError(job.decode_error), "", started)
+        if worker is None:
+            error = LookupError(
+                f"unknown worker {job.worker!r} on node {self._node}: it is not registered here and cannot "
+                "be imported; deploy the code that defines it (the job will be retried)"
+            )
+            return self._failed(job, None, error, "", started)
+        if job._recorded is not None:
+            # Retry idempotency: an earlier attempt recorded its result, the ack was lost.
+            return self._completed(job, worker, job._recorded[0], started, replayed=True)
+        if telemetry.has_handlers(START):
+            telemetry.emit(START, {"queue_time": _queue_ms(job)}, {"job": job, "node": self._node, "worker": job.worker})
+        timeout = worker.options.timeout
+        try:
+            result = await self._call(worker, job, timeout)
+        except (Snooze, Cancel, Discard) as outcome:
+            result = outcome
+        except _TimedOut:
+            exc = TimeoutError(f"job exceeded the worker timeout of {timeout:g}s")
+            return self._failed(job, worker, exc, "", started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._failed(job, worker, exc, traceback.format_exc(), started)
+        if isinstance(result, Snooze):
+            return self._finish(
+                job, Ack(job, "scheduled", delay=result.seconds, extra_attempts=1,
+                         meta={"snoozed": int(job.meta.get("snoozed", 0) or 0) + 1}), started)
+        if isinstance(result, Cancel):
+            return self._finish(job, Ack(job, "cancelled", error=f"cancelled: {result.reason}"), started)
+        if isinstance(result, Discard):
+            return self._finish(job, Ack(job, "discarded", error=f"discarded: {result.reason}"), started)
+        return self._completed(job, worker, result, started)
+
+    async def _call(self, worker: WorkerDef, job: Job, timeout: float | None) -> Any:
+        if worker.is_async:
+            if timeout is None:
+                return await worker.perform(job)
+            deadline = asyncio.timeout(timeout)
+            try:
+                async with deadline:
+                    return await worker.perform(job)
+            except TimeoutError:
+                if deadline.expired():
+                    raise _TimedOut from None
+                raise
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._threads, contextvars.copy_context().run, worker.perform, job)
+        if timeout is None:
+            return await future
+        done, _ = await asyncio.wait({future}, timeout=timeout)
+        if not done:
+            # A thread cannot be stopped: it runs on, and its late result is ignored.
+            raise _TimedOut
+        return future.result()
+
+    def _completed(self, job: Job, worker: WorkerDef, result: Any, started: float, replayed: bool = False) -> Ack:
+        ack = Ack(job, "completed")
+        record = worker.options.record
+        if job.workflow_id is not None and record is not False:
+            try:
+                ack.result_json = check_json("result", result)
+            except ValidationError as exc:
+                error = TypeError(
+                    f"step {job.step!r} returned a value that is not JSON-serialisable ({exc}); return plain "
+                    "JSON values or declare the worker with record=False"
+                )
+                return self._failed(job, worker, error, "", started)
+        elif record:
+            try:
+                check_json("result", result)
+            except ValidationError as exc:
+                return self._failed(job, worker, TypeError(str(exc)), "", started)
+            ack.meta = {"result": result}
+        if replayed:
+            ack.meta = {**(ack.meta or {}), "replayed": True}
+        return self._finish(job, ack, started)
+
+    def _failed(self, job: Job, worker: WorkerDef | None, exc: BaseException, tb: str, started: float) -> Ack:
+        error = f"{type(exc).__name__}: {exc}"
+        if job.attempt >= job.max_attempts:
+            ack = Ack(job, "discarded", error=error, traceback=tb or None)
+        else:
+            try:
+                delay = float(worker.backoff(job)) if worker is not None else default_backoff(job.attempt)
+                if delay < 0:
+                    raise ValueError(f"backoff returned {delay}")
+            except Exception:
+                log.exception("backoff of worker %s failed; using the default", job.worker)
+                delay = default_backoff(job.attempt)
+            ack = Ack(job, "retryable", delay=delay, error=error, traceback=tb or None)
+        return self._finish(job, ack, started, exc)
+
+    def _finish(self, job: Job, ack: Ack, started: float, exc: BaseException | None = None) -> Ack:
+        duration = (time.perf_counter() - started) * 1000
+        ack.run_ms = int(duration)
+        event = EXCEPTION if exc is not None else STOP
+        if telemetry.has_handlers(event):
+            meta: dict[str, Any] = {"job": job, "state": ack.state, "node": self._node, "worker": job.worker}
+            if exc is not None:
+                meta["error"] = ack.error
+                meta["traceback"] = ack.traceback
+            telemetry.emit(event, {"duration": duration, "queue_time": _queue_ms(job)}, meta)
+        return ack

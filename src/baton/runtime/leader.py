@@ -1,0 +1,48 @@
+"""Leader election through the `baton_leaders` row: one node at a time holds an expiring
+lease and runs the periodic plugins; losing the leader only delays them."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .. import telemetry
+from ..store import jobs as store
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("baton.leader")
+
+
+class Leadership:
+    """This node's view of the lease."""
+
+    def __init__(self, node: Node, ttl: float) -> None:
+        self.node = node
+        self.ttl = ttl
+        self.is_leader = False
+
+    async def tick(self) -> bool:
+        """Take or renew the lease; emit an event when leadership changes."""
+        try:
+            leader = await self.node.engine.run(store.elect_leader, self.node.name, self.node.instance, self.ttl)
+        except Exception as exc:
+            log.warning("leader election failed (%s)", exc)
+            leader = False
+        if leader != self.is_leader:
+            self.is_leader = leader
+            action = "elected" if leader else "lost"
+            log.info("node %s %s leadership", self.node.name, action)
+            telemetry.emit(("baton", "leader", action), {}, {"node": self.node.name, "instance": self.node.instance})
+        return leader
+
+    async def resign(self) -> None:
+        if not self.is_leader:
+            return
+        self.is_leader = False
+        try:
+            await self.node.engine.run(store.resign_leader, self.node.instance)
+        except Exception as exc:
+            log.warning("could not resign leadership (%s); it expires in %.0fs", exc, self.ttl)
+        telemetry.emit(("baton", "leader", "resigned"), {}, {"node": self.node.name, "instance": self.node.instance})

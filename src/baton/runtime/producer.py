@@ -1,0 +1,139 @@
+"""A producer runs one queue on one node: it fetches up to `limit - running` jobs in one
+statement, starts them, and fetches again when woken (insert notification, freed capacity
+while more jobs may wait, or the poll timer as fallback)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid as uuidlib
+from typing import TYPE_CHECKING, Any
+
+from .. import telemetry
+from ..job import Job
+from ..store import jobs as store
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("baton.producer")
+
+
+class Producer:
+    """Fetches and runs the jobs of one queue on one node."""
+
+    def __init__(self, node: Node, queue: str, limit: int, paused: bool = False) -> None:
+        self.node = node
+        self.queue = queue
+        self.limit = limit
+        self.paused = paused
+        self.uuid = str(uuidlib.uuid4())  # new at every start: acks are fenced on it
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._more = True
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.fetched = 0
+
+    def row(self) -> dict[str, Any]:
+        """This producer's `baton_producers` row."""
+        return {
+            "uuid": self.uuid,
+            "node": self.node.name,
+            "queue": self.queue,
+            "meta": {"limit": self.limit, "paused": self.paused, "running": len(self.running)},
+        }
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"baton-producer-{self.queue}")
+
+    def wake(self) -> None:
+        """Jobs may be waiting: fetch as soon as there is capacity."""
+        self._more = True
+        self._wake.set()
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.wake()
+
+    def scale(self, limit: int) -> None:
+        self.limit = limit
+        self.wake()
+
+    async def _run(self) -> None:
+        poll = self.node.app.poll_interval
+        backoff = 0.05
+        while not self._stopping:
+            free = 0 if self.paused else self.limit - len(self.running)
+            if free > 0 and self._more:
+                try:
+                    jobs = await self.node.engine.run(
+                        store.fetch_jobs, self.queue, self.node.name, self.uuid, free
+                    )
+                    backoff = 0.05
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("producer %s could not fetch (%s); retrying in %.2fs", self.queue, exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                self._more = len(jobs) == free
+                self.fetched += len(jobs)
+                for job in jobs:
+                    self.running[job.id] = asyncio.create_task(self._execute(job), name=f"baton-job-{job.id}")
+                if self._more:
+                    # Let finished tasks hand back their slots so the next fetch is a batch.
+                    await asyncio.sleep(0)
+                    continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=poll)
+            except TimeoutError:
+                self._more = True  # polling fallback
+            self._wake.clear()
+
+    async def _execute(self, job: Job) -> None:
+        try:
+            ack = await self.node.executor.run(job)
+        except asyncio.CancelledError:
+            # Cancelled by a cancel signal (the job is already `cancelled`) or by shutdown
+            # (release_on_shutdown hands it back); either way there is nothing to ack.
+            self.running.pop(job.id, None)
+            return
+        except Exception:  # pragma: no cover - the executor turns errors into acks
+            log.exception("executor failed on job %s", job.id)
+            self.running.pop(job.id, None)
+            return
+        self.node.acker.push(ack)
+        self.running.pop(job.id, None)
+        if self._more:
+            self._wake.set()
+
+    def cancel_local(self, ids: set[int]) -> int:
+        """Cancel running tasks of these job ids; returns how many were running here."""
+        hit = 0
+        for job_id in ids & self.running.keys():
+            self.running[job_id].cancel()
+            hit += 1
+        return hit
+
+    async def stop_fetching(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+    def emit(self, action: str) -> None:
+        telemetry.emit(
+            ("baton", "producer", action),
+            {"limit": self.limit},
+            {"queue": self.queue, "uuid": self.uuid, "node": self.node.name},
+        )

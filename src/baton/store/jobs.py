@@ -1,0 +1,421 @@
+"""Job operations: insert (unique and chained jobs included), fetch, ack, cancel, retry, stage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engines.base import Conn, Row
+from ..job import TERMINAL_STATES, Job, JobSpec, dumps
+from . import chains, workflows
+
+INSERT_BATCH = 5_000
+
+
+def _str(value: str | None) -> str:
+    return "null" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _row_json(i: int, spec: JobSpec, state: str | None, workflow_id: str | None) -> str:
+    at = spec.scheduled_at.timestamp() if spec.scheduled_at is not None else None
+    return (
+        f'{{"i":{i},"state":{_str(state)},"queue":{_str(spec.queue)},"worker":{_str(spec.worker)},'
+        f'"args":{spec.args_json},"meta":{spec.meta_json},"tags":{dumps(spec.tags)},'
+        f'"priority":{spec.priority},"max_attempts":{spec.max_attempts},'
+        f'"at":{"null" if at is None else repr(at)},"delay":{spec.schedule_in or 0},'
+        f'"unique_key":{_str(spec.unique_key())},"chain_key":{_str(spec.chain_key)},'
+        f'"workflow_id":{_str(workflow_id)}}}'
+    )
+
+
+def _job_from_insert(spec: JobSpec, row: Row, workflow_id: str | None) -> Job:
+    job = Job.from_row(
+        {
+            **row,
+            "worker": spec.worker,
+            "args": spec.args,
+            "meta": spec.meta,
+            "tags": spec.tags,
+            "errors": [],
+            "attempt": 0,
+            "max_attempts": spec.max_attempts,
+            "priority": spec.priority,
+            "chain_key": spec.chain_key,
+            "workflow_id": workflow_id,
+        }
+    )
+    return job
+
+
+async def insert_jobs(
+    conn: Conn,
+    specs: Sequence[JobSpec],
+    *,
+    states: Sequence[str | None] | None = None,
+    workflow_id: str | None = None,
+    notify: bool = True,
+) -> list[Job]:
+    """Insert `specs` (one statement per batch); return a Job per spec, in order.
+
+    Unique specs that conflict with an existing job (or an earlier spec of the same call)
+    come back as that job with `conflict=True`. Chained specs start `suspended` behind an
+    unfinished link of their chain. `states` forces a state per spec (workflows).
+    """
+    if not specs:
+        return []
+    forced = list(states) if states is not None else [None] * len(specs)
+    results: list[Job | None] = [None] * len(specs)
+
+    unique_keys = sorted({k for s in specs if (k := s.unique_key()) is not None})
+    chain_keys = sorted({s.chain_key for s in specs if s.chain_key is not None})
+    if unique_keys or chain_keys:
+        # Serialise concurrent inserts of the same key (PostgreSQL: advisory locks held to
+        # commit; SQLite: the single writer already serialises).
+        await conn.execute("lock_keys", {"keys": [f"u:{k}" for k in unique_keys] + [f"c:{k}" for k in chain_keys]})
+
+    pending: list[int] = list(range(len(specs)))
+    if unique_keys:
+        checks = {}
+        for s in specs:
+            if s.unique is not None:
+                checks[s.unique_key()] = {"key": s.unique_key(), "states": list(s.unique.states), "period": s.unique.period}
+        existing: dict[str, Row] = {}
+        for r in await conn.fetch("unique_conflicts", {"checks": dumps(list(checks.values()))}):
+            existing.setdefault(r["unique_key"], r)
+        first_of_key: dict[str, int] = {}
+        pending = []
+        for i, s in enumerate(specs):
+            key = s.unique_key()
+            if key is not None and key in existing:
+                job = Job.from_row(existing[key])
+                job.conflict = True
+                results[i] = job
+            elif key is not None and key in first_of_key:
+                continue  # filled from the first spec of this key after the insert
+            else:
+                if key is not None:
+                    first_of_key[key] = i
+                pending.append(i)
+
+    if chain_keys:
+        blocked = {r["chain_key"] for r in await conn.fetch("chain_blocked", {"keys": chain_keys})}
+        for i in pending:
+            key = specs[i].chain_key
+            if key is None or forced[i] is not None:
+                continue
+            if key in blocked:
+                forced[i] = "suspended"
+            else:
+                blocked.add(key)  # later links of this call wait behind this one
+
+    queues: set[str] = set()
+    for start in range(0, len(pending), INSERT_BATCH):
+        chunk = pending[start:start + INSERT_BATCH]
+        rows_json = "[" + ",".join(_row_json(n, specs[i], forced[i], workflow_id) for n, i in enumerate(chunk)) + "]"
+        rows = await conn.fetch("insert_jobs", {"rows": rows_json})
+        rows.sort(key=lambda r: r["id"])
+        for i, row in zip(chunk, rows, strict=True):
+            results[i] = _job_from_insert(specs[i], row, workflow_id)
+            if row["state"] == "available":
+                queues.add(row["queue"])
+
+    if unique_keys:
+        by_key = {specs[i].unique_key(): results[i] for i in pending if specs[i].unique is not None}
+        for i, r in enumerate(results):
+            if r is None:
+                twin = by_key[specs[i].unique_key()]
+                assert twin is not None
+                copy = Job.from_row({**_job_row(twin)})
+                copy.conflict = True
+                results[i] = copy
+    if notify and queues:
+        await conn.notify("insert", sorted(queues))
+    return [r for r in results if r is not None]
+
+
+def _job_row(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "state": job.state, "queue": job.queue, "worker": job.worker, "args": job.args,
+        "meta": job.meta, "tags": job.tags, "errors": job.errors, "attempt": job.attempt,
+        "max_attempts": job.max_attempts, "priority": job.priority, "inserted_at": job.inserted_at,
+        "scheduled_at": job.scheduled_at, "workflow_id": job.workflow_id, "chain_key": job.chain_key,
+    }
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+async def fetch_jobs(conn: Conn, queue: str, node: str, uuid: str, limit: int) -> list[Job]:
+    """Move up to `limit` available jobs of `queue` to `executing` for producer `uuid`."""
+    rows = await conn.fetch("fetch_jobs", {"queue": queue, "node": node, "uuid": uuid, "limit": limit})
+    if not rows:
+        return []
+    jobs = [Job.from_row(r) for r in rows]
+    jobs.sort(key=lambda j: (j.priority, j.id))
+    steps = [j for j in jobs if j.workflow_id is not None]
+    if steps:
+        await workflows.load_context(conn, steps)
+    return jobs
+
+
+# --------------------------------------------------------------------------- ack
+
+
+@dataclass(slots=True)
+class Ack:
+    """The outcome of one attempt, to be written by `ack_jobs`."""
+
+    job: Job
+    state: str  # completed | retryable | discarded | cancelled | scheduled (snoozed)
+    delay: float = 0.0
+    error: str | None = None
+    traceback: str | None = None
+    extra_attempts: int = 0
+    meta: dict[str, Any] | None = None
+    result_json: str | None = None  # set when the result is recorded
+    run_ms: int = 0
+    reason: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        err = None
+        if self.error is not None:
+            err = {"error": self.error, "traceback": self.traceback}
+            if self.reason:
+                err["reason"] = self.reason
+        return {
+            "id": self.job.id,
+            "attempt": self.job.attempt,
+            "uuid": (self.job.attempted_by or ["", ""])[-1],
+            "state": self.state,
+            "delay": self.delay,
+            "error": err,
+            "extra": self.extra_attempts,
+            "meta": self.meta,
+        }
+
+
+@dataclass(slots=True)
+class Dropped:
+    """An ack that was not applied (fenced): the job is no longer this attempt's to finish."""
+
+    job: Job
+    state: str | None  # current state, None if the row is gone
+    reason: str  # cancelled | rescued | missing | finished
+
+
+@dataclass(slots=True)
+class AckResult:
+    """What an ack transaction changed, for the caller's post-commit work."""
+
+    acked: list[Ack] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+    effects: workflows.Effects = field(default_factory=lambda: workflows.Effects())
+
+
+async def ack_jobs(conn: Conn, acks: Sequence[Ack], node: str, origin: str = "") -> AckResult:
+    """Apply attempt outcomes, fenced by state, attempt and producer; then release workflow
+    dependents and chain links, cascade failures, and claim finished workflows — one transaction."""
+    result = AckResult(effects=workflows.Effects(origin=origin))
+    if not acks:
+        return result
+    rows = await conn.fetch("ack_jobs", {"acks": dumps([a.row() for a in acks])})
+    applied = {r["id"] for r in rows}
+    by_id = {a.job.id: a for a in acks}
+    result.acked = [by_id[i] for i in applied]
+    missing = [a for a in acks if a.job.id not in applied]
+    if missing:
+        current = {r["id"]: r for r in await conn.fetch("job_states", {"ids": [a.job.id for a in missing]})}
+        for a in missing:
+            row = current.get(a.job.id)
+            if row is None:
+                reason, state = "missing", None
+            elif row["state"] == "cancelled":
+                reason, state = "cancelled", row["state"]
+            elif row["attempt"] != a.job.attempt or row["state"] == "executing":
+                reason, state = "rescued", row["state"]
+            else:
+                reason, state = "finished", row["state"]
+            result.dropped.append(Dropped(a.job, state, reason))
+
+    steps = [a for a in result.acked if a.job.workflow_id is not None]
+    if steps:
+        await workflows.record_attempts(conn, steps)
+    logs = [a for a in result.acked if a.job._logs]
+    if logs:
+        await workflows.insert_logs(conn, logs)
+    terminal = [(a.job, a.state) for a in result.acked if a.state in TERMINAL_STATES]
+    await settle(conn, terminal, node, result.effects)
+    return result
+
+
+async def settle(conn: Conn, terminal: Sequence[tuple[Job, str]], node: str, effects: workflows.Effects) -> None:
+    """Follow-ups of jobs that just reached a terminal state: workflow releases, cascades and
+    completion claims; chain releases and halts; wake-up notifications."""
+    steps = [(j.id, state) for j, state in terminal if j.workflow_id is not None]
+    links = [(j, state) for j, state in terminal if j.chain_key is not None]
+    if steps:
+        await workflows.resolve(conn, steps, node, effects)
+    if links:
+        await chains.advance(conn, links, effects)
+    await publish(conn, effects)
+
+
+async def publish(conn: Conn, effects: workflows.Effects) -> None:
+    """Notify other nodes of what a transaction released or cancelled (sent on commit)."""
+    if effects.released_queues:
+        await conn.notify("insert", sorted(effects.released_queues))
+    if effects.signal_cancel:
+        await conn.notify("signal", [dumps({"action": "cancel", "ids": sorted(set(effects.signal_cancel))})])
+
+
+# --------------------------------------------------------------------------- queries & admin
+
+
+async def get_job(conn: Conn, job_id: int) -> Job | None:
+    """The job with `job_id`, or None."""
+    row = await conn.fetchone("get_job", {"id": job_id})
+    return Job.from_row(row) if row else None
+
+
+async def list_jobs(
+    conn: Conn,
+    *,
+    ids: Sequence[int] | None = None,
+    queue: str | None = None,
+    worker: str | None = None,
+    states: Sequence[str] | None = None,
+    workflow_id: str | None = None,
+    limit: int = 100,
+) -> list[Job]:
+    """Jobs matching every given filter, newest first."""
+    rows = await conn.fetch(
+        "list_jobs",
+        {
+            "ids": list(ids) if ids is not None else None,
+            "queue": queue,
+            "worker": worker,
+            "states": list(states) if states is not None else None,
+            "workflow_id": workflow_id,
+            "limit": limit,
+        },
+    )
+    return [Job.from_row(r) for r in rows]
+
+
+async def count_jobs(conn: Conn, queue: str | None = None) -> dict[str, int]:
+    """Number of jobs by state (optionally for one queue)."""
+    rows = await conn.fetch("count_jobs", {"queue": queue})
+    return {r["state"]: int(r["n"]) for r in rows}
+
+
+async def cancel_jobs(
+    conn: Conn,
+    node: str,
+    origin: str = "",
+    *,
+    ids: Sequence[int] | None = None,
+    queue: str | None = None,
+    worker: str | None = None,
+    states: Sequence[str] | None = None,
+    workflow_id: str | None = None,
+    reason: str = "cancelled",
+    repair: str | None = None,
+) -> tuple[list[Job], workflows.Effects]:
+    """Cancel every non-terminal job matching the filters; executing ones are signalled.
+    Returns the cancelled jobs and the effects (cascades, releases) to act on after commit."""
+    targets = await conn.fetch(
+        "cancel_targets",
+        {
+            "ids": list(ids) if ids is not None else None,
+            "queue": queue,
+            "worker": worker,
+            "states": list(states) if states is not None else None,
+            "workflow_id": workflow_id,
+        },
+    )
+    eff = workflows.Effects(origin=origin)
+    if not targets:
+        return [], eff
+    error = {"error": reason, "traceback": None}
+    if repair is not None:
+        error["reason"] = repair
+    rows = await conn.fetch(
+        "cancel_jobs",
+        {"ids": [t["id"] for t in targets], "error": dumps(error), "repair": repair},
+    )
+    jobs = [Job.from_row(r) for r in rows]
+    prev = {t["id"]: t["state"] for t in targets}
+    eff.signal_cancel.extend(j.id for j in jobs if prev.get(j.id) == "executing")
+    eff.cancelled_jobs.extend(jobs)
+    await settle(conn, [(j, "cancelled") for j in jobs], node, eff)
+    return jobs, eff
+
+
+async def retry_jobs(conn: Conn, ids: Sequence[int]) -> list[Job]:
+    """Move terminal or retryable jobs back to `available`, with at least one attempt left."""
+    rows = await conn.fetch("retry_jobs", {"ids": list(ids)})
+    jobs = [Job.from_row(r) for r in rows]
+    if jobs:
+        await conn.notify("insert", sorted({j.queue for j in jobs}))
+    return jobs
+
+
+async def stage_jobs(conn: Conn, limit: int) -> dict[str, int]:
+    """Make due `scheduled`/`retryable` jobs `available`; return how many per queue."""
+    rows = await conn.fetch("stage_jobs", {"limit": limit})
+    per_queue: dict[str, int] = {}
+    for r in rows:
+        per_queue[r["queue"]] = per_queue.get(r["queue"], 0) + 1
+    if per_queue:
+        await conn.notify("insert", sorted(per_queue))
+    return per_queue
+
+
+async def release_on_shutdown(conn: Conn, ids: Iterable[int], uuid: str, node: str) -> list[Job]:
+    """Hand the jobs a stopping producer could not finish back to `available` right away
+    (rescued, with one more attempt allowed, since the node stopping is not the job's fault)."""
+    error = {"error": f"node {node} shut down before the job finished", "traceback": None, "reason": "shutdown"}
+    rows = await conn.fetch("release_on_shutdown", {"ids": list(ids), "uuid": uuid, "error": dumps(error)})
+    jobs = [Job.from_row(r) for r in rows]
+    if jobs:
+        await conn.notify("insert", sorted({j.queue for j in jobs}))
+    return jobs
+
+
+# --------------------------------------------------------------------------- producers & leader
+
+
+async def upsert_producers(conn: Conn, producers: Sequence[dict[str, Any]]) -> None:
+    """Create or refresh producer rows (`uuid`, `node`, `queue`, `meta`); touches `updated_at`."""
+    if producers:
+        await conn.execute("upsert_producers", {"rows": dumps(list(producers))})
+
+
+async def delete_producers(conn: Conn, uuids: Sequence[str]) -> None:
+    """Remove producer rows (graceful stop)."""
+    if uuids:
+        await conn.execute("delete_producers", {"uuids": list(uuids)})
+
+
+async def elect_leader(conn: Conn, node: str, instance: str, ttl: float) -> bool:
+    """Become or stay leader unless another live instance holds an unexpired lease."""
+    row = await conn.fetchone("elect_leader", {"node": node, "instance": instance, "ttl": ttl})
+    return row is not None and row["instance"] == instance
+
+
+async def resign_leader(conn: Conn, instance: str) -> None:
+    """Give up leadership so another node is elected at once."""
+    await conn.execute("resign_leader", {"instance": instance})
+    await conn.notify("leader", [dumps({"action": "resigned", "instance": instance})])
+
+
+async def current_leader(conn: Conn) -> Row | None:
+    """The current leader row, if its lease has not expired."""
+    return await conn.fetchone("current_leader")
+
+
+async def list_producers(conn: Conn) -> list[Row]:
+    """Every producer row with its age in seconds."""
+    return await conn.fetch("list_producers")

@@ -1,0 +1,365 @@
+"""Workflow operations: insert and append steps, record step attempts, resolve finished steps
+(release dependents, cascade failures), and claim each workflow's one finished announcement."""
+
+from __future__ import annotations
+
+import json
+import uuid as uuidlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..engines.base import Conn, Row
+from ..errors import WorkflowError
+from ..job import FAILED_STATES, Job, dumps
+
+if TYPE_CHECKING:
+    from ..workflows.builder import PlannedStep
+    from .jobs import Ack
+
+NOTIFY_LIMIT = 7_000  # PostgreSQL caps NOTIFY payloads at 8000 bytes
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@dataclass(slots=True)
+class Cascaded:
+    """A step cancelled because a dependency failed or vanished."""
+
+    job: Job
+    reason: str  # cancelled | discarded | deleted (what happened upstream)
+
+
+@dataclass(slots=True)
+class Effects:
+    """Side effects of one transaction, acted on by the caller after commit."""
+
+    origin: str = ""
+    released_queues: set[str] = field(default_factory=set)
+    released_ids: list[int] = field(default_factory=list)
+    signal_cancel: list[int] = field(default_factory=list)
+    cancelled_jobs: list[Job] = field(default_factory=list)
+    cascaded: list[Cascaded] = field(default_factory=list)
+    finished: list[dict[str, Any]] = field(default_factory=list)
+    step_events: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- insert / append
+
+
+async def insert_workflow(conn: Conn, label: str | None, plan: Sequence[PlannedStep], origin: str) -> str:
+    """Store a validated plan: the workflow row, a job per step (roots runnable, the rest
+    `suspended`), its workflow_nodes and dependency edges. Returns the workflow id."""
+    from .jobs import insert_jobs
+
+    wid = str(uuidlib.uuid4())
+    await conn.execute("insert_workflow", {"id": wid, "label": label})
+    states = [None if not step.edges else "suspended" for step in plan]
+    jobs = await insert_jobs(conn, [s.job for s in plan], states=states, workflow_id=wid)
+    ids = {step.name: job.id for step, job in zip(plan, jobs, strict=True)}
+    await _insert_nodes(conn, wid, label, plan, ids, {})
+    return wid
+
+
+async def _insert_nodes(
+    conn: Conn,
+    wid: str,
+    label: str | None,
+    plan: Sequence[PlannedStep],
+    ids: dict[str, int],
+    existing: dict[str, Row],
+) -> None:
+    nodes, edges = [], []
+    for step in plan:
+        nodes.append(
+            {
+                "workflow_id": wid,
+                "name": step.name,
+                "job_id": ids[step.name],
+                "deps": list(step.deps),
+                "label": label,
+                "ignore_cancelled": step.ignore_cancelled,
+                "ignore_discarded": step.ignore_discarded,
+                "ignore_deleted": step.ignore_deleted,
+                "pending": len(step.edges),
+            }
+        )
+        for dep in step.edges:
+            dep_id = ids[dep] if dep in ids else existing[dep]["job_id"]
+            edges.append({"dep_job_id": dep_id, "job_id": ids[step.name], "workflow_id": wid})
+    await conn.execute("insert_workflow_nodes", {"rows": dumps(nodes)})
+    if edges:
+        await conn.execute("insert_workflow_deps", {"rows": dumps(edges)})
+
+
+async def append_workflow(
+    conn: Conn, wid: str, plan_for: Any, node: str, origin: str = ""
+) -> tuple[list[str], Effects]:
+    """Add steps to a stored, unfinished workflow. `plan_for(existing_names)` validates and
+    flattens the new steps. Steps whose deps already finished are resolved right here."""
+    from .jobs import insert_jobs, publish
+
+    effects = Effects(origin=origin)
+    wf = await conn.fetchone("lock_workflow", {"id": wid})
+    if wf is None:
+        raise WorkflowError(f"no workflow with id {wid!r}", field="workflow_id")
+    if wf["finished"]:
+        raise WorkflowError(f"workflow {wid} has already finished; insert a new workflow instead", field="workflow_id")
+    existing = {r["name"]: r for r in await conn.fetch("workflow_node_names", {"id": wid})}
+    plan: list[PlannedStep] = plan_for(existing.keys())
+    # Lock the existing deps so a concurrent ack cannot resolve one between our read and insert.
+    outside = sorted({d for s in plan for d in s.edges if d in existing})
+    await conn.execute("lock_nodes", {"id": wid, "names": outside})
+    states = [None if not step.edges else "suspended" for step in plan]
+    jobs = await insert_jobs(conn, [s.job for s in plan], states=states, workflow_id=wid)
+    ids = {step.name: job.id for step, job in zip(plan, jobs, strict=True)}
+    await _insert_nodes(conn, wid, wf["label"], plan, ids, existing)
+    # Edges from deps that already resolved: apply them now, exactly as the ack would have.
+    new_ids = list(ids.values())
+    resolved_edges = await conn.fetch("resolved_edges", {"ids": new_ids})
+    if resolved_edges:
+        frontier = await _propagate(conn, resolved_edges, effects)
+        await _resolve_loop(conn, frontier, node, effects, {wid})
+    await publish(conn, effects)
+    return [s.name for s in plan], effects
+
+
+# --------------------------------------------------------------------------- running steps
+
+
+async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
+    """Give fetched steps their name, deps, upstream results and any recorded result of an
+    earlier attempt; announce them as executing."""
+    by_id = {j.id: j for j in steps}
+    upstream: dict[int, dict[str, Any]] = {j.id: {} for j in steps}
+    for r in await conn.fetch("workflow_context", {"ids": list(by_id)}):
+        job = by_id[r["job_id"]]
+        if job.step is None:
+            job.step = r["name"]
+            job._deps = tuple(_loads(r["deps"]) or ())
+            if r["recorded"]:
+                job._recorded = (_loads(r["result"]),)
+        if r["dep_name"] is not None:
+            upstream[job.id][r["dep_name"]] = _loads(r["dep_result"]) if r["dep_recorded"] else None
+    for job in steps:
+        results = upstream[job.id]
+        view: dict[str, Any] = {}
+        for dep in job._deps:
+            if dep in results:
+                view[dep] = results[dep]
+            else:  # a sub-workflow dependency: its steps' results by their inner names
+                prefix = dep + "."
+                view[dep] = {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix)}
+        job._upstream = view
+    await conn.notify(
+        "workflow",
+        [dumps({"type": "step", "workflow_id": j.workflow_id, "step": j.step, "job_id": j.id, "event": "executing"}) for j in steps],
+    )
+
+
+_EVENT = {"scheduled": "snoozed"}
+
+
+async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
+    """Write results, step stats and live step events for acked workflow steps."""
+    results = [{"id": a.job.id, "result": _loads(a.result_json)} for a in acks if a.state == "completed" and a.result_json is not None]
+    if results:
+        await conn.execute("record_results", {"rows": dumps(results)})
+    stats = []
+    for a in acks:
+        job = a.job
+        queued_ms = None
+        if job.attempted_at is not None and job.scheduled_at is not None:
+            queued_ms = max(0, int((job.attempted_at - job.scheduled_at).total_seconds() * 1000))
+        stats.append(
+            {
+                "job_id": job.id,
+                "workflow_id": job.workflow_id,
+                "name": job.step or "",
+                "queued_ms": queued_ms,
+                "run_ms": a.run_ms,
+                "attempts": job.attempt,
+                "state": a.state,
+            }
+        )
+    await conn.execute("upsert_step_stats", {"rows": dumps(stats)})
+    await conn.notify(
+        "workflow",
+        [
+            dumps({"type": "step", "workflow_id": a.job.workflow_id, "step": a.job.step, "job_id": a.job.id,
+                   "event": _EVENT.get(a.state, a.state)})
+            for a in acks
+        ],
+    )
+
+
+async def insert_logs(conn: Conn, acks: Sequence[Ack]) -> None:
+    """Store the `job.log(...)` lines of acked attempts."""
+    rows = [
+        {"workflow_id": a.job.workflow_id, "job_id": a.job.id, "name": a.job.step, "level": level, "message": message}
+        for a in acks
+        for level, message in a.job._logs
+    ]
+    if rows:
+        await conn.execute("insert_debug_logs", {"rows": dumps(rows)})
+
+
+async def recorded_result(conn: Conn, job_id: int) -> tuple[Any] | None:
+    """A step's recorded result as a 1-tuple, or None when nothing was recorded."""
+    row = await conn.fetchone("recorded_result", {"id": job_id})
+    if row is None or not row["recorded"]:
+        return None
+    return (_loads(row["result"]),)
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def _satisfied(edge: Row) -> bool:
+    res = edge["dep_resolution"]
+    return bool(
+        res == "completed"
+        or (res == "cancelled" and edge["ignore_cancelled"])
+        or (res == "discarded" and edge["ignore_discarded"])
+        or (res == "deleted" and edge["ignore_deleted"])
+    )
+
+
+async def _propagate(conn: Conn, edges: Sequence[Row], effects: Effects) -> list[dict[str, Any]]:
+    """Apply resolved dependency edges to their (unresolved) dependents: count satisfied ones
+    down and release steps with nothing left pending; cancel steps whose dep failed.
+    Returns the cancelled steps as the next resolution frontier."""
+    satisfied: dict[int, int] = {}
+    failing: dict[int, Row] = {}
+    for e in edges:
+        if _satisfied(e):
+            satisfied[e["job_id"]] = satisfied.get(e["job_id"], 0) + 1
+        else:
+            failing.setdefault(e["job_id"], e)
+    for job_id in failing:
+        satisfied.pop(job_id, None)
+    if satisfied:
+        counted = await conn.fetch(
+            "decrement_pending", {"rows": dumps([{"id": k, "n": v} for k, v in sorted(satisfied.items())])}
+        )
+        ready = sorted(r["job_id"] for r in counted if r["pending"] <= 0)
+        if ready:
+            for r in await conn.fetch("release_jobs", {"ids": ready}):
+                effects.released_ids.append(r["id"])
+                if r["state"] == "available":
+                    effects.released_queues.add(r["queue"])
+    frontier: list[dict[str, Any]] = []
+    if failing:
+        rows = []
+        for job_id, e in sorted(failing.items()):
+            what = e["dep_resolution"]
+            rows.append(
+                {
+                    "id": job_id,
+                    "reason": f"dep_{what}",
+                    "error": {
+                        "error": f"dependency {e['dep_name']!r} was {what}",
+                        "traceback": None,
+                        "reason": f"dep_{what}",
+                    },
+                }
+            )
+        reasons = {r["id"]: r["reason"] for r in rows}
+        for r in await conn.fetch("cancel_steps", {"rows": dumps(rows)}):
+            job = Job.from_row(r)
+            effects.cascaded.append(Cascaded(job, reasons[job.id][4:]))
+            if job.attempt > 0:  # it may be running somewhere: tell its node to stop it
+                effects.signal_cancel.append(job.id)
+            frontier.append({"id": job.id, "outcome": "cancelled", "reason": reasons[job.id]})
+        # Dependents already terminal but unresolved still resolve as what they are.
+    return frontier
+
+
+async def resolve(
+    conn: Conn, outcomes: Sequence[tuple[int, str]], node: str, effects: Effects, reason: str | None = None
+) -> None:
+    """Steps (by job id) reached terminal `outcomes`: mark them resolved (once), release or
+    cancel their dependents recursively, then claim the announcement of finished workflows."""
+    frontier = [{"id": i, "outcome": o, "reason": reason} for i, o in outcomes]
+    await _resolve_loop(conn, frontier, node, effects, set())
+
+
+async def _resolve_loop(
+    conn: Conn, frontier: list[dict[str, Any]], node: str, effects: Effects, touched: set[str]
+) -> None:
+    while frontier:
+        rows = await conn.fetch("resolve_nodes", {"rows": dumps(frontier)})
+        if not rows:
+            break
+        touched.update(r["workflow_id"] for r in rows)
+        edges = await conn.fetch("dependents", {"ids": [r["job_id"] for r in rows]})
+        frontier = await _propagate(conn, edges, effects) if edges else []
+    if touched:
+        await finish(conn, sorted(touched), node, effects)
+
+
+async def finish(conn: Conn, wids: Sequence[str], node: str, effects: Effects) -> None:
+    """Announce every workflow in `wids` whose steps have all resolved. The workflow rows are
+    locked first so that of two transactions resolving the last steps concurrently, the second
+    sees the first's commit: exactly one of them finds the workflow finished."""
+    await conn.execute("lock_workflows", {"ids": list(wids)})
+    done = [r["id"] for r in await conn.fetch("terminated_workflows", {"ids": list(wids)})]
+    if done:
+        await announce(conn, done, node, effects)
+
+
+async def announce(conn: Conn, wids: Sequence[str], node: str, effects: Effects) -> list[dict[str, Any]]:
+    """Claim and announce terminated workflows. Only the transaction whose insert into
+    `workflow_completions` succeeds announces; for everyone else this is a no-op."""
+    payloads = await summaries(conn, wids)
+    if not payloads:
+        return []
+    claimed = await conn.fetch(
+        "claim_completions",
+        {"rows": dumps([{"id": p["workflow_id"], "status": p["status"]} for p in payloads]), "node": node},
+    )
+    won = {r["workflow_id"] for r in claimed}
+    out = [p for p in payloads if p["workflow_id"] in won]
+    notes = []
+    for p in out:
+        note = dumps({"type": "finished", "origin": effects.origin, **p})
+        if len(note.encode()) > NOTIFY_LIMIT:
+            note = dumps({"type": "finished", "origin": effects.origin, "workflow_id": p["workflow_id"], "truncated": True})
+        notes.append(note)
+    await conn.notify("workflow", notes)
+    effects.finished.extend(out)
+    return out
+
+
+async def summaries(conn: Conn, wids: Sequence[str]) -> list[dict[str, Any]]:
+    """The finished-event payload of each workflow: label, status, failed_steps, counts."""
+    rows = await conn.fetch("workflow_summary", {"ids": list(wids)})
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        p = out.setdefault(
+            r["workflow_id"],
+            {"workflow_id": r["workflow_id"], "label": r["label"], "status": "completed", "failed_steps": [], "counts": {}},
+        )
+        state = r["state"]
+        p["counts"][state] = p["counts"].get(state, 0) + 1
+        if state in FAILED_STATES:
+            p["failed_steps"].append(r["name"])
+            p["status"] = "failed"
+    for p in out.values():
+        p["failed_steps"].sort()
+    return [out[w] for w in wids if w in out]
+
+
+async def status_rows(conn: Conn, wid: str) -> tuple[Row | None, list[Row]]:
+    """The workflow row (with completion) and one row per step with its job's state."""
+    wf = await conn.fetchone("workflow_row", {"id": wid})
+    if wf is None:
+        return None, []
+    return wf, await conn.fetch("workflow_steps", {"id": wid})
+
+
+async def list_workflows(conn: Conn, limit: int = 50, label: str | None = None) -> list[Row]:
+    """Recent workflows with step counts by state."""
+    return await conn.fetch("list_workflows", {"limit": limit, "label": label})

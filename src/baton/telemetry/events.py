@@ -1,0 +1,86 @@
+"""Attach/detach/emit, in the manner of Erlang's :telemetry. Handlers run synchronously in the
+emitting code; one that raises is detached and logged so it can never break a job."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+log = logging.getLogger("baton.telemetry")
+
+Event = tuple[str, ...]
+Handler = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], Any]
+
+_lock = threading.Lock()
+_by_id: dict[str, tuple[tuple[Event, ...], Handler]] = {}
+_by_event: dict[Event, tuple[tuple[str, Handler], ...]] = {}
+
+
+def _rebuild() -> None:
+    table: dict[Event, list[tuple[str, Handler]]] = {}
+    for handler_id, (events, fn) in _by_id.items():
+        for event in events:
+            table.setdefault(event, []).append((handler_id, fn))
+    global _by_event
+    _by_event = {event: tuple(items) for event, items in table.items()}
+
+
+def _event(value: Iterable[str]) -> Event:
+    event = tuple(value)
+    if not event or not all(isinstance(part, str) for part in event):
+        raise ValueError(f"an event is a tuple of strings like ('baton', 'job', 'stop'), got {value!r}")
+    return event
+
+
+def attach(handler_id: str, event: Iterable[str], fn: Handler) -> None:
+    """Call `fn(event, measurements, metadata)` for every `event`. Ids are unique."""
+    attach_many(handler_id, [event], fn)
+
+
+def attach_many(handler_id: str, events: Iterable[Iterable[str]], fn: Handler) -> None:
+    """Attach one handler to several events under one id."""
+    if not callable(fn):
+        raise ValueError(f"handler {handler_id!r} must be callable")
+    parsed = tuple(_event(e) for e in events)
+    with _lock:
+        if handler_id in _by_id:
+            raise ValueError(f"a telemetry handler with id {handler_id!r} is already attached; detach it first")
+        _by_id[handler_id] = (parsed, fn)
+        _rebuild()
+
+
+def detach(handler_id: str) -> bool:
+    """Detach a handler; True if it was attached."""
+    with _lock:
+        found = _by_id.pop(handler_id, None) is not None
+        if found:
+            _rebuild()
+        return found
+
+
+def list_handlers() -> dict[str, tuple[Event, ...]]:
+    """Attached handler ids and their events."""
+    with _lock:
+        return {hid: events for hid, (events, _) in _by_id.items()}
+
+
+def has_handlers(event: Event) -> bool:
+    """Whether anything listens to `event` (lets hot paths skip building metadata)."""
+    return event in _by_event
+
+
+def handlers(event: Event) -> tuple[tuple[str, Handler], ...]:
+    """The (id, fn) pairs attached to `event`."""
+    return _by_event.get(event, ())
+
+
+def emit(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+    """Call every handler of `event`; a raising handler is detached and logged."""
+    for handler_id, fn in _by_event.get(event, ()):
+        try:
+            fn(event, measurements, metadata)
+        except Exception:
+            log.exception("telemetry handler %r raised on %s and was detached", handler_id, event)
+            detach(handler_id)

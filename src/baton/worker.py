@@ -1,0 +1,284 @@
+"""Workers: the code a job runs. Declare one with `@app.worker(...)` on a function (sync or
+async) or by subclassing `baton.Worker`; both carry the same options and build jobs with `.new()`."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import random
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+from .errors import ValidationError
+from .job import Job, JobSpec, Unique, dumps
+
+CHAIN_MODES = ("ignore", "hold", "halt")
+_MISSING: Any = object()
+
+
+def default_backoff(attempt: int) -> float:
+    """`15 + 2**attempt` seconds with +-10% jitter (SPEC section 1)."""
+    base = 15 + 2 ** min(attempt, 24)
+    return base * random.uniform(0.9, 1.1)
+
+
+class WorkerOptions:
+    """Validated options shared by function and class workers."""
+
+    __slots__ = (
+        "name", "queue", "max_attempts", "priority", "tags", "timeout", "unique",
+        "chain_by", "on_discarded", "on_cancelled", "record",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        queue: str = "default",
+        max_attempts: int = 20,
+        priority: int = 0,
+        tags: Sequence[str] = (),
+        timeout: float | None = None,
+        unique: Mapping[str, Any] | bool | None = None,
+        chain_by: Sequence[str] | None = None,
+        on_discarded: str = "ignore",
+        on_cancelled: str = "ignore",
+        record: bool | None = None,
+    ) -> None:
+        self.name = name
+        # JobSpec validates queue/priority/max_attempts/tags; build a probe to reuse that.
+        JobSpec(worker=name, queue=queue, max_attempts=max_attempts, priority=priority, tags=list(tags))
+        self.queue, self.max_attempts, self.priority, self.tags = queue, max_attempts, priority, list(tags)
+        if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0):
+            raise ValidationError("timeout", f"must be a number of seconds > 0 or None, got {timeout!r}")
+        self.timeout = float(timeout) if timeout is not None else None
+        self.unique = Unique.parse(unique)
+        if chain_by is not None:
+            if isinstance(chain_by, str) or not chain_by:
+                raise ValidationError("chain_by", "must be a non-empty list like ['args.account_id']")
+            for path in chain_by:
+                root, _, key = str(path).partition(".")
+                if root not in ("args", "meta") or not key:
+                    raise ValidationError(
+                        "chain_by", f"{path!r} must name an arg or meta key, e.g. 'args.account_id' or 'meta.tenant'"
+                    )
+            self.chain_by: tuple[str, ...] | None = tuple(chain_by)
+        else:
+            self.chain_by = None
+        for opt, value in (("on_discarded", on_discarded), ("on_cancelled", on_cancelled)):
+            if value not in CHAIN_MODES:
+                raise ValidationError(opt, f"must be one of {list(CHAIN_MODES)}, got {value!r}")
+        self.on_discarded, self.on_cancelled = on_discarded, on_cancelled
+        if record is not None and not isinstance(record, bool):
+            raise ValidationError("record", "must be True, False or None (record workflow step results)")
+        self.record = record
+
+    def chain_key(self, args: Mapping[str, Any], meta: Mapping[str, Any]) -> str | None:
+        """The key that orders this worker's jobs one at a time, or None when not chained."""
+        if self.chain_by is None:
+            return None
+        values = []
+        for path in self.chain_by:
+            root, _, key = path.partition(".")
+            source = args if root == "args" else meta
+            if key not in source:
+                raise ValidationError(
+                    f"{root}.{key}", f"worker {self.name} is chained by {path!r}, so every job needs that key"
+                )
+            values.append(source[key])
+        return f"{self.name}:{dumps(values)}"
+
+    def new(
+        self,
+        args: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        tags: Sequence[str] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        schedule_in: float | None = None,
+        scheduled_at: datetime | None = None,
+        unique: Any = _MISSING,
+    ) -> JobSpec:
+        """Build a validated JobSpec for this worker; per-job options override the worker's."""
+        if args is None:
+            args = {}
+        if not isinstance(args, Mapping):
+            raise ValidationError("args", f"must be a dict of JSON values, got {type(args).__name__}")
+        meta = dict(meta or {})
+        chain_key = self.chain_key(args, meta)
+        if chain_key is not None:
+            meta.setdefault("chain", {"on_discarded": self.on_discarded, "on_cancelled": self.on_cancelled})
+        return JobSpec(
+            worker=self.name,
+            args=dict(args),
+            queue=queue if queue is not None else self.queue,
+            priority=priority if priority is not None else self.priority,
+            max_attempts=max_attempts if max_attempts is not None else self.max_attempts,
+            tags=list(tags) if tags is not None else list(self.tags),
+            meta=meta,
+            schedule_in=schedule_in,
+            scheduled_at=scheduled_at,
+            unique=self.unique if unique is _MISSING else Unique.parse(unique),
+            chain_key=chain_key,
+        )
+
+
+class Worker:
+    """Base class for class-form workers. Override `perform(self, job)` (sync or async).
+
+    Options are class attributes: `queue`, `max_attempts`, `priority`, `tags`, `timeout`,
+    `unique`, `chain_by`, `on_discarded`, `on_cancelled`, `record`, and `name` (defaults to
+    the import path `module.QualName`). Subclasses register themselves by name on definition.
+    """
+
+    name: ClassVar[str]
+    queue: ClassVar[str] = "default"
+    max_attempts: ClassVar[int] = 20
+    priority: ClassVar[int] = 0
+    tags: ClassVar[Sequence[str]] = ()
+    timeout: ClassVar[float | None] = None
+    unique: ClassVar[Mapping[str, Any] | bool | None] = None
+    chain_by: ClassVar[Sequence[str] | None] = None
+    on_discarded: ClassVar[str] = "ignore"
+    on_cancelled: ClassVar[str] = "ignore"
+    record: ClassVar[bool | None] = None
+    options: ClassVar[WorkerOptions]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = f"{cls.__module__}.{cls.__qualname__}"
+        cls.options = WorkerOptions(
+            cls.name,
+            queue=cls.queue,
+            max_attempts=cls.max_attempts,
+            priority=cls.priority,
+            tags=cls.tags,
+            timeout=cls.timeout,
+            unique=cls.unique,
+            chain_by=cls.chain_by,
+            on_discarded=cls.on_discarded,
+            on_cancelled=cls.on_cancelled,
+            record=cls.record,
+        )
+        if "perform" in cls.__dict__ or not inspect.isabstract(cls):
+            GLOBAL_REGISTRY[cls.name] = WorkerDef.from_class(cls)
+
+    @classmethod
+    def new(cls, args: Mapping[str, Any] | None = None, **opts: Any) -> JobSpec:
+        """Build a JobSpec for this worker (see `WorkerOptions.new`)."""
+        return cls.options.new(args, **opts)
+
+    def perform(self, job: Job) -> Any:
+        """Do the work. Return a value, or return/raise Snooze, Cancel or Discard."""
+        raise NotImplementedError(f"{type(self).__name__}.perform(job) is not implemented")
+
+    def backoff(self, job: Job) -> float:
+        """Seconds to wait before the next attempt after `job` failed."""
+        return default_backoff(job.attempt)
+
+    def after_cancelled(self, reason: str, job: Job) -> None:
+        """Called when a workflow cascade cancels this step (`reason`: cancelled, discarded, deleted)."""
+
+
+class WorkerDef:
+    """How a node runs one worker: its options and three callables."""
+
+    __slots__ = ("options", "perform", "is_async", "backoff", "after_cancelled", "source")
+
+    def __init__(
+        self,
+        options: WorkerOptions,
+        perform: Callable[[Job], Any],
+        backoff: Callable[[Job], float],
+        after_cancelled: Callable[[str, Job], Any] | None,
+        source: Any,
+        is_async: bool,
+    ) -> None:
+        self.options, self.perform, self.backoff = options, perform, backoff
+        self.after_cancelled, self.source, self.is_async = after_cancelled, source, is_async
+
+    @property
+    def name(self) -> str:
+        """The registered worker name."""
+        return self.options.name
+
+    @classmethod
+    def from_class(cls, worker_cls: type[Worker]) -> WorkerDef:
+        """Definition for a Worker subclass; a fresh instance serves each job."""
+        is_async = inspect.iscoroutinefunction(worker_cls.perform)
+
+        def perform(job: Job) -> Any:
+            return worker_cls().perform(job)
+
+        def backoff(job: Job) -> float:
+            return worker_cls().backoff(job)
+
+        after = None
+        if worker_cls.after_cancelled is not Worker.after_cancelled:
+            def after(reason: str, job: Job) -> Any:
+                return worker_cls().after_cancelled(reason, job)
+
+        return cls(worker_cls.options, perform, backoff, after, worker_cls, is_async)
+
+
+GLOBAL_REGISTRY: dict[str, WorkerDef] = {}
+
+
+class FunctionWorker:
+    """What `@app.worker(...)` returns: still callable as the function, plus `.new(args)`."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        options: WorkerOptions,
+        backoff: Callable[[Job], float] | None = None,
+        after_cancelled: Callable[[str, Job], Any] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.options = options
+        self.name = options.name
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", options.name)
+        self.__wrapped__ = fn
+        self.definition = WorkerDef(
+            options,
+            fn,
+            backoff or (lambda job: default_backoff(job.attempt)),
+            after_cancelled,
+            self,
+            inspect.iscoroutinefunction(fn),
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def new(self, args: Mapping[str, Any] | None = None, **opts: Any) -> JobSpec:
+        """Build a validated JobSpec for this worker (options: queue, priority, max_attempts,
+        tags, meta, schedule_in, scheduled_at, unique)."""
+        return self.options.new(args, **opts)
+
+    def __repr__(self) -> str:
+        return f"<worker {self.name} queue={self.options.queue}>"
+
+
+def import_worker(name: str) -> WorkerDef | None:
+    """Resolve an import path (`module.func`, `module.Class`, `module.Outer.Inner`) to a
+    worker definition, or None when nothing importable has that name."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            target: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            target = getattr(target, attr, None)
+        if isinstance(target, FunctionWorker):
+            return target.definition
+        if isinstance(target, type) and issubclass(target, Worker):
+            return GLOBAL_REGISTRY.get(target.name) or WorkerDef.from_class(target)
+        return GLOBAL_REGISTRY.get(name)
+    return None

@@ -1,0 +1,242 @@
+"""`Workflow`: build a DAG of jobs, validated before anything is written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..errors import WorkflowError
+from ..job import JobSpec
+
+
+@dataclass(slots=True)
+class Step:
+    """One step as declared: a job, or a sub-workflow standing in as one step."""
+
+    name: str
+    job: JobSpec | None
+    sub: Workflow | None
+    deps: tuple[str, ...]
+    ignore_cancelled: bool | None
+    ignore_discarded: bool | None
+    ignore_deleted: bool | None
+
+
+@dataclass(slots=True)
+class PlannedStep:
+    """A flattened step ready to insert: `deps` as declared, `edges` the step names it waits for."""
+
+    name: str
+    job: JobSpec
+    deps: tuple[str, ...]
+    edges: tuple[str, ...]
+    ignore_cancelled: bool
+    ignore_discarded: bool
+    ignore_deleted: bool
+
+
+class Workflow:
+    """A DAG of jobs inserted in one transaction with `app.insert_workflow(wf)`.
+
+    ```python
+    wf = baton.Workflow(label="nightly-report")
+    wf.add("fetch", fetch.new({"day": d}))
+    wf.add("clean", clean.new({}), deps=["fetch"])
+    ```
+    `ignore_cancelled` / `ignore_discarded` / `ignore_deleted` (workflow-wide defaults, or per
+    step) make a cancelled / discarded / deleted dependency count as satisfied instead of
+    cancelling its dependents.
+    """
+
+    def __init__(
+        self,
+        label: str | None = None,
+        *,
+        ignore_cancelled: bool = False,
+        ignore_discarded: bool = False,
+        ignore_deleted: bool = False,
+    ) -> None:
+        if label is not None and not isinstance(label, str):
+            raise WorkflowError(f"label must be a string, got {type(label).__name__}", field="label")
+        self.label = label
+        self.ignore_cancelled = bool(ignore_cancelled)
+        self.ignore_discarded = bool(ignore_discarded)
+        self.ignore_deleted = bool(ignore_deleted)
+        self._steps: dict[str, Step] = {}
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    @property
+    def steps(self) -> dict[str, Step]:
+        """Declared steps by name, in the order they were added."""
+        return dict(self._steps)
+
+    def _check_new(self, name: str, deps: Iterable[str]) -> tuple[str, ...]:
+        if not isinstance(name, str) or not name.strip():
+            raise WorkflowError(f"step names must be non-empty strings, got {name!r}", field="name")
+        if name in self._steps:
+            raise WorkflowError("duplicate step name; every step in a workflow needs its own name", step=name)
+        if isinstance(deps, str):
+            raise WorkflowError("deps must be a list of step names, e.g. deps=['fetch']", step=name)
+        out = tuple(deps)
+        for dep in out:
+            if not isinstance(dep, str):
+                raise WorkflowError(f"dependency {dep!r} is not a step name", step=name)
+            if dep == name:
+                raise WorkflowError("a step cannot depend on itself", step=name)
+        if len(set(out)) != len(out):
+            raise WorkflowError(f"lists a dependency twice: {list(out)}", step=name)
+        return out
+
+    def add(
+        self,
+        name: str,
+        job: JobSpec,
+        deps: Sequence[str] = (),
+        *,
+        ignore_cancelled: bool | None = None,
+        ignore_discarded: bool | None = None,
+        ignore_deleted: bool | None = None,
+    ) -> Workflow:
+        """Add step `name` running `job` once every step in `deps` has completed."""
+        dep_names = self._check_new(name, deps)
+        if not isinstance(job, JobSpec):
+            raise WorkflowError(
+                f"needs a job built with worker.new(args), got {type(job).__name__}", step=name
+            )
+        if job.unique is not None:
+            raise WorkflowError("unique jobs cannot be workflow steps; drop unique= for this step", step=name)
+        self._steps[name] = Step(name, job, None, dep_names, ignore_cancelled, ignore_discarded, ignore_deleted)
+        return self
+
+    def add_workflow(self, name: str, workflow: Workflow, deps: Sequence[str] = ()) -> Workflow:
+        """Add a whole workflow as one step: it starts after `deps`, its dependents wait for all of it."""
+        dep_names = self._check_new(name, deps)
+        if not isinstance(workflow, Workflow):
+            raise WorkflowError(f"add_workflow needs a Workflow, got {type(workflow).__name__}", step=name)
+        if workflow is self:
+            raise WorkflowError("a workflow cannot contain itself", step=name)
+        if not workflow._steps:
+            raise WorkflowError("sub-workflow is empty; add steps to it first", step=name)
+        self._steps[name] = Step(name, None, workflow, dep_names, None, None, None)
+        return self
+
+    # -- validation and flattening ----------------------------------------------------
+
+    def plan(self, existing: Iterable[str] = ()) -> list[PlannedStep]:
+        """Validate and flatten into steps in dependency order.
+
+        `existing` names steps already stored (append_workflow): they may be depended on.
+        """
+        if not self._steps:
+            raise WorkflowError("workflow is empty; add at least one step with wf.add(name, job)")
+        known = set(existing)
+        for step in self._steps.values():
+            clash = step.name in known
+            if clash:
+                raise WorkflowError("a step with this name already exists in the workflow", step=step.name)
+        for step in self._steps.values():
+            for dep in step.deps:
+                if dep not in self._steps and dep not in known:
+                    raise WorkflowError(
+                        f"depends on unknown step {dep!r}; add it first or fix the name", step=step.name
+                    )
+        self._check_cycles()
+        flat = self._flatten("", (), known)
+        names = [p.name for p in flat]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise WorkflowError("name collides with a sub-workflow step name", step=sorted(dupes)[0])
+        return flat
+
+    def _check_cycles(self) -> None:
+        state: dict[str, int] = {}
+        stack: list[str] = []
+
+        def visit(name: str) -> None:
+            state[name] = 1
+            stack.append(name)
+            for dep in self._steps[name].deps:
+                if dep not in self._steps:
+                    continue
+                if state.get(dep) == 1:
+                    cycle = stack[stack.index(dep):] + [dep]
+                    raise WorkflowError(
+                        "cycle: " + " -> ".join(reversed(cycle)) + "; a workflow must be acyclic", step=dep
+                    )
+                if dep not in state:
+                    visit(dep)
+            stack.pop()
+            state[name] = 2
+
+        for name in self._steps:
+            if name not in state:
+                visit(name)
+
+    def _order(self) -> list[Step]:
+        done: set[str] = set()
+        order: list[Step] = []
+
+        def visit(step: Step) -> None:
+            if step.name in done:
+                return
+            done.add(step.name)
+            for dep in step.deps:
+                if dep in self._steps:
+                    visit(self._steps[dep])
+            order.append(step)
+
+        for step in self._steps.values():
+            visit(step)
+        return order
+
+    def _members(self, prefix: str, name: str) -> tuple[str, ...]:
+        """The flattened step names a dependency on `name` waits for."""
+        step = self._steps.get(name)
+        if step is None or step.sub is None:
+            return (prefix + name,)
+        sub_prefix = prefix + name + "."
+        return tuple(m for s in step.sub._steps for m in step.sub._members(sub_prefix, s))
+
+    def _flatten(self, prefix: str, outer_edges: tuple[str, ...], existing: set[str]) -> list[PlannedStep]:
+        out: list[PlannedStep] = []
+        for step in self._order():
+            edges: list[str] = []
+            for dep in step.deps:
+                edges.extend(self._members(prefix, dep) if dep in self._steps else (dep,))
+            if not step.deps:
+                edges.extend(outer_edges)
+            if step.sub is not None:
+                step.sub._check_cycles()
+                out.extend(step.sub._flatten(prefix + step.name + ".", tuple(edges), existing))
+                continue
+            assert step.job is not None
+            out.append(
+                PlannedStep(
+                    name=prefix + step.name,
+                    job=step.job,
+                    deps=tuple(prefix + d if d in self._steps else d for d in step.deps)
+                    if prefix
+                    else step.deps,
+                    edges=tuple(dict.fromkeys(edges)),
+                    ignore_cancelled=self.ignore_cancelled if step.ignore_cancelled is None else step.ignore_cancelled,
+                    ignore_discarded=self.ignore_discarded if step.ignore_discarded is None else step.ignore_discarded,
+                    ignore_deleted=self.ignore_deleted if step.ignore_deleted is None else step.ignore_deleted,
+                )
+            )
+        return out
+
+    # -- drawing ----------------------------------------------------------------------
+
+    def to_mermaid(self) -> str:
+        """The graph as a Mermaid flowchart (sub-workflows as subgraphs)."""
+        from .render import to_mermaid
+
+        return to_mermaid(self)
+
+    def to_dot(self) -> str:
+        """The graph in Graphviz DOT (sub-workflows as clusters)."""
+        from .render import to_dot
+
+        return to_dot(self)

@@ -1,0 +1,89 @@
+"""Draw a workflow: Mermaid and Graphviz DOT (sub-workflows as subgraphs/clusters), and a
+terminal tree for the CLI."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .builder import Workflow
+
+
+def _id(name: str) -> str:
+    return "n_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def _label(text: str) -> str:
+    return text.replace('"', "'")
+
+
+def _sinks(wf: Workflow, prefix: str, name: str) -> list[str]:
+    step = wf._steps[name]
+    if step.sub is None:
+        return [prefix + name]
+    inner = step.sub
+    depended = {d for s in inner._steps.values() for d in s.deps}
+    return [m for s in inner._steps if s not in depended for m in _sinks(inner, prefix + name + ".", s)]
+
+
+def _roots(wf: Workflow, prefix: str, name: str) -> list[str]:
+    step = wf._steps[name]
+    if step.sub is None:
+        return [prefix + name]
+    inner = step.sub
+    return [m for s, st in inner._steps.items() if not st.deps for m in _roots(inner, prefix + name + ".", s)]
+
+
+def to_mermaid(wf: Workflow) -> str:
+    """A `flowchart TD` diagram."""
+    lines = ["flowchart TD"]
+
+    def emit(w: Workflow, prefix: str, indent: str) -> None:
+        for name, step in w._steps.items():
+            full = prefix + name
+            if step.sub is not None:
+                lines.append(f'{indent}subgraph {_id(full)} ["{_label(name)}"]')
+                emit(step.sub, full + ".", indent + "    ")
+                lines.append(f"{indent}end")
+            else:
+                worker = step.job.worker.rsplit(".", 1)[-1] if step.job else ""
+                lines.append(f'{indent}{_id(full)}["{_label(name)}<br/><small>{_label(worker)}</small>"]')
+        for name, step in w._steps.items():
+            for dep in step.deps:
+                if dep not in w._steps:
+                    continue
+                for src in _sinks(w, prefix, dep):
+                    for dst in _roots(w, prefix, name):
+                        lines.append(f"{indent}{_id(src)} --> {_id(dst)}")
+
+    emit(wf, "", "    ")
+    return "\n".join(lines) + "\n"
+
+
+def to_dot(wf: Workflow) -> str:
+    """A `digraph` for Graphviz."""
+    title = _label(wf.label or "workflow")
+    lines = [f'digraph "{title}" {{', "    rankdir=TB;", '    node [shape=box, style=rounded];']
+
+    def emit(w: Workflow, prefix: str, indent: str) -> None:
+        for name, step in w._steps.items():
+            full = prefix + name
+            if step.sub is not None:
+                lines.append(f"{indent}subgraph cluster_{_id(full)} {{")
+                lines.append(f'{indent}    label="{_label(name)}";')
+                emit(step.sub, full + ".", indent + "    ")
+                lines.append(f"{indent}}}")
+            else:
+                lines.append(f'{indent}{_id(full)} [label="{_label(name)}"];')
+        for name, step in w._steps.items():
+            for dep in step.deps:
+                if dep not in w._steps:
+                    continue
+                for src in _sinks(w, prefix, dep):
+                    for dst in _roots(w, prefix, name):
+                        lines.append(f"{indent}{_id(src)} -> {_id(dst)};")
+
+    emit(wf, "", "    ")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

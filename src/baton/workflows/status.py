@@ -1,0 +1,126 @@
+"""`WorkflowStatus`: what `app.workflow_status(wid)` returns — the label, each step's state
+and why it waits or was repaired, counts by state, and whether the workflow finished."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..job import FAILED_STATES, TERMINAL_STATES, to_datetime
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@dataclass(slots=True)
+class StepStatus:
+    """One step: its job, state (`deleted` when the job row is gone) and diagnostics."""
+
+    name: str
+    job_id: int
+    state: str
+    deps: list[str]
+    queue: str | None = None
+    worker: str | None = None
+    attempt: int = 0
+    max_attempts: int = 0
+    pending: int = 0
+    reason: str | None = None
+    last_error: str | None = None
+    queued_ms: int | None = None
+    run_ms: int | None = None
+    result: Any = None
+    recorded: bool = False
+
+
+@dataclass(slots=True)
+class WorkflowStatus:
+    """A workflow as stored now."""
+
+    workflow_id: str
+    label: str | None
+    finished: bool
+    status: str  # running | completed | failed
+    steps: dict[str, str]
+    counts: dict[str, int]
+    details: dict[str, StepStatus] = field(default_factory=dict)
+    inserted_at: datetime | None = None
+    announced_at: datetime | None = None
+    announced_by: str | None = None
+
+    @property
+    def failed_steps(self) -> list[str]:
+        """Steps that ended cancelled or discarded."""
+        return sorted(n for n, s in self.steps.items() if s in FAILED_STATES)
+
+    @property
+    def waiting(self) -> dict[str, str]:
+        """Why each unfinished step is not running yet ("why is this workflow stuck?")."""
+        out = {}
+        for name, step in self.details.items():
+            if step.state in TERMINAL_STATES or step.state == "deleted":
+                continue
+            if step.state == "suspended":
+                gone = [d for d in step.deps if self.steps.get(d) == "deleted"]
+                if gone:
+                    out[name] = f"dependency {gone[0]!r} was deleted before completing (dep_deleted)"
+                elif step.pending <= 0:
+                    out[name] = "all dependencies satisfied but not released (missed_release)"
+                else:
+                    waiting_on = [d for d in step.deps if self.steps.get(d) not in ("completed", None)]
+                    out[name] = f"waiting on {', '.join(waiting_on) or str(step.pending) + ' dependencies'}"
+            else:
+                out[name] = step.state
+        return out
+
+    @classmethod
+    def from_rows(cls, wf: dict[str, Any], rows: list[dict[str, Any]]) -> WorkflowStatus:
+        """Build from `workflow_row` and `workflow_steps` query rows."""
+        steps: dict[str, str] = {}
+        counts: dict[str, int] = {}
+        details: dict[str, StepStatus] = {}
+        for r in rows:
+            state = r["state"] or (r["resolution"] if r["resolution"] in TERMINAL_STATES else None) or "deleted"
+            steps[r["name"]] = state
+            counts[state] = counts.get(state, 0) + 1
+            error = _loads(r["last_error"]) if r["last_error"] is not None else None
+            details[r["name"]] = StepStatus(
+                name=r["name"],
+                job_id=r["job_id"],
+                state=state,
+                deps=list(_loads(r["deps"]) or []),
+                queue=r["queue"],
+                worker=r["worker"],
+                attempt=r["attempt"] or 0,
+                max_attempts=r["max_attempts"] or 0,
+                pending=r["pending"],
+                reason=r["reason"],
+                last_error=error.get("error") if isinstance(error, dict) else None,
+                queued_ms=r["queued_ms"],
+                run_ms=r["run_ms"],
+                result=_loads(r["result"]) if r["recorded"] else None,
+                recorded=bool(r["recorded"]),
+            )
+        finished = wf["completion_status"] is not None
+        terminated = all(s in TERMINAL_STATES or s == "deleted" for s in steps.values())
+        if finished:
+            status = wf["completion_status"]
+        elif terminated and steps:
+            status = "failed" if any(s in FAILED_STATES for s in steps.values()) else "completed"
+        else:
+            status = "running"
+        return cls(
+            workflow_id=wf["id"],
+            label=wf["label"],
+            finished=finished,
+            status=status,
+            steps=steps,
+            counts=counts,
+            details=details,
+            inserted_at=to_datetime(wf["inserted_at"]),
+            announced_at=to_datetime(wf["announced_at"]),
+            announced_by=wf["announced_by"],
+        )
