@@ -22,7 +22,7 @@ import pg  # noqa: E402
 
 BATON_TABLES = (
     "baton_jobs, baton_producers, baton_leaders, baton_workflows, workflow_nodes, baton_workflow_deps, "
-    "workflow_completions, workflow_step_stats, workflow_debug_logs"
+    "workflow_completions, workflow_step_stats, workflow_debug_logs, baton_cron"
 )
 
 

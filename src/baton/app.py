@@ -128,6 +128,7 @@ class Baton:
         self._node: Node | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_threads: DaemonThreadPool | None = None
+        self._background: set[asyncio.Future[Any]] = set()
         if log_events:
             from .telemetry.logging import attach_default_logger
 
@@ -187,7 +188,9 @@ class Baton:
             elif isinstance(w, type) and issubclass(w, Worker):
                 self._workers[w.name] = GLOBAL_REGISTRY.get(w.name) or WorkerDef.from_class(w)
             else:
-                raise ValidationError("worker", f"cannot register {w!r}: pass a Worker subclass or an @app.worker function")
+                raise ValidationError(
+                    "worker", f"cannot register {w!r}: pass a Worker subclass or an @app.worker function"
+                )
             self._resolved.pop(w.name, None)
 
     def resolve_worker(self, name: str) -> WorkerDef | None:
@@ -408,15 +411,26 @@ class Baton:
         states: Sequence[str] | None = None,
         workflow_id: str | None = None,
         reason: str = "cancelled",
+        repair: str | None = None,
     ) -> int:
         """Cancel every non-terminal job matching the filters (at least one is required);
-        executing ones are stopped on their node. Returns how many were cancelled."""
+        executing ones are stopped on their node. `reason` is recorded in each job's errors;
+        `repair` (a reason code such as "orphaned_step") also goes to `meta.repair`.
+        Returns how many were cancelled."""
         if ids is None and queue is None and worker is None and states is None and workflow_id is None:
             raise ValidationError("ids", "give at least one filter (ids=, queue=, worker=, states=, workflow_id=)")
         self._check_states(states)
         jobs, effects = await self.engine.run(
-            store.cancel_jobs, self.node, self.instance, ids=ids, queue=queue, worker=worker, states=states,
-            workflow_id=workflow_id, reason=reason,
+            store.cancel_jobs,
+            self.node,
+            self.instance,
+            ids=ids,
+            queue=queue,
+            worker=worker,
+            states=states,
+            workflow_id=workflow_id,
+            reason=reason,
+            repair=repair,
         )
         self._after_commit(effects)
         return len(jobs)
@@ -482,7 +496,8 @@ class Baton:
         if self._node is None:
             return {q: {**o, "running": 0} for q, o in self.queues.items()}
         return {
-            q: {"limit": p.limit, "paused": p.paused, "running": len(p.running)} for q, p in self._node.producers.items()
+            q: {"limit": p.limit, "paused": p.paused, "running": len(p.running)}
+            for q, p in self._node.producers.items()
         }
 
     # -- draining (tests, scripts) ----------------------------------------------------
@@ -548,9 +563,13 @@ class Baton:
             if message.get("origin") == self.instance:
                 return  # delivered locally by the announcing transaction's caller
             if message.get("truncated"):
-                asyncio.ensure_future(self._deliver_truncated(message["workflow_id"]))
+                task = asyncio.ensure_future(self._deliver_truncated(message["workflow_id"]))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
                 return
-            event = {k: message[k] for k in ("workflow_id", "label", "status", "failed_steps", "counts") if k in message}
+            event = {
+                k: message[k] for k in ("workflow_id", "label", "status", "failed_steps", "counts") if k in message
+            }
             for cb in list(self._finished_subscribers):
                 self._call(cb, event)
         elif kind == "step":
@@ -569,13 +588,21 @@ class Baton:
         for dropped in result.dropped:
             log.warning(
                 "fenced a late ack for job %s attempt %s: the job is now %s (%s); the ack was dropped",
-                dropped.job.id, dropped.job.attempt, dropped.state or "gone", dropped.reason,
+                dropped.job.id,
+                dropped.job.attempt,
+                dropped.state or "gone",
+                dropped.reason,
             )
             telemetry.emit(
                 ("baton", "job", "fenced"),
                 {"count": 1},
-                {"job": dropped.job, "job_id": dropped.job.id, "reason": dropped.reason, "state": dropped.state,
-                 "node": self.node},
+                {
+                    "job": dropped.job,
+                    "job_id": dropped.job.id,
+                    "reason": dropped.reason,
+                    "state": dropped.state,
+                    "node": self.node,
+                },
             )
         self._after_commit(result.effects)
 
@@ -612,6 +639,7 @@ class Baton:
                 log.exception("after_cancelled of %s (job %s) failed", definition.name, job.id)
 
         if inspect.iscoroutinefunction(hook):
+
             async def arun() -> None:
                 try:
                     await hook(reason, job)
@@ -653,4 +681,3 @@ async def _notify(conn: Any, channel: str, payloads: list[str]) -> None:
 
 async def _available_queues(conn: Any) -> list[str]:
     return [r["queue"] for r in await conn.fetch("available_queues")]
-

@@ -116,16 +116,16 @@ class Unique:
             raise ValidationError("unique", "must be a dict like {'period': 60, 'keys': ['id']}, True or None")
         unknown = set(value) - {"period", "fields", "keys", "states"}
         if unknown:
-            raise ValidationError(
-                "unique", f"unknown option(s) {sorted(unknown)}; use period, fields, keys, states"
-            )
+            raise ValidationError("unique", f"unknown option(s) {sorted(unknown)}; use period, fields, keys, states")
         period = value.get("period", 60.0)
         if period is not None and (not isinstance(period, int | float) or isinstance(period, bool) or period <= 0):
             raise ValidationError("unique.period", f"must be a number of seconds > 0 or None (forever), got {period!r}")
         fields = tuple(value.get("fields", ("worker", "queue", "args")))
         bad = [f for f in fields if f not in UNIQUE_FIELDS]
         if bad or not fields:
-            raise ValidationError("unique.fields", f"must be a non-empty subset of {list(UNIQUE_FIELDS)}, got {list(fields)}")
+            raise ValidationError(
+                "unique.fields", f"must be a non-empty subset of {list(UNIQUE_FIELDS)}, got {list(fields)}"
+            )
         keys = value.get("keys")
         if keys is not None:
             if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
@@ -191,11 +191,7 @@ class JobSpec:
             raise ValidationError("queue", f"must be a non-empty name of at most 128 characters, got {self.queue!r}")
         if not isinstance(self.priority, int) or isinstance(self.priority, bool) or not 0 <= self.priority <= 9:
             raise ValidationError("priority", f"must be an integer from 0 (highest) to 9, got {self.priority!r}")
-        if (
-            not isinstance(self.max_attempts, int)
-            or isinstance(self.max_attempts, bool)
-            or self.max_attempts < 1
-        ):
+        if not isinstance(self.max_attempts, int) or isinstance(self.max_attempts, bool) or self.max_attempts < 1:
             raise ValidationError("max_attempts", f"must be an integer >= 1, got {self.max_attempts!r}")
         if isinstance(self.tags, str) or not isinstance(self.tags, Iterable):
             raise ValidationError("tags", "must be a list of strings")
@@ -275,7 +271,9 @@ class Job:
         return hash(self.id)
 
     def __repr__(self) -> str:
-        return f"<Job {self.id} {self.worker} {self.state} queue={self.queue} attempt={self.attempt}/{self.max_attempts}>"
+        return (
+            f"<Job {self.id} {self.worker} {self.state} queue={self.queue} attempt={self.attempt}/{self.max_attempts}>"
+        )
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
@@ -320,7 +318,9 @@ class Job:
         if self._upstream is None:
             raise ValidationError("name", "upstream() is only available inside a running workflow step")
         if name not in self._deps:
-            raise ValidationError("name", f"{name!r} is not a dependency of step {self.step!r}; deps are {list(self._deps)}")
+            raise ValidationError(
+                "name", f"{name!r} is not a dependency of step {self.step!r}; deps are {list(self._deps)}"
+            )
         return self._upstream.get(name)
 
     def upstream_all(self) -> dict[str, Any]:

@@ -27,8 +27,17 @@ class WorkerOptions:
     """Validated options shared by function and class workers."""
 
     __slots__ = (
-        "name", "queue", "max_attempts", "priority", "tags", "timeout", "unique",
-        "chain_by", "on_discarded", "on_cancelled", "record",
+        "chain_by",
+        "max_attempts",
+        "name",
+        "on_cancelled",
+        "on_discarded",
+        "priority",
+        "queue",
+        "record",
+        "tags",
+        "timeout",
+        "unique",
     )
 
     def __init__(
@@ -187,7 +196,7 @@ class Worker:
 class WorkerDef:
     """How a node runs one worker: its options and three callables."""
 
-    __slots__ = ("options", "perform", "is_async", "backoff", "after_cancelled", "source")
+    __slots__ = ("after_cancelled", "backoff", "is_async", "options", "perform", "source")
 
     def __init__(
         self,
@@ -219,6 +228,7 @@ class WorkerDef:
 
         after = None
         if worker_cls.after_cancelled is not Worker.after_cancelled:
+
             def after(reason: str, job: Job) -> Any:
                 return worker_cls().after_cancelled(reason, job)
 

@@ -21,7 +21,9 @@ def positive(field: str, value: Any, *, allow_none: bool = False) -> float | Non
     if value is None and allow_none:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ValidationError(field, f"must be a number of seconds > 0{' or None' if allow_none else ''}, got {value!r}")
+        raise ValidationError(
+            field, f"must be a number of seconds > 0{' or None' if allow_none else ''}, got {value!r}"
+        )
     return float(value)
 
 

@@ -59,8 +59,14 @@ class Acker:
                     raise
                 except Exception as exc:
                     level = logging.WARNING if isinstance(exc, DatabaseUnavailable) else logging.ERROR
-                    log.log(level, "could not write %d acks (%s); retrying in %.2fs", len(batch), exc, backoff,
-                            exc_info=not isinstance(exc, DatabaseUnavailable))
+                    log.log(
+                        level,
+                        "could not write %d acks (%s); retrying in %.2fs",
+                        len(batch),
+                        exc,
+                        backoff,
+                        exc_info=not isinstance(exc, DatabaseUnavailable),
+                    )
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
@@ -87,7 +93,8 @@ class Acker:
         if self._buffer:
             log.error(
                 "%d acks could not be written before shutdown; those jobs will be rescued and run again: %s",
-                len(self._buffer), [a.job.id for a in self._buffer][:20],
+                len(self._buffer),
+                [a.job.id for a in self._buffer][:20],
             )
 
 

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import telemetry
-from ..job import Cancel, Discard, Job, Snooze, check_json
 from ..errors import ValidationError
+from ..job import Cancel, Discard, Job, Snooze, check_json
 from ..store.jobs import Ack
 from ..worker import WorkerDef, default_backoff
 
@@ -59,7 +59,9 @@ class Executor:
             # Retry idempotency: an earlier attempt recorded its result, the ack was lost.
             return self._completed(job, worker, job._recorded[0], started, replayed=True)
         if telemetry.has_handlers(START):
-            telemetry.emit(START, {"queue_time": _queue_ms(job)}, {"job": job, "node": self._node, "worker": job.worker})
+            telemetry.emit(
+                START, {"queue_time": _queue_ms(job)}, {"job": job, "node": self._node, "worker": job.worker}
+            )
         timeout = worker.options.timeout
         try:
             result = await self._call(worker, job, timeout)
@@ -74,8 +76,16 @@ class Executor:
             return self._failed(job, worker, exc, traceback.format_exc(), started)
         if isinstance(result, Snooze):
             return self._finish(
-                job, Ack(job, "scheduled", delay=result.seconds, extra_attempts=1,
-                         meta={"snoozed": int(job.meta.get("snoozed", 0) or 0) + 1}), started)
+                job,
+                Ack(
+                    job,
+                    "scheduled",
+                    delay=result.seconds,
+                    extra_attempts=1,
+                    meta={"snoozed": int(job.meta.get("snoozed", 0) or 0) + 1},
+                ),
+                started,
+            )
         if isinstance(result, Cancel):
             return self._finish(job, Ack(job, "cancelled", error=f"cancelled: {result.reason}"), started)
         if isinstance(result, Discard):

@@ -184,7 +184,11 @@ class Node:
                 released = await self.engine.run(store.release_on_shutdown, unfinished, producer.uuid, self.name)
                 log.warning(
                     "node %s: %d jobs of queue %s did not finish within %gs and were handed back: %s",
-                    self.name, len(released), producer.queue, grace, [j.id for j in released][:20],
+                    self.name,
+                    len(released),
+                    producer.queue,
+                    grace,
+                    [j.id for j in released][:20],
                 )
             except Exception as exc:
                 log.error("could not hand back unfinished jobs (%s); the lifeline will rescue them", exc)

@@ -70,9 +70,7 @@ class Producer:
             free = 0 if self.paused else self.limit - len(self.running)
             if free > 0 and self._more:
                 try:
-                    jobs = await self.node.engine.run(
-                        store.fetch_jobs, self.queue, self.node.name, self.uuid, free
-                    )
+                    jobs = await self.node.engine.run(store.fetch_jobs, self.queue, self.node.name, self.uuid, free)
                     backoff = 0.05
                 except asyncio.CancelledError:
                     raise

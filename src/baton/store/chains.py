@@ -42,7 +42,9 @@ async def advance(conn: Conn, links: Sequence[tuple[Job, str]], effects: Effects
             "chain_halt",
             {
                 "rows": dumps([{"key": k, "after": after} for k, after in halt.items()]),
-                "error": dumps({"error": "an earlier link of this chain failed and the chain halts", "traceback": None}),
+                "error": dumps(
+                    {"error": "an earlier link of this chain failed and the chain halts", "traceback": None}
+                ),
             },
         )
         effects.cancelled_jobs.extend(Job.from_row(r) for r in rows)

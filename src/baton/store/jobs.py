@@ -80,7 +80,11 @@ async def insert_jobs(
         checks = {}
         for s in specs:
             if s.unique is not None:
-                checks[s.unique_key()] = {"key": s.unique_key(), "states": list(s.unique.states), "period": s.unique.period}
+                checks[s.unique_key()] = {
+                    "key": s.unique_key(),
+                    "states": list(s.unique.states),
+                    "period": s.unique.period,
+                }
         existing: dict[str, Row] = {}
         for r in await conn.fetch("unique_conflicts", {"checks": dumps(list(checks.values()))}):
             existing.setdefault(r["unique_key"], r)
@@ -112,7 +116,7 @@ async def insert_jobs(
 
     queues: set[str] = set()
     for start in range(0, len(pending), INSERT_BATCH):
-        chunk = pending[start:start + INSERT_BATCH]
+        chunk = pending[start : start + INSERT_BATCH]
         rows_json = "[" + ",".join(_row_json(n, specs[i], forced[i], workflow_id) for n, i in enumerate(chunk)) + "]"
         rows = await conn.fetch("insert_jobs", {"rows": rows_json})
         rows.sort(key=lambda r: r["id"])
@@ -137,10 +141,21 @@ async def insert_jobs(
 
 def _job_row(job: Job) -> dict[str, Any]:
     return {
-        "id": job.id, "state": job.state, "queue": job.queue, "worker": job.worker, "args": job.args,
-        "meta": job.meta, "tags": job.tags, "errors": job.errors, "attempt": job.attempt,
-        "max_attempts": job.max_attempts, "priority": job.priority, "inserted_at": job.inserted_at,
-        "scheduled_at": job.scheduled_at, "workflow_id": job.workflow_id, "chain_key": job.chain_key,
+        "id": job.id,
+        "state": job.state,
+        "queue": job.queue,
+        "worker": job.worker,
+        "args": job.args,
+        "meta": job.meta,
+        "tags": job.tags,
+        "errors": job.errors,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "priority": job.priority,
+        "inserted_at": job.inserted_at,
+        "scheduled_at": job.scheduled_at,
+        "workflow_id": job.workflow_id,
+        "chain_key": job.chain_key,
     }
 
 

@@ -151,11 +151,14 @@ async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
                 view[dep] = results[dep]
             else:  # a sub-workflow dependency: its steps' results by their inner names
                 prefix = dep + "."
-                view[dep] = {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix)}
+                view[dep] = {k[len(prefix) :]: v for k, v in results.items() if k.startswith(prefix)}
         job._upstream = view
     await conn.notify(
         "workflow",
-        [dumps({"type": "step", "workflow_id": j.workflow_id, "step": j.step, "job_id": j.id, "event": "executing"}) for j in steps],
+        [
+            dumps({"type": "step", "workflow_id": j.workflow_id, "step": j.step, "job_id": j.id, "event": "executing"})
+            for j in steps
+        ],
     )
 
 
@@ -164,7 +167,11 @@ _EVENT = {"scheduled": "snoozed"}
 
 async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
     """Write results, step stats and live step events for acked workflow steps."""
-    results = [{"id": a.job.id, "result": _loads(a.result_json)} for a in acks if a.state == "completed" and a.result_json is not None]
+    results = [
+        {"id": a.job.id, "result": _loads(a.result_json)}
+        for a in acks
+        if a.state == "completed" and a.result_json is not None
+    ]
     if results:
         await conn.execute("record_results", {"rows": dumps(results)})
     stats = []
@@ -188,8 +195,15 @@ async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
     await conn.notify(
         "workflow",
         [
-            dumps({"type": "step", "workflow_id": a.job.workflow_id, "step": a.job.step, "job_id": a.job.id,
-                   "event": _EVENT.get(a.state, a.state)})
+            dumps(
+                {
+                    "type": "step",
+                    "workflow_id": a.job.workflow_id,
+                    "step": a.job.step,
+                    "job_id": a.job.id,
+                    "event": _EVENT.get(a.state, a.state),
+                }
+            )
             for a in acks
         ],
     )
@@ -326,7 +340,9 @@ async def announce(conn: Conn, wids: Sequence[str], node: str, effects: Effects)
     for p in out:
         note = dumps({"type": "finished", "origin": effects.origin, **p})
         if len(note.encode()) > NOTIFY_LIMIT:
-            note = dumps({"type": "finished", "origin": effects.origin, "workflow_id": p["workflow_id"], "truncated": True})
+            note = dumps(
+                {"type": "finished", "origin": effects.origin, "workflow_id": p["workflow_id"], "truncated": True}
+            )
         notes.append(note)
     await conn.notify("workflow", notes)
     effects.finished.extend(out)
@@ -340,7 +356,13 @@ async def summaries(conn: Conn, wids: Sequence[str]) -> list[dict[str, Any]]:
     for r in rows:
         p = out.setdefault(
             r["workflow_id"],
-            {"workflow_id": r["workflow_id"], "label": r["label"], "status": "completed", "failed_steps": [], "counts": {}},
+            {
+                "workflow_id": r["workflow_id"],
+                "label": r["label"],
+                "status": "completed",
+                "failed_steps": [],
+                "counts": {},
+            },
         )
         state = r["state"]
         p["counts"][state] = p["counts"].get(state, 0) + 1

@@ -52,7 +52,10 @@ def handle(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str,
     elif kind == "workflow" and event[2] == "finished" and metadata.get("status") == "completed":
         level, logger = logging.INFO, event_log
     else:
-        level, logger = logging.WARNING if event[2] in ("exception", "failed", "fenced", "lost") else logging.INFO, event_log
+        level, logger = (
+            logging.WARNING if event[2] in ("exception", "failed", "fenced", "lost") else logging.INFO,
+            event_log,
+        )
     if not logger.isEnabledFor(level):
         return
     fields = _fields(event, measurements, metadata)

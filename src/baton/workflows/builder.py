@@ -102,9 +102,7 @@ class Workflow:
         """Add step `name` running `job` once every step in `deps` has completed."""
         dep_names = self._check_new(name, deps)
         if not isinstance(job, JobSpec):
-            raise WorkflowError(
-                f"needs a job built with worker.new(args), got {type(job).__name__}", step=name
-            )
+            raise WorkflowError(f"needs a job built with worker.new(args), got {type(job).__name__}", step=name)
         if job.unique is not None:
             raise WorkflowError("unique jobs cannot be workflow steps; drop unique= for this step", step=name)
         self._steps[name] = Step(name, job, None, dep_names, ignore_cancelled, ignore_discarded, ignore_deleted)
@@ -161,7 +159,7 @@ class Workflow:
                 if dep not in self._steps:
                     continue
                 if state.get(dep) == 1:
-                    cycle = stack[stack.index(dep):] + [dep]
+                    cycle = [*stack[stack.index(dep):], dep]
                     raise WorkflowError(
                         "cycle: " + " -> ".join(reversed(cycle)) + "; a workflow must be acyclic", step=dep
                     )
@@ -216,9 +214,7 @@ class Workflow:
                 PlannedStep(
                     name=prefix + step.name,
                     job=step.job,
-                    deps=tuple(prefix + d if d in self._steps else d for d in step.deps)
-                    if prefix
-                    else step.deps,
+                    deps=tuple(prefix + d if d in self._steps else d for d in step.deps) if prefix else step.deps,
                     edges=tuple(dict.fromkeys(edges)),
                     ignore_cancelled=self.ignore_cancelled if step.ignore_cancelled is None else step.ignore_cancelled,
                     ignore_discarded=self.ignore_discarded if step.ignore_discarded is None else step.ignore_discarded,

@@ -64,7 +64,7 @@ def to_mermaid(wf: Workflow) -> str:
 def to_dot(wf: Workflow) -> str:
     """A `digraph` for Graphviz."""
     title = _label(wf.label or "workflow")
-    lines = [f'digraph "{title}" {{', "    rankdir=TB;", '    node [shape=box, style=rounded];']
+    lines = [f'digraph "{title}" {{', "    rankdir=TB;", "    node [shape=box, style=rounded];"]
 
     def emit(w: Workflow, prefix: str, indent: str) -> None:
         for name, step in w._steps.items():

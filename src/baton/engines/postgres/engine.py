@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ...errors import DatabaseUnavailable, MigrationError, ValidationError
-from ..base import Conn, Engine, Listener, NotifyHandler, Op, P, Queries, Row, T, drive, migration_files
+from ..base import Engine, Listener, NotifyHandler, Op, P, Queries, Row, T, drive, migration_files
 
 log = logging.getLogger("baton.engine")
 
@@ -162,7 +162,7 @@ class PostgresEngine(Engine):
             raise ValidationError("schema", f"must be a plain identifier like 'baton' or 'public', got {schema!r}")
         if not isinstance(pool_size, int) or pool_size < 2:
             raise ValidationError("pool_size", f"must be an integer >= 2, got {pool_size!r}")
-        self.url = url if not url.startswith("postgres://") else "postgresql://" + url[len("postgres://"):]
+        self.url = url if not url.startswith("postgres://") else "postgresql://" + url[len("postgres://") :]
         self.schema = schema
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
@@ -219,10 +219,9 @@ class PostgresEngine(Engine):
         for attempt in range(8):
             conn = None
             try:
-                async with self._pool.connection() as raw:
-                    async with raw.transaction():
-                        conn = self._conn(raw)
-                        return await op(conn, *args, **kwargs)
+                async with self._pool.connection() as raw, raw.transaction():
+                    conn = self._conn(raw)
+                    return await op(conn, *args, **kwargs)
             except _RETRYABLE:
                 if attempt == 7:
                     raise
@@ -261,10 +260,9 @@ class PostgresEngine(Engine):
         for attempt in range(8):
             conn = None
             try:
-                with pool.connection() as raw:
-                    with raw.transaction():
-                        conn = self._conn(raw)
-                        return drive(op(conn, *args, **kwargs))  # type: ignore[arg-type]
+                with pool.connection() as raw, raw.transaction():
+                    conn = self._conn(raw)
+                    return drive(op(conn, *args, **kwargs))  # type: ignore[arg-type]
             except _RETRYABLE:
                 if attempt == 7:
                     raise
@@ -278,12 +276,17 @@ class PostgresEngine(Engine):
 
     async def run_on(self, connection: Any, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if not isinstance(connection, psycopg.AsyncConnection):
-            raise ValidationError("conn", "must be a psycopg.AsyncConnection for await app.insert(...); use insert_sync for a sync connection")
+            raise ValidationError(
+                "conn",
+                "must be a psycopg.AsyncConnection for await app.insert(...); use insert_sync for a sync connection",
+            )
         return await op(self._conn(connection), *args, **kwargs)
 
     def run_on_sync(self, connection: Any, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if not isinstance(connection, psycopg.Connection):
-            raise ValidationError("conn", "must be a psycopg.Connection for the sync API; use await app.insert(...) for an async one")
+            raise ValidationError(
+                "conn", "must be a psycopg.Connection for the sync API; use await app.insert(...) for an async one"
+            )
         return drive(op(self._conn(connection), *args, **kwargs))  # type: ignore[arg-type]
 
     async def listen(self, handler: NotifyHandler, on_reconnect: Callable[[], None] | None = None) -> Listener:
@@ -300,31 +303,34 @@ class PostgresEngine(Engine):
     async def migrate(self) -> list[int]:
         applied_now: list[int] = []
         try:
-            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, options=f"-c search_path={self.schema}")
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, options=f"-c search_path={self.schema}"
+            )
         except (psycopg.Error, OSError) as exc:
             raise unavailable(self.display_url, exc) from None
-        async with conn:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
-                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS baton_migrations ("
-                    " version integer PRIMARY KEY, name text NOT NULL,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                cur = await conn.execute("SELECT version FROM baton_migrations")
-                done = {row[0] for row in await cur.fetchall()}
-                for version, name, text in migration_files(PACKAGE):
-                    if version in done:
-                        continue
-                    await conn.execute(text.encode())
-                    await conn.execute("INSERT INTO baton_migrations (version, name) VALUES (%s, %s)", [version, name])
-                    applied_now.append(version)
+        async with conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+            await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS baton_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("SELECT version FROM baton_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for version, name, text in migration_files(PACKAGE):
+                if version in done:
+                    continue
+                await conn.execute(text.encode())
+                await conn.execute("INSERT INTO baton_migrations (version, name) VALUES (%s, %s)", [version, name])
+                applied_now.append(version)
         return applied_now
 
     async def schema_version(self) -> int:
         try:
-            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, options=f"-c search_path={self.schema}")
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, options=f"-c search_path={self.schema}"
+            )
         except (psycopg.Error, OSError) as exc:
             raise unavailable(self.display_url, exc) from None
         async with conn:

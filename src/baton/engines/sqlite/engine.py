@@ -29,7 +29,7 @@ def parse_path(url: str) -> str:
     """`sqlite:///relative.db` -> `relative.db`; `sqlite:////abs.db` -> `/abs.db`."""
     if not url.startswith("sqlite:"):
         raise ValidationError("url", f"not an SQLite URL: {url!r} (expected sqlite:///path/to.db)")
-    rest = url[len("sqlite:"):]
+    rest = url[len("sqlite:") :]
     if rest.startswith("//"):
         rest = rest[2:]
     if rest.startswith("/"):
@@ -201,9 +201,7 @@ class SqliteEngine(Engine):
     def _connect(self) -> sqlite3.Connection:
         self._check_path()
         try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise DatabaseUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from None
         try:

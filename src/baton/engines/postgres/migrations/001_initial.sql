@@ -126,3 +126,13 @@ CREATE TABLE workflow_debug_logs (
 CREATE INDEX workflow_debug_logs_workflow_idx ON workflow_debug_logs (workflow_id);
 CREATE INDEX workflow_debug_logs_job_idx ON workflow_debug_logs (job_id);
 CREATE INDEX workflow_debug_logs_inserted_idx ON workflow_debug_logs (inserted_at);
+CREATE INDEX workflow_completions_unreported_idx ON workflow_completions (workflow_id)
+    WHERE status = 'failed' AND NOT failure_reported;
+
+-- Cron: the last slot each entry inserted; claiming a slot is one conditional upsert, so a
+-- slot yields exactly one job whatever the number of nodes or leader changes.
+CREATE TABLE baton_cron (
+    name        text        PRIMARY KEY,
+    last_slot   timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);

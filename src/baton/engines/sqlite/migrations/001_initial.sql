@@ -127,3 +127,11 @@ CREATE TABLE workflow_debug_logs (
 CREATE INDEX workflow_debug_logs_workflow_idx ON workflow_debug_logs (workflow_id);
 CREATE INDEX workflow_debug_logs_job_idx ON workflow_debug_logs (job_id);
 CREATE INDEX workflow_debug_logs_inserted_idx ON workflow_debug_logs (inserted_at);
+CREATE INDEX workflow_completions_unreported_idx ON workflow_completions (workflow_id)
+    WHERE status = 'failed' AND failure_reported = 0;
+
+CREATE TABLE baton_cron (
+    name        TEXT PRIMARY KEY,
+    last_slot   REAL NOT NULL,
+    updated_at  REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+);

@@ -1,0 +1,896 @@
+"""The `baton` command line: migrate a database, run a worker node, inspect and steer jobs,
+workflows and queues, prune old jobs, and run the demo.
+
+Exit codes: 0 success; 1 the command ran but failed (no such job, database unreachable, ...);
+2 fix the command or the setup first (bad options, unmigrated database); 128 + signal number
+when a worker was stopped by a second signal instead of gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from . import __version__
+from .app import Baton
+from .engines import resolve_url
+from .errors import BatonError, MigrationError, ValidationError
+from .job import STATES, TERMINAL_STATES, Job
+from .store import jobs as store
+from .workflows.status import StepStatus, WorkflowStatus
+
+log = logging.getLogger("baton.cli")
+
+T = TypeVar("T")
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # click reports bad options with 2 as well
+
+STATE_STYLES: dict[str, str] = {
+    "available": "cyan",
+    "scheduled": "blue",
+    "suspended": "bright_black",
+    "executing": "bold yellow",
+    "retryable": "dark_orange",
+    "completed": "green",
+    "discarded": "bold red",
+    "cancelled": "magenta",
+    "deleted": "red",
+    "running": "yellow",
+    "failed": "bold red",
+}
+STATE_MARKS: dict[str, str] = {
+    "available": "○",
+    "scheduled": "◷",
+    "suspended": "◌",
+    "executing": "▶",
+    "retryable": "↻",
+    "completed": "✓",
+    "discarded": "✗",
+    "cancelled": "⊘",
+    "deleted": "⌫",
+}
+
+
+class Failure(click.ClickException):
+    """A command failed in a way the user can act on: printed as `Error: ...`, no traceback."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The global options every command sees."""
+
+    url: str
+    schema: str
+    url_given: bool
+
+
+def _console(stderr: bool = False) -> Console:
+    # Built per command so click's test runner (which swaps sys.stdout) captures the output.
+    return Console(stderr=stderr, highlight=False)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine, turning Baton's errors into messages and exit codes."""
+    try:
+        return asyncio.run(coro)
+    except (MigrationError, ValidationError) as exc:
+        raise Failure(str(exc), EXIT_USAGE) from None
+    except BatonError as exc:
+        raise Failure(str(exc)) from None
+    except KeyboardInterrupt:
+        raise Failure("interrupted", 128 + signal.SIGINT) from None
+
+
+def _where(app: Baton) -> str:
+    schema = getattr(app.engine, "schema", "public")
+    return app.engine.display_url + (f" (schema {schema})" if schema != "public" else "")
+
+
+async def _check_ready(app: Baton) -> None:
+    """Fail with the command that fixes it unless the database exists and is migrated."""
+    if app.engine.dialect == "sqlite":
+        path = str(getattr(app.engine, "path", ""))
+        # Opening a missing SQLite file would create an empty one behind the user's back.
+        if path and path != ":memory:" and not Path(path).exists():
+            raise MigrationError(
+                f"there is no SQLite database at {path!r}: run `baton --url {app.url} migrate` to create it "
+                "(or pass --url / set BATON_DATABASE_URL to the right database)"
+            )
+    await app.engine.check_schema()  # type: ignore[attr-defined]
+
+
+@contextlib.asynccontextmanager
+async def _admin(settings: Settings) -> AsyncIterator[Baton]:
+    """A Baton app for one admin command: checked for migrations, closed afterwards."""
+    app = Baton(settings.url, schema=settings.schema, plugins=[], log_events=False)
+    try:
+        await _check_ready(app)
+        yield app
+    finally:
+        await app.close()
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def state_text(state: str) -> Text:
+    """A job, step or workflow state in its colour."""
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _first_line(text: str | None, width: int = 100) -> str:
+    if not text:
+        return ""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _last_error(job: Job) -> str:
+    return _first_line(str(job.errors[-1].get("error", ""))) if job.errors else ""
+
+
+def _step_parents(name: str, step: StepStatus, steps: Mapping[str, StepStatus]) -> list[str]:
+    """The stored steps `name` waits for. A declared dep naming a sub-workflow stands for the
+    sub-workflow's last steps (those no other step inside it depends on)."""
+    parents: list[str] = []
+    for dep in step.deps:
+        if dep in steps:
+            parents.append(dep)
+            continue
+        members = [s for s in steps if s.startswith(dep + ".")]
+        inner = {d for m in members for d in steps[m].deps}
+        parents.extend(m for m in members if m not in inner)
+    return [p for p in dict.fromkeys(parents) if p != name]
+
+
+def step_label(status: WorkflowStatus, name: str) -> Text:
+    """One step as a tree line: mark, name, coloured state, and what explains it."""
+    step = status.details[name]
+    style = STATE_STYLES.get(step.state, "")
+    text = Text.assemble((STATE_MARKS.get(step.state, "·") + " ", style), (name, "bold"), "  ", (step.state, style))
+    extras: list[str] = []
+    if step.queue:
+        extras.append(step.queue)
+    if step.attempt > 1 or step.state == "retryable":
+        extras.append(f"attempt {step.attempt}/{step.max_attempts}")
+    if step.state == "completed" and step.run_ms is not None:
+        extras.append(f"{step.run_ms} ms")
+    waiting = status.waiting.get(name)
+    if step.state == "suspended" and waiting:
+        extras.append(waiting)
+    if step.reason:
+        extras.append(f"reason: {step.reason}")
+    if step.last_error and (step.state != "completed" or step.attempt > 1):
+        extras.append(("last error: " if step.state == "completed" else "error: ") + _first_line(step.last_error, 80))
+    if extras:
+        text.append("  · " + " · ".join(extras), style="dim")
+    return text
+
+
+def workflow_tree(status: WorkflowStatus) -> Tree:
+    """Draw a stored workflow's DAG as a tree: roots are steps without dependencies, children
+    their dependents. A step with several dependencies is drawn in full under the first and
+    as a `↑ see above` reference under the others, so the tree stays finite."""
+    title = Text.assemble(
+        ("workflow ", "bold"),
+        (status.label or "(no label)", "bold"),
+        f"  {status.workflow_id}  ",
+        (status.status, STATE_STYLES.get(status.status, "")),
+    )
+    tree = Tree(title, guide_style="bright_black")
+    steps = status.details
+    children: dict[str, list[str]] = {name: [] for name in steps}
+    roots: list[str] = []
+    for name, step in steps.items():
+        parents = _step_parents(name, step, steps)
+        if not parents:
+            roots.append(name)
+        for parent in parents:
+            children[parent].append(name)
+    drawn: set[str] = set()
+
+    def draw(branch: Tree, name: str) -> None:
+        if name in drawn:
+            state = steps[name].state
+            branch.add(
+                Text.assemble((name, "bold dim"), "  ", (state, STATE_STYLES.get(state, "") + " dim"), ("  ↑ see above", "dim"))
+            )
+            return
+        drawn.add(name)
+        node = branch.add(step_label(status, name))
+        for child in children[name]:
+            draw(node, child)
+
+    for name in roots:
+        draw(tree, name)
+    # Steps whose dependencies are not stored steps (e.g. inside a sub-workflow whose outer
+    # deps are not recorded per step) would otherwise vanish from the drawing.
+    for name in steps:
+        if name not in drawn:
+            draw(tree, name)
+    return tree
+
+
+def counts_text(counts: Mapping[str, int]) -> Text:
+    """`completed 5 · executing 1` in state colours, in lifecycle order."""
+    order = [*STATES, "deleted"]
+    text = Text()
+    for state in sorted(counts, key=lambda s: order.index(s) if s in order else len(order)):
+        if text:
+            text.append(" · ", style="dim")
+        text.append(f"{state} {counts[state]}", style=STATE_STYLES.get(state, ""))
+    return text
+
+
+# --------------------------------------------------------------------------- the group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--url",
+    metavar="URL",
+    default=None,
+    help="Database URL: postgresql://user@host:5432/db or sqlite:///path/to.db  "
+    "[default: $BATON_DATABASE_URL, else sqlite:///baton.db]",
+)
+@click.option("--schema", default="public", show_default=True, help="PostgreSQL schema holding Baton's tables.")
+@click.version_option(__version__, prog_name="baton")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, schema: str) -> None:
+    """Baton: durable background jobs, workflows and chains on PostgreSQL or SQLite.
+
+    Exit codes: 0 success, 1 the command failed (no such job, database unreachable),
+    2 bad options or an unmigrated database, 128+N a worker stopped by a second signal N.
+    """
+    try:
+        resolved = resolve_url(url)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--url") from None
+    ctx.obj = Settings(url=resolved, schema=schema, url_given=url is not None)
+
+
+def main() -> None:
+    """Entry point of the `baton` console script."""
+    cli(prog_name="baton")
+
+
+# --------------------------------------------------------------------------- migrate
+
+
+@cli.command()
+@click.pass_obj
+def migrate(settings: Settings) -> None:
+    """Create or upgrade Baton's tables (idempotent, safe from several processes at once)."""
+
+    async def go() -> tuple[list[int], int, str]:
+        app = Baton(settings.url, schema=settings.schema, plugins=[], log_events=False)
+        try:
+            applied = await app.migrate()
+            return applied, await app.engine.schema_version(), _where(app)
+        finally:
+            await app.close()
+
+    applied, version, where = _run(go())
+    out = _console()
+    if applied:
+        out.print(
+            f"applied migration{'s' if len(applied) > 1 else ''} {', '.join(map(str, applied))} to {escape(where)}: "
+            f"schema version {version}"
+        )
+    else:
+        out.print(f"{escape(where)} is up to date (schema version {version})")
+
+
+# --------------------------------------------------------------------------- worker
+
+
+class QueueLimits(click.ParamType):
+    """`default:10,mailers:5` -> {"default": 10, "mailers": 5} (a name alone means 10)."""
+
+    name = "NAME:LIMIT,..."
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict[str, int]:
+        if isinstance(value, dict):
+            return value
+        limits: dict[str, int] = {}
+        for item in str(value).split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, sep, limit_text = item.partition(":")
+            name = name.strip()
+            if not name:
+                self.fail(f"{item!r} has no queue name; write NAME:LIMIT, e.g. default:10", param, ctx)
+            try:
+                limit = int(limit_text) if sep else 10
+            except ValueError:
+                self.fail(f"the limit of queue {name!r} must be a whole number, got {limit_text!r}", param, ctx)
+            if limit < 1:
+                self.fail(f"the limit of queue {name!r} must be at least 1, got {limit}", param, ctx)
+            if name in limits:
+                self.fail(f"queue {name!r} is given twice", param, ctx)
+            limits[name] = limit
+        if not limits:
+            self.fail("name at least one queue, e.g. default:10,mailers:5", param, ctx)
+        return limits
+
+
+def load_app(reference: str) -> Baton:
+    """Import `module:attr` (from the current directory too) and return the Baton app it names;
+    `attr` may also be a function taking no arguments that returns the app."""
+    module_name, sep, attr = reference.partition(":")
+    if not sep or not module_name or not attr:
+        raise Failure(f"--app must look like module:attribute (e.g. myproject.jobs:app), got {reference!r}", EXIT_USAGE)
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise Failure(
+                f"cannot import module {module_name!r} (from {cwd}): {exc}; run baton from your project directory "
+                "or add it to PYTHONPATH",
+                EXIT_USAGE,
+            ) from None
+        raise
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise Failure(f"module {module_name!r} has no attribute {attr!r}", EXIT_USAGE)
+        target = getattr(target, part)
+    if not isinstance(target, Baton) and callable(target):
+        target = target()
+    if not isinstance(target, Baton):
+        raise Failure(f"{reference} is a {type(target).__name__}, not a baton.Baton app", EXIT_USAGE)
+    return target
+
+
+async def serve(app: Baton) -> int:
+    """Run `app` as a node until SIGTERM or SIGINT, then stop gracefully; return the exit code.
+
+    A second signal stops now: running jobs are cancelled and handed straight back to
+    `available` instead of waiting out `shutdown_grace`."""
+    loop = asyncio.get_running_loop()
+    stopping, hurry = asyncio.Event(), asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        name = signal.Signals(signum).name
+        if len(received) == 1:
+            log.info(
+                "%s received: stopping gracefully (running jobs get up to %gs); send it again to stop now",
+                name, app.shutdown_grace,
+            )
+            stopping.set()
+        else:
+            log.warning("%s received again: stopping now", name)
+            hurry.set()
+
+    handled = (signal.SIGTERM, signal.SIGINT)
+    for sig in handled:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        starting = asyncio.create_task(app.start())
+        waiting = asyncio.create_task(stopping.wait())
+        await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            # A signal while connecting (e.g. to a database that does not answer): give up.
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+            await app.close()
+            return 128 + received[-1]
+        if starting.exception() is not None:
+            waiting.cancel()
+            await app.close()
+            starting.result()  # re-raise (MigrationError, DatabaseUnavailable, ...)
+        await waiting
+        stopping_task = asyncio.create_task(app.stop())
+        hurried = asyncio.create_task(hurry.wait())
+        handed_back: list[tuple[str, list[int]]] = []
+        node = app._node
+        await asyncio.wait({stopping_task, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        if not stopping_task.done():
+            handed_back = _cancel_running(node)
+        else:
+            hurried.cancel()
+        await stopping_task
+        if handed_back:
+            await _hand_back(app, handed_back)
+            return 128 + received[-1]
+        return 0 if len(received) < 2 else 128 + received[-1]
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+def _cancel_running(node: Any) -> list[tuple[str, list[int]]]:
+    """Cancel every running job of a stopping node; returns (producer uuid, job ids) to hand back.
+    Cancelled tasks leave `running`, so the node's own graceful path no longer waits for them."""
+    if node is None:
+        return []
+    taken: list[tuple[str, list[int]]] = []
+    for producer in node.producers.values():
+        ids = list(producer.running)
+        for task in list(producer.running.values()):
+            task.cancel()
+        if ids:
+            taken.append((producer.uuid, ids))
+    return taken
+
+
+async def _hand_back(app: Baton, taken: Sequence[tuple[str, list[int]]]) -> None:
+    """Move the cancelled jobs back to `available` now (the engine reopens for this), rather than
+    leaving them for the lifeline. Fenced on the producer uuid, so jobs that finished anyway
+    are untouched."""
+    try:
+        for uuid, ids in taken:
+            released = await app.engine.run(store.release_on_shutdown, ids, uuid, app.node)
+            if released:
+                log.warning("handed back %d unfinished jobs: %s", len(released), [j.id for j in released][:20])
+    except Exception as exc:
+        log.error("could not hand back unfinished jobs (%s); the lifeline will rescue them", exc)
+    finally:
+        await app.close()
+
+
+@cli.command()
+@click.option("--app", "app_ref", required=True, metavar="MODULE:ATTR", help="The Baton app to run, e.g. myproject.jobs:app.")
+@click.option("--queues", type=QueueLimits(), default=None, help="Queues and their concurrency, replacing the app's own: default:10,mailers:5.")
+@click.option("--node", default=None, help="This node's name [default: the app's, else hostname-pid].")
+@click.option(
+    "--shutdown-grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="How long a graceful stop waits for running jobs [default: the app's, 15].",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+@click.pass_obj
+def worker(
+    settings: Settings,
+    app_ref: str,
+    queues: dict[str, int] | None,
+    node: str | None,
+    shutdown_grace: float | None,
+    log_level: str,
+) -> None:
+    """Run a worker node: fetch and run jobs of the app's queues until SIGTERM or Ctrl-C.
+
+    The first signal stops gracefully (stop fetching, wait for running jobs up to the shutdown
+    grace, hand the rest back) and exits 0; a second one stops now. --url applies to apps built
+    with `baton.Baton()` and no URL (it sets BATON_DATABASE_URL before the app is imported).
+    """
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    if settings.url_given:
+        os.environ["BATON_DATABASE_URL"] = settings.url
+    try:
+        app = load_app(app_ref)
+    except BatonError as exc:
+        raise Failure(f"{app_ref}: {exc}", EXIT_USAGE) from None
+    if settings.url_given and app.url != settings.url:
+        raise Failure(
+            f"{app_ref} is configured with database {app.engine.display_url}, not {settings.url}: build it with "
+            "baton.Baton() (no URL) so --url and BATON_DATABASE_URL apply, or drop --url",
+            EXIT_USAGE,
+        )
+    app_schema = getattr(app.engine, "schema", "public")
+    if settings.schema != "public" and settings.schema != app_schema:
+        raise Failure(f"{app_ref} uses schema {app_schema!r}, not {settings.schema!r}; set schema= on the app", EXIT_USAGE)
+    if queues is not None:
+        app.queues = {name: {"limit": limit, "paused": False} for name, limit in queues.items()}
+        # The pool was sized for the app's own queues; each producer may hold a connection.
+        pool_size = getattr(app.engine, "pool_size", None)
+        if isinstance(pool_size, int):
+            app.engine.pool_size = max(pool_size, len(app.queues) + 4)  # type: ignore[attr-defined]
+    if not app.queues:
+        raise Failure(f"{app_ref} has no queues: pass --queues default:10 or set queues= on the app", EXIT_USAGE)
+    if node is not None:
+        if not node.strip():
+            raise Failure("--node must be a non-empty name", EXIT_USAGE)
+        app.node = node
+    if shutdown_grace is not None:
+        app.shutdown_grace = float(shutdown_grace)
+
+    async def go() -> int:
+        await _check_ready(app)
+        return await serve(app)
+
+    code = _run(go())
+    if code:
+        sys.exit(code)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+@cli.group()
+def jobs() -> None:
+    """List, show, retry and cancel jobs."""
+
+
+@jobs.command("list")
+@click.option("--queue", "-q", default=None, help="Only jobs of this queue.")
+@click.option("--state", "-s", "states", multiple=True, type=click.Choice(STATES), help="Only jobs in this state (repeatable).")
+@click.option("--worker", "-w", default=None, help="Only jobs of this worker (its registered name).")
+@click.option("--workflow", default=None, metavar="ID", help="Only the steps of this workflow.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True)
+@click.pass_obj
+def jobs_list(
+    settings: Settings, queue: str | None, states: tuple[str, ...], worker: str | None, workflow: str | None, limit: int
+) -> None:
+    """List jobs, newest first."""
+
+    async def go() -> list[Job]:
+        async with _admin(settings) as app:
+            return await app.list_jobs(
+                queue=queue, worker=worker, states=list(states) or None, workflow_id=workflow, limit=limit
+            )
+
+    found = _run(go())
+    out = _console()
+    if not found:
+        out.print("no jobs match")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ID", justify="right", no_wrap=True)
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("QUEUE", overflow="fold")
+    table.add_column("WORKER", overflow="fold")
+    table.add_column("ATTEMPT", justify="right", no_wrap=True)
+    table.add_column("INSERTED", no_wrap=True)
+    table.add_column("SCHEDULED", no_wrap=True)
+    table.add_column("LAST ERROR", overflow="fold", style="dim")
+    for job in found:
+        table.add_row(
+            str(job.id),
+            state_text(job.state),
+            job.queue,
+            job.worker,
+            f"{job.attempt}/{job.max_attempts}",
+            _when(job.inserted_at),
+            _when(job.scheduled_at) if job.state in ("scheduled", "retryable") else "",
+            _last_error(job),
+        )
+    out.print(table)
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@click.pass_obj
+def jobs_show(settings: Settings, job_id: int) -> None:
+    """Show every field of one job, its errors and the last traceback."""
+
+    async def go() -> Job | None:
+        async with _admin(settings) as app:
+            return await app.get_job(job_id)
+
+    job = _run(go())
+    if job is None:
+        raise Failure(f"no job with id {job_id}")
+    out = _console()
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    rows: list[tuple[str, str | Text]] = [
+        ("id", str(job.id)),
+        ("state", state_text(job.state)),
+        ("queue", job.queue),
+        ("worker", job.worker),
+        ("args", _json(job.args)),
+        ("meta", _json(job.meta)),
+        ("tags", ", ".join(job.tags) or "-"),
+        ("priority", str(job.priority)),
+        ("attempt", f"{job.attempt} of {job.max_attempts}"),
+        ("inserted_at", _when(job.inserted_at)),
+        ("scheduled_at", _when(job.scheduled_at)),
+        ("attempted_at", _when(job.attempted_at)),
+        ("completed_at", _when(job.completed_at)),
+        ("cancelled_at", _when(job.cancelled_at)),
+        ("discarded_at", _when(job.discarded_at)),
+        ("attempted_by", ", ".join(job.attempted_by or []) or "-"),
+        ("workflow_id", job.workflow_id or "-"),
+        ("chain_key", job.chain_key or "-"),
+    ]
+    for key, value in rows:
+        grid.add_row(key, value)
+    out.print(grid)
+    if not job.errors:
+        return
+    out.print()
+    out.print(Text(f"errors ({len(job.errors)})", style="bold"))
+    errors = Table(box=None, header_style="bold", pad_edge=False)
+    errors.add_column("ATTEMPT", justify="right", no_wrap=True)
+    errors.add_column("AT", no_wrap=True)
+    errors.add_column("ERROR", overflow="fold")
+    for entry in job.errors:
+        errors.add_row(str(entry.get("attempt", "")), str(entry.get("at", "")), str(entry.get("error", "")))
+    out.print(errors)
+    tracebacks = [e["traceback"] for e in job.errors if e.get("traceback")]
+    if tracebacks:
+        out.print()
+        out.print(Text("last traceback", style="bold"))
+        out.print(Text(str(tracebacks[-1]).rstrip()), soft_wrap=True)
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=int)
+@click.pass_obj
+def jobs_retry(settings: Settings, job_id: int) -> None:
+    """Move a finished (completed, discarded, cancelled) or retryable job back to available."""
+
+    async def go() -> tuple[Job | None, Job | None]:
+        async with _admin(settings) as app:
+            retried = await app.retry_job(job_id)
+            return retried, (None if retried else await app.get_job(job_id))
+
+    retried, current = _run(go())
+    if retried is None:
+        if current is None:
+            raise Failure(f"no job with id {job_id}")
+        raise Failure(
+            f"job {job_id} is {current.state}; only completed, discarded, cancelled or retryable jobs can be retried"
+        )
+    _console().print(f"job {retried.id} is {retried.state} again (attempt {retried.attempt} of {retried.max_attempts} so far)")
+
+
+@jobs.command("cancel")
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.pass_obj
+def jobs_cancel(settings: Settings, job_ids: tuple[int, ...]) -> None:
+    """Cancel jobs by id; executing ones are stopped on their node. Exits 1 if an id is unknown."""
+
+    async def go() -> tuple[int, list[Job]]:
+        async with _admin(settings) as app:
+            count = await app.cancel_all_jobs(ids=list(job_ids))
+            return count, await app.list_jobs(ids=list(job_ids), limit=len(job_ids))
+
+    count, found = _run(go())
+    out = _console()
+    by_id = {job.id: job for job in found}
+    for job_id in dict.fromkeys(job_ids):
+        job = by_id.get(job_id)
+        if job is None:
+            out.print(f"job {job_id}: not found")
+        elif job.state == "cancelled":
+            out.print(Text.assemble(f"job {job_id}: ", state_text("cancelled")))
+        else:
+            out.print(Text.assemble(f"job {job_id}: already ", state_text(job.state), ", not cancelled"))
+    out.print(f"cancelled {count} job{'s' if count != 1 else ''}")
+    missing = [i for i in job_ids if i not in by_id]
+    if missing:
+        raise Failure(f"no job with id {', '.join(map(str, missing))}")
+
+
+# --------------------------------------------------------------------------- workflows
+
+
+@cli.group()
+def workflows() -> None:
+    """List workflows and show one as a tree of its steps."""
+
+
+@workflows.command("list")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--label", "-l", default=None, help="Only workflows with this label.")
+@click.pass_obj
+def workflows_list(settings: Settings, limit: int, label: str | None) -> None:
+    """List recent workflows, newest first."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with _admin(settings) as app:
+            return await app.list_workflows(limit=limit, label=label)
+
+    rows = _run(go())
+    out = _console()
+    if not rows:
+        out.print("no workflows")
+        return
+    from .job import to_datetime
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ID", no_wrap=True)
+    table.add_column("LABEL", overflow="fold")
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("STEPS DONE", justify="right", no_wrap=True)
+    table.add_column("INSERTED", no_wrap=True)
+    table.add_column("FINISHED", no_wrap=True)
+    for row in rows:
+        status = row["completion_status"] or "running"
+        table.add_row(
+            str(row["id"]),
+            row["label"] or "-",
+            state_text(status),
+            f"{int(row['resolved'] or 0)}/{int(row['steps'] or 0)}",
+            _when(to_datetime(row["inserted_at"])),
+            _when(to_datetime(row["announced_at"])),
+        )
+    out.print(table)
+
+
+@workflows.command("show")
+@click.argument("workflow_id")
+@click.pass_obj
+def workflows_show(settings: Settings, workflow_id: str) -> None:
+    """Show a workflow as a tree of its steps, each with its state, and why steps wait."""
+
+    async def go() -> WorkflowStatus | None:
+        async with _admin(settings) as app:
+            try:
+                return await app.workflow_status(workflow_id)
+            except ValidationError as exc:
+                if exc.field == "workflow_id":
+                    return None
+                raise
+
+    status = _run(go())
+    if status is None:
+        raise Failure(f"no workflow with id {workflow_id}")
+    out = _console()
+    out.print(workflow_tree(status))
+    out.print()
+    out.print(Text.assemble(("steps: ", "bold"), counts_text(status.counts)))
+    if status.finished:
+        by = f" by {status.announced_by}" if status.announced_by else ""
+        out.print(Text.assemble(("finished: ", "bold"), f"{_when(status.announced_at)} (announced{by})"))
+    if status.failed_steps:
+        out.print(Text.assemble(("failed steps: ", "bold"), (", ".join(status.failed_steps), "red")))
+    stuck = {name: why for name, why in status.waiting.items() if status.steps.get(name) == "suspended"}
+    if stuck and all(s in TERMINAL_STATES or s in ("suspended", "deleted") for s in status.steps.values()):
+        out.print(Text("nothing is running and these steps still wait:", style="bold yellow"))
+        for name, why in stuck.items():
+            out.print(Text(f"  {name}: {why}"))
+
+
+# --------------------------------------------------------------------------- queues
+
+
+@cli.group()
+def queues() -> None:
+    """Pause, resume and scale queues on running nodes (sent through the database)."""
+
+
+def _target(node: str | None) -> str:
+    return f"node {node}" if node else "every node"
+
+
+@queues.command("pause")
+@click.argument("name")
+@click.option("--node", default=None, help="Only on this node [default: every node].")
+@click.pass_obj
+def queues_pause(settings: Settings, name: str, node: str | None) -> None:
+    """Stop fetching jobs of queue NAME (running jobs finish)."""
+
+    async def go() -> None:
+        async with _admin(settings) as app:
+            await app.pause_queue(name, node=node)
+
+    _run(go())
+    _console().print(f"asked {_target(node)} to pause queue {escape(name)}")
+
+
+@queues.command("resume")
+@click.argument("name")
+@click.option("--node", default=None, help="Only on this node [default: every node].")
+@click.pass_obj
+def queues_resume(settings: Settings, name: str, node: str | None) -> None:
+    """Resume fetching jobs of a paused queue NAME."""
+
+    async def go() -> None:
+        async with _admin(settings) as app:
+            await app.resume_queue(name, node=node)
+
+    _run(go())
+    _console().print(f"asked {_target(node)} to resume queue {escape(name)}")
+
+
+@queues.command("scale")
+@click.argument("name")
+@click.argument("limit", type=click.IntRange(min=1))
+@click.option("--node", default=None, help="Only on this node [default: every node].")
+@click.pass_obj
+def queues_scale(settings: Settings, name: str, limit: int, node: str | None) -> None:
+    """Change how many jobs of queue NAME each node runs at once."""
+
+    async def go() -> None:
+        async with _admin(settings) as app:
+            await app.scale_queue(name, limit, node=node)
+
+    _run(go())
+    _console().print(f"asked {_target(node)} to run up to {limit} jobs of queue {escape(name)} at once")
+
+
+# --------------------------------------------------------------------------- prune
+
+
+@cli.command()
+@click.option("--max-age", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Delete finished jobs older than this [default: the Pruner's, 60].")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many jobs [default: 10000].")
+@click.pass_obj
+def prune(settings: Settings, max_age: float | None, limit: int | None) -> None:
+    """Delete old finished jobs once (one Pruner sweep). Jobs an unfinished workflow still
+    depends on are kept."""
+    try:
+        from .plugins.pruner import Pruner
+    except ImportError:
+        raise Failure("this Baton has no Pruner plugin (baton.plugins.pruner)") from None
+    options: dict[str, Any] = {}
+    if max_age is not None:
+        options["max_age"] = max_age
+    if limit is not None:
+        options["limit"] = limit
+
+    async def go() -> dict[str, Any]:
+        plugin = Pruner(**options)
+        async with _admin(settings) as app:
+            return await plugin.sweep(app)
+
+    result = _run(go())
+    count = int(result.get("pruned_count", 0) or 0)
+    _console().print(f"pruned {count} job{'s' if count != 1 else ''}")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("--url", "demo_url", default=None, metavar="URL",
+              help="Run on this database [default: a fresh temporary SQLite file].")
+@click.option("--keep", is_flag=True, help="Keep the temporary database and print how to inspect it.")
+@click.pass_obj
+def demo(settings: Settings, demo_url: str | None, keep: bool) -> None:
+    """Run a workflow end to end: fan-out across queues, a failing step that retries, a fan-in,
+    with live progress and a summary. Takes a few seconds."""
+    from .demo import run_demo
+
+    url = demo_url or (settings.url if settings.url_given else None)
+    code = _run(run_demo(url, schema=settings.schema, keep=keep, console=_console()))
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+DELETE FROM baton_workflows WHERE id = ANY (%(ids)s::text[])

@@ -1,0 +1,6 @@
+UPDATE baton_jobs
+SET state = CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
+    scheduled_at = greatest(scheduled_at, now()),
+    meta = meta || jsonb_build_object('repair', %(repair)s::text)
+WHERE id = ANY (%(ids)s::bigint[]) AND state = 'suspended'
+RETURNING id, queue, state

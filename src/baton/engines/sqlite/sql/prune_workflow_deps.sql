@@ -1,0 +1,1 @@
+DELETE FROM baton_workflow_deps WHERE job_id IN (SELECT value FROM json_each(:ids))

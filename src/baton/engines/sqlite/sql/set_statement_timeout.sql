@@ -1,0 +1,1 @@
+-- SQLite has no statement timeout; its busy timeout bounds waits for the writer lock.

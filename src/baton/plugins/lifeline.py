@@ -1,0 +1,87 @@
+"""Lifeline (dynamic, after Oban Pro's DynamicLifeline): uses producer records to rescue jobs
+orphaned in `executing` by dead nodes, discards exhausted ones, and heals stuck workflow
+steps and chain links. Every repair carries its reason code."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..store import maintenance
+from .base import Plugin, count, positive
+
+if TYPE_CHECKING:
+    from ..app import Baton
+
+
+class Lifeline(Plugin):
+    """Rescue orphans every `rescue_interval` seconds (default 60).
+
+    - `timeout` (30 s) bounds each sweep query.
+    - `retry_exhausted` (False): an orphan with no attempts left is discarded (at-most-once:
+      a job that crashes its node must not crash nodes forever); True gives it one more
+      attempt instead.
+    - `limit` (10 000) bounds the rows each duty changes per sweep.
+
+    A job of a live producer (heartbeat within the app's `stale_after`) is never touched,
+    however long it runs. The stop event carries `rescued_jobs` and `discarded_jobs`
+    (each `{id, queue, state}`), plus `released_steps`, `cancelled_steps`,
+    `released_links`, `dead_producers` and `repairs` (count per reason code).
+    """
+
+    name = "lifeline"
+
+    def __init__(
+        self,
+        rescue_interval: float = 60.0,
+        timeout: float = 30.0,
+        retry_exhausted: bool = False,
+        limit: int = 10_000,
+    ) -> None:
+        super().__init__(rescue_interval)
+        self.rescue_interval = self.interval
+        self.timeout = positive("timeout", timeout)
+        if not isinstance(retry_exhausted, bool):
+            raise_bool("retry_exhausted", retry_exhausted)
+        self.retry_exhausted = retry_exhausted
+        self.limit = count("limit", limit)
+
+    async def _sweep(self, app: Baton) -> dict[str, Any]:
+        jobs = await app.engine.run(
+            maintenance.rescue_orphans,
+            stale_after=app.stale_after,
+            retry_exhausted=self.retry_exhausted,
+            limit=self.limit,
+            timeout=self.timeout,
+            node=app.node,
+            origin=app.instance,
+        )
+        app._after_commit(jobs.effects)
+        steps = await app.engine.run(
+            maintenance.repair_workflows, limit=self.limit, timeout=self.timeout, node=app.node, origin=app.instance
+        )
+        app._after_commit(steps.effects)
+        links = await app.engine.run(
+            maintenance.repair_chains, limit=self.limit, timeout=self.timeout, origin=app.instance
+        )
+        app._after_commit(links.effects)
+        repairs: dict[str, int] = {}
+        for part in (jobs, steps, links):
+            for reason, n in part.repairs.items():
+                repairs[reason] = repairs.get(reason, 0) + n
+        if jobs.rescued:
+            repairs["orphaned"] = len(jobs.rescued)
+        return {
+            "rescued_jobs": [maintenance.brief(j) for j in jobs.rescued],
+            "discarded_jobs": [maintenance.brief(j) for j in jobs.discarded],
+            "released_steps": steps.released_steps,
+            "cancelled_steps": [j.id for j in steps.cancelled_steps],
+            "released_links": links.released_links,
+            "dead_producers": [dict(p) for p in jobs.dead_producers],
+            "repairs": repairs,
+        }
+
+
+def raise_bool(field: str, value: Any) -> None:
+    from ..errors import ValidationError
+
+    raise ValidationError(field, f"must be True or False, got {value!r}")

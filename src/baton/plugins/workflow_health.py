@@ -1,0 +1,93 @@
+"""WorkflowHealth (after the Baton.Plugin seed): keeps workflows healthy. Each sweep, on the
+leader:
+
+1. cancels orphaned waiting steps — unfinished steps whose dependency's job row was pruned or
+   deleted before completing — through the public `cancel_all_jobs` (never a raw state
+   write), emitting ("baton", "plugin", "rescued");
+2. backstops the finished announcement of every terminated workflow nobody announced (a node
+   killed after the last ack, rows changed by hand) through the same atomic claim the worker
+   uses, so it can never be a duplicate;
+3. emits ("baton", "workflow", "failed") once per workflow that terminated with a cancelled or
+   discarded step;
+4. with `prune=True`, deletes Baton's workflow rows whose backing job rows are gone, at most
+   `prune_limit` per table per sweep (and debug logs older than `debug_log_max_age`),
+   emitting ("baton", "plugin", "pruned") when it deleted anything.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import telemetry
+from ..store import maintenance
+from .base import Plugin, count, positive
+
+if TYPE_CHECKING:
+    from ..app import Baton
+
+
+class WorkflowHealth(Plugin):
+    """Sweep every `interval` seconds (default 60); retention is opt-in (`prune=True`)."""
+
+    name = "workflow_health"
+
+    def __init__(
+        self,
+        interval: float = 60.0,
+        prune: bool = False,
+        prune_limit: int = 10_000,
+        debug_log_max_age: float | None = None,
+        limit: int = 10_000,
+    ) -> None:
+        super().__init__(interval)
+        self.prune = bool(prune)
+        self.prune_limit = count("prune_limit", prune_limit)
+        self.debug_log_max_age = positive("debug_log_max_age", debug_log_max_age, allow_none=True)
+        self.limit = count("limit", limit)
+
+    async def _sweep(self, app: Baton) -> dict[str, Any]:
+        # 1. orphaned waiting steps, through the public API.
+        orphans = await app.engine.run(maintenance.orphaned_waiting_steps, self.limit)
+        rescued: list[int] = []
+        if orphans:
+            ids = [r["job_id"] for r in orphans]
+            dep = orphans[0]["dep_name"]
+            await app.cancel_all_jobs(
+                ids=ids,
+                reason=f"orphaned_step: dependency {dep!r} was deleted before completing",
+                repair="orphaned_step",
+            )
+            rescued = ids
+            telemetry.emit(("baton", "plugin", "rescued"), {"count": len(ids)}, {"job_ids": ids, "plugin": self.name})
+        # Steps whose own job row is gone resolve as `deleted`, so dependents that ignore
+        # deleted deps are released and the workflow can finish.
+        app._after_commit(
+            await app.engine.run(maintenance.resolve_deleted, limit=self.limit, node=app.node, origin=app.instance)
+        )
+        # 2. completion backstop (before failure telemetry, which needs the completion row).
+        effects = await app.engine.run(
+            maintenance.announce_terminated, limit=self.limit, node=app.node, origin=app.instance
+        )
+        app._after_commit(effects)
+        # 3. failure telemetry, once per workflow.
+        reports = await app.engine.run(maintenance.claim_failure_reports, self.limit)
+        for rep in reports:
+            telemetry.emit(
+                ("baton", "workflow", "failed"),
+                {"failed_count": rep["failed_count"], "total_count": rep["total_count"]},
+                {k: v for k, v in rep.items() if k not in ("failed_count", "total_count")},
+            )
+        # 4. retention.
+        pruned: dict[str, int] = {}
+        if self.prune:
+            pruned = await app.engine.run(
+                maintenance.prune_workflow_rows, limit=self.prune_limit, debug_log_max_age=self.debug_log_max_age
+            )
+            if pruned:
+                telemetry.emit(("baton", "plugin", "pruned"), {"count": sum(pruned.values())}, dict(pruned))
+        return {
+            "rescued": rescued,
+            "announced": [e["workflow_id"] for e in effects.finished],
+            "failed_reported": [r["workflow_id"] for r in reports],
+            "pruned": pruned,
+        }

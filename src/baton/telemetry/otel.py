@@ -1,0 +1,268 @@
+"""The OpenTelemetry bridge (`pip install 'baton[otel]'`): one span per job attempt and metrics
+for jobs, workflows and plugins, recorded through the providers you pass (or the global ones).
+
+```python
+from baton.telemetry import otel
+
+otel.attach(tracer_provider=provider, meter_provider=meter_provider)
+...
+otel.detach()
+```
+
+Spans are created when an attempt ends (`job.stop` / `job.exception`), back-dated by the
+attempt's measured duration, rather than opened at `job.start`: an attempt can end without a
+start event (undecodable args, unknown worker, replayed result) and a start can have no end (the
+node was killed), so pairing the two would both miss spans and leak open ones.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BatonError
+from .events import Event, attach_many, list_handlers
+from .events import detach as _detach_handler
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider
+    from opentelemetry.trace import Tracer, TracerProvider
+
+HANDLER_ID = "baton-otel"
+INSTRUMENTATION_NAME = "baton"
+
+JOB_START: Event = ("baton", "job", "start")
+JOB_STOP: Event = ("baton", "job", "stop")
+JOB_EXCEPTION: Event = ("baton", "job", "exception")
+JOB_FENCED: Event = ("baton", "job", "fenced")
+WORKFLOW_FINISHED: Event = ("baton", "workflow", "finished")
+WORKFLOW_FAILED: Event = ("baton", "workflow", "failed")
+PLUGIN_STOP: Event = ("baton", "plugin", "stop")
+PLUGIN_EXCEPTION: Event = ("baton", "plugin", "exception")
+PLUGIN_RESCUED: Event = ("baton", "plugin", "rescued")
+PLUGIN_PRUNED: Event = ("baton", "plugin", "pruned")
+
+# job.start is deliberately absent: spans are built at the end of an attempt (see the module
+# docstring), and not listening keeps the executor from building start metadata at all.
+EVENTS: tuple[Event, ...] = (
+    JOB_STOP,
+    JOB_EXCEPTION,
+    JOB_FENCED,
+    WORKFLOW_FINISHED,
+    WORKFLOW_FAILED,
+    PLUGIN_STOP,
+    PLUGIN_EXCEPTION,
+    PLUGIN_RESCUED,
+    PLUGIN_PRUNED,
+)
+
+
+class MissingExtraError(BatonError, ImportError):
+    """An optional dependency of a telemetry bridge is not installed; the message names the extra."""
+
+
+def _require_otel() -> None:
+    try:
+        from opentelemetry import metrics, trace  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError(
+            "the OpenTelemetry bridge needs opentelemetry-api: pip install 'baton[otel]' "
+            f"(plus opentelemetry-sdk or another SDK to export anything) ({exc})"
+        ) from exc
+
+
+@dataclass(slots=True)
+class _Instruments:
+    tracer: Tracer
+    jobs: Counter
+    job_duration: Histogram
+    job_queue_time: Histogram
+    jobs_fenced: Counter
+    workflows_finished: Counter
+    workflows_failed: Counter
+    plugin_duration: Histogram
+    plugin_rescued: Counter
+    plugin_pruned: Counter
+    plugin_rescued_jobs: Counter
+    plugin_discarded_jobs: Counter
+
+
+def _instruments(tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None) -> _Instruments:
+    from opentelemetry import metrics, trace
+
+    from .. import __version__
+
+    tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider)
+    meter: Meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__, meter_provider=meter_provider)
+    return _Instruments(
+        tracer=tracer,
+        jobs=meter.create_counter("baton.jobs", unit="{job}", description="Job attempts that ended, by state"),
+        job_duration=meter.create_histogram("baton.job.duration", unit="ms", description="Run time of a job attempt"),
+        job_queue_time=meter.create_histogram(
+            "baton.job.queue_time", unit="ms", description="Time from a job being due to its attempt starting"
+        ),
+        jobs_fenced=meter.create_counter(
+            "baton.jobs.fenced", unit="{job}", description="Late acks dropped because the job was no longer theirs"
+        ),
+        workflows_finished=meter.create_counter(
+            "baton.workflows.finished", unit="{workflow}", description="Workflows that finished, by status"
+        ),
+        workflows_failed=meter.create_counter(
+            "baton.workflows.failed", unit="{workflow}", description="Workflows that ended with a failed step"
+        ),
+        plugin_duration=meter.create_histogram(
+            "baton.plugin.duration", unit="ms", description="Duration of one plugin sweep"
+        ),
+        plugin_rescued=meter.create_counter(
+            "baton.plugin.rescued", unit="{job}", description="Orphaned workflow steps rescued by WorkflowHealth"
+        ),
+        plugin_pruned=meter.create_counter(
+            "baton.plugin.pruned", unit="{row}", description="Rows deleted by retention sweeps"
+        ),
+        plugin_rescued_jobs=meter.create_counter(
+            "baton.plugin.rescued_jobs", unit="{job}", description="Jobs a plugin sweep made runnable again"
+        ),
+        plugin_discarded_jobs=meter.create_counter(
+            "baton.plugin.discarded_jobs", unit="{job}", description="Jobs a plugin sweep discarded"
+        ),
+    )
+
+
+def _text(value: Any, default: str = "unknown") -> str:
+    return default if value is None else str(value)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return 0.0
+
+
+class _Bridge:
+    """Turns Baton events into spans and metric points on one set of instruments."""
+
+    def __init__(self, instruments: _Instruments) -> None:
+        self.i = instruments
+
+    def __call__(self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        if event in (JOB_STOP, JOB_EXCEPTION):
+            self._job(event, measurements, metadata)
+        elif event == JOB_FENCED:
+            job = metadata.get("job")
+            attrs = {"queue": _text(getattr(job, "queue", None)), "reason": _text(metadata.get("reason"))}
+            self.i.jobs_fenced.add(int(_number(measurements.get("count", 1))) or 1, attrs)
+        elif event == WORKFLOW_FINISHED:
+            self.i.workflows_finished.add(1, {"status": _text(metadata.get("status"))})
+        elif event == WORKFLOW_FAILED:
+            self.i.workflows_failed.add(1)
+        elif event in (PLUGIN_STOP, PLUGIN_EXCEPTION):
+            self._plugin(event, measurements, metadata)
+        elif event == PLUGIN_RESCUED:
+            self.i.plugin_rescued.add(int(_number(measurements.get("count"))), self._plugin_attrs(metadata))
+        elif event == PLUGIN_PRUNED:
+            self.i.plugin_pruned.add(int(_number(measurements.get("count"))), self._plugin_attrs(metadata))
+
+    @staticmethod
+    def _plugin_attrs(metadata: Mapping[str, Any]) -> dict[str, str]:
+        plugin = metadata.get("plugin")
+        return {"plugin": str(plugin)} if plugin is not None else {}
+
+    def _job(self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        job = metadata.get("job")
+        worker = _text(metadata.get("worker") or getattr(job, "worker", None))
+        queue = _text(getattr(job, "queue", None))
+        state = _text(metadata.get("state"))
+        duration_ms = _number(measurements.get("duration"))
+        end_ns = time.time_ns()
+        span_attrs: dict[str, Any] = {
+            "baton.job.worker": worker,
+            "baton.job.queue": queue,
+            "baton.job.state": state,
+        }
+        if job is not None:
+            span_attrs["baton.job.id"] = job.id
+            span_attrs["baton.job.attempt"] = job.attempt
+            span_attrs["baton.job.max_attempts"] = job.max_attempts
+            if job.workflow_id is not None:
+                span_attrs["baton.workflow.id"] = job.workflow_id
+                if job.step is not None:
+                    span_attrs["baton.workflow.step"] = job.step
+        node = metadata.get("node")
+        if node is not None:
+            span_attrs["baton.node"] = str(node)
+        span = self.i.tracer.start_span(
+            f"baton.job {worker}",
+            kind=SpanKind.CONSUMER,
+            attributes=span_attrs,
+            start_time=end_ns - int(duration_ms * 1_000_000),
+        )
+        if event == JOB_EXCEPTION:
+            error = _text(metadata.get("error"), "job attempt failed")
+            exc_type, _, message = error.partition(": ")
+            exc_attrs = {"exception.type": exc_type, "exception.message": message or error}
+            if metadata.get("traceback"):
+                exc_attrs["exception.stacktrace"] = str(metadata["traceback"])
+            span.add_event("exception", exc_attrs, timestamp=end_ns)
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end(end_time=end_ns)
+
+        attrs = {"queue": queue, "worker": worker, "state": state}
+        self.i.jobs.add(1, attrs)
+        self.i.job_duration.record(duration_ms, attrs)
+        self.i.job_queue_time.record(_number(measurements.get("queue_time")), {"queue": queue, "worker": worker})
+
+    def _plugin(self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        plugin = _text(metadata.get("plugin"))
+        outcome = "ok" if event == PLUGIN_STOP else "error"
+        self.i.plugin_duration.record(_number(measurements.get("duration")), {"plugin": plugin, "outcome": outcome})
+        # Lifeline reports each job it rescued or discarded as {id, queue, state} in its stop event.
+        counters = (("rescued_jobs", self.i.plugin_rescued_jobs), ("discarded_jobs", self.i.plugin_discarded_jobs))
+        for key, counter in counters:
+            jobs = metadata.get(key)
+            if not isinstance(jobs, list | tuple):
+                continue
+            per_queue: dict[str, int] = {}
+            for item in jobs:
+                queue = _text(item.get("queue") if isinstance(item, Mapping) else None)
+                per_queue[queue] = per_queue.get(queue, 0) + 1
+            for queue, n in per_queue.items():
+                counter.add(n, {"plugin": plugin, "queue": queue})
+
+
+_lock = threading.Lock()
+_attached: set[str] = set()
+
+
+def attach(
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    *,
+    handler_id: str = HANDLER_ID,
+) -> str:
+    """Record Baton's events as OpenTelemetry spans and metrics; returns the handler id.
+
+    Without providers the global ones are used (no-ops until an SDK is configured). Raises
+    `MissingExtraError` when opentelemetry-api is not installed, and ValueError when a bridge
+    with `handler_id` is already attached.
+    """
+    _require_otel()
+    with _lock:
+        if handler_id in list_handlers():
+            raise ValueError(f"a telemetry handler with id {handler_id!r} is already attached; detach it first")
+        attach_many(handler_id, EVENTS, _Bridge(_instruments(tracer_provider, meter_provider)))
+        _attached.add(handler_id)
+    return handler_id
+
+
+def detach(handler_id: str = HANDLER_ID) -> bool:
+    """Stop recording; True if the bridge was attached (also when it had been auto-detached
+    after raising). Instruments already created stay with their meter provider."""
+    with _lock:
+        was_ours = handler_id in _attached
+        _attached.discard(handler_id)
+        return _detach_handler(handler_id) or was_ours
