@@ -239,7 +239,7 @@ class Baton:
         if self._node is not None:
             raise BatonError("this Baton app is already started")
         await self.engine.open()
-        await self.engine.check_schema()  # type: ignore[attr-defined]
+        await self.engine.check_schema()
         for plugin in self.plugins:
             plugin.validate(self)
         self._loop = asyncio.get_running_loop()

@@ -278,7 +278,7 @@ def cli(ctx: click.Context, url: str | None, schema: str) -> None:
     try:
         resolved = resolve_url(url)
     except ValidationError as exc:
-        raise click.BadParameter(str(exc), param_hint="--url") from None
+        raise click.BadParameter(str(exc).removeprefix("url: "), param_hint="--url") from None
     ctx.obj = Settings(url=resolved, schema=schema, url_given=url is not None)
 
 

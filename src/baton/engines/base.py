@@ -147,6 +147,10 @@ class Engine(abc.ABC):
     async def schema_version(self) -> int:
         """The applied schema version (0 for an empty database)."""
 
+    @abc.abstractmethod
+    async def check_schema(self) -> None:
+        """Raise MigrationError naming the command to run unless the schema is up to date."""
+
     @staticmethod
     def latest_version(package: str) -> int:
         """The newest migration this release ships."""

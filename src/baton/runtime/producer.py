@@ -31,6 +31,7 @@ class Producer:
         self.running: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._more = True
+        self._signals = 0  # bumped by every wake-up, so one arriving mid-fetch is not lost
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self.fetched = 0
@@ -50,6 +51,7 @@ class Producer:
     def wake(self) -> None:
         """Jobs may be waiting: fetch as soon as there is capacity."""
         self._more = True
+        self._signals += 1
         self._wake.set()
 
     def pause(self) -> None:
@@ -69,6 +71,7 @@ class Producer:
         while not self._stopping:
             free = 0 if self.paused else self.limit - len(self.running)
             if free > 0 and self._more:
+                signals = self._signals
                 try:
                     jobs = await self.node.engine.run(store.fetch_jobs, self.queue, self.node.name, self.uuid, free)
                     backoff = 0.05
@@ -79,7 +82,7 @@ class Producer:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-                self._more = len(jobs) == free
+                self._more = len(jobs) == free or self._signals != signals
                 self.fetched += len(jobs)
                 for job in jobs:
                     self.running[job.id] = asyncio.create_task(self._execute(job), name=f"baton-job-{job.id}")
