@@ -3,7 +3,14 @@ self-healing layer so no job is lost and no workflow hangs or fails silently."""
 
 from . import plugins, telemetry
 from .app import Baton
-from .errors import BatonError, DatabaseUnavailable, MigrationError, ValidationError, WorkflowError
+from .errors import (
+    BatonError,
+    DatabaseUnavailable,
+    MigrationError,
+    MissingExtraError,
+    ValidationError,
+    WorkflowError,
+)
 from .job import Cancel, Discard, Job, JobSpec, Snooze
 from .worker import Worker
 from .workflows import Workflow, WorkflowStatus
@@ -19,6 +26,7 @@ __all__ = [
     "Job",
     "JobSpec",
     "MigrationError",
+    "MissingExtraError",
     "Snooze",
     "ValidationError",
     "Worker",

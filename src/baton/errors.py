@@ -29,3 +29,7 @@ class MigrationError(BatonError):
 
 class DatabaseUnavailable(BatonError, ConnectionError):
     """The database could not be reached (wrong URL, server down, pool exhausted)."""
+
+
+class MissingExtraError(BatonError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BatonError
+from ..errors import MissingExtraError
 from .events import Event, attach_many, list_handlers
 from .events import detach as _detach_handler
 
@@ -58,10 +58,6 @@ EVENTS: tuple[Event, ...] = (
     PLUGIN_RESCUED,
     PLUGIN_PRUNED,
 )
-
-
-class MissingExtraError(BatonError, ImportError):
-    """An optional dependency of a telemetry bridge is not installed; the message names the extra."""
 
 
 def _require_otel() -> None:
@@ -145,7 +141,13 @@ class _Bridge:
     """Turns Baton events into spans and metric points on one set of instruments."""
 
     def __init__(self, instruments: _Instruments) -> None:
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
         self.i = instruments
+        # Bound once: job events are the hot path.
+        self._consumer = SpanKind.CONSUMER
+        self._status = Status
+        self._error = StatusCode.ERROR
 
     def __call__(self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
         if event in (JOB_STOP, JOB_EXCEPTION):
@@ -171,8 +173,6 @@ class _Bridge:
         return {"plugin": str(plugin)} if plugin is not None else {}
 
     def _job(self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        from opentelemetry.trace import SpanKind, Status, StatusCode
-
         job = metadata.get("job")
         worker = _text(metadata.get("worker") or getattr(job, "worker", None))
         queue = _text(getattr(job, "queue", None))
@@ -197,7 +197,7 @@ class _Bridge:
             span_attrs["baton.node"] = str(node)
         span = self.i.tracer.start_span(
             f"baton.job {worker}",
-            kind=SpanKind.CONSUMER,
+            kind=self._consumer,
             attributes=span_attrs,
             start_time=end_ns - int(duration_ms * 1_000_000),
         )
@@ -208,7 +208,7 @@ class _Bridge:
             if metadata.get("traceback"):
                 exc_attrs["exception.stacktrace"] = str(metadata["traceback"])
             span.add_event("exception", exc_attrs, timestamp=end_ns)
-            span.set_status(Status(StatusCode.ERROR, error))
+            span.set_status(self._status(self._error, error))
         span.end(end_time=end_ns)
 
         attrs = {"queue": queue, "worker": worker, "state": state}

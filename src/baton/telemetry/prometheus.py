@@ -20,9 +20,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..errors import MissingExtraError
 from .events import Event, attach_many, list_handlers
 from .events import detach as _detach_handler
-from .otel import MissingExtraError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
