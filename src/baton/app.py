@@ -126,6 +126,8 @@ class Baton:
         self._finished_subscribers: list[Callback] = []
         self._step_subscribers: dict[str | None, list[Callback]] = {}
         self._node: Node | None = None
+        self._stopping: Node | None = None
+        self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_threads: DaemonThreadPool | None = None
         self._background: set[asyncio.Future[Any]] = set()
@@ -243,6 +245,7 @@ class Baton:
         for plugin in self.plugins:
             plugin.validate(self)
         self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
         node = Node(self)
         self._node = node
         try:
@@ -251,11 +254,23 @@ class Baton:
             self._node = None
             raise
 
-    async def stop(self) -> None:
-        """Stop gracefully (SPEC section 2) and release every connection."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop gracefully (SPEC section 2): stop fetching, wait up to `grace` seconds
+        (default `shutdown_grace`) for running jobs, hand the rest back, release connections.
+
+        Calling it again while a stop is waiting (a second Ctrl-C) cuts the wait short."""
+        if self._stopping is not None:
+            self._stopping.hurry()
+            await self._stopped.wait()
+            return
         node, self._node = self._node, None
         if node is not None:
-            await node.stop()
+            self._stopping = node
+            try:
+                await node.stop(grace)
+            finally:
+                self._stopping = None
+                self._stopped.set()
         await self.close()
 
     async def close(self) -> None:

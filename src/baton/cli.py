@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +35,6 @@ from .app import Baton
 from .engines import resolve_url
 from .errors import BatonError, MigrationError, ValidationError
 from .job import STATES, TERMINAL_STATES, Job
-from .store import jobs as store
 from .workflows.status import StepStatus, WorkflowStatus
 
 log = logging.getLogger("baton.cli")
@@ -73,23 +73,78 @@ STATE_MARKS: dict[str, str] = {
 class Failure(click.ClickException):
     """A command failed in a way the user can act on: printed as `Error: ...`, no traceback."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = EXIT_FAILED
+
+
+class SetupFailure(Failure):
+    """The command or the setup needs fixing first (bad option, unmigrated database)."""
+
+    exit_code = EXIT_USAGE
+
+
+class Interrupted(Failure):
+    """Ctrl-C during an admin command."""
+
+    exit_code = 128 + signal.SIGINT
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """The global options every command sees."""
+    """The database options a command runs with (given before or after the command name)."""
 
     url: str
     schema: str
     url_given: bool
 
 
-def _console(stderr: bool = False) -> Console:
+@dataclass(frozen=True, slots=True)
+class GroupOptions:
+    """`--url` / `--schema` as given before the command name (`baton --url X jobs list`)."""
+
+    url: str | None
+    schema: str | None
+
+
+URL_HELP = (
+    "Database URL: postgresql://user@host:5432/db or sqlite:///path/to.db  "
+    "[default: $BATON_DATABASE_URL, else sqlite:///baton.db]"
+)
+SCHEMA_HELP = "PostgreSQL schema holding Baton's tables  [default: public]"
+
+
+def _settings(url: str | None, schema: str | None) -> Settings:
+    """Merge a command's own --url/--schema with the group's (the command's win)."""
+    group = click.get_current_context().find_object(GroupOptions)
+    if url is None and group is not None:
+        url = group.url
+    if schema is None and group is not None:
+        schema = group.schema
+    try:
+        resolved = resolve_url(url)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc).removeprefix("url: "), param_hint="--url") from None
+    return Settings(url=resolved, schema=schema or "public", url_given=url is not None)
+
+
+def database_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give a command `--url` and `--schema` (so both `baton --url X migrate` and
+    `baton migrate --url X` work) and call it with the resolved `Settings` first."""
+
+    @functools.wraps(fn)
+    def command(*args: Any, url: str | None, schema: str | None, **kwargs: Any) -> None:
+        fn(_settings(url, schema), *args, **kwargs)
+
+    command = click.option("--schema", default=None, help=SCHEMA_HELP)(command)
+    return click.option("--url", metavar="URL", default=None, help=URL_HELP)(command)
+
+
+def _console(stderr: bool = False, *, wide: bool = False) -> Console:
     # Built per command so click's test runner (which swaps sys.stdout) captures the output.
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False)
+    if wide and not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped tables feed grep and scripts: one row per line beats folding at 80 columns.
+        console.width = 400
+    return console
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -97,11 +152,11 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except (MigrationError, ValidationError) as exc:
-        raise Failure(str(exc), EXIT_USAGE) from None
+        raise SetupFailure(str(exc)) from None
     except BatonError as exc:
         raise Failure(str(exc)) from None
     except KeyboardInterrupt:
-        raise Failure("interrupted", 128 + signal.SIGINT) from None
+        raise Interrupted("interrupted") from None
 
 
 def _where(app: Baton) -> str:
@@ -119,7 +174,7 @@ async def _check_ready(app: Baton) -> None:
                 f"there is no SQLite database at {path!r}: run `baton --url {app.url} migrate` to create it "
                 "(or pass --url / set BATON_DATABASE_URL to the right database)"
             )
-    await app.engine.check_schema()  # type: ignore[attr-defined]
+    await app.engine.check_schema()
 
 
 @contextlib.asynccontextmanager
@@ -226,7 +281,9 @@ def workflow_tree(status: WorkflowStatus) -> Tree:
         if name in drawn:
             state = steps[name].state
             branch.add(
-                Text.assemble((name, "bold dim"), "  ", (state, STATE_STYLES.get(state, "") + " dim"), ("  ↑ see above", "dim"))
+                Text.assemble(
+                    (name, "bold dim"), "  ", (state, STATE_STYLES.get(state, "") + " dim"), ("  ↑ see above", "dim")
+                )
             )
             return
         drawn.add(name)
@@ -259,27 +316,19 @@ def counts_text(counts: Mapping[str, int]) -> Text:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option(
-    "--url",
-    metavar="URL",
-    default=None,
-    help="Database URL: postgresql://user@host:5432/db or sqlite:///path/to.db  "
-    "[default: $BATON_DATABASE_URL, else sqlite:///baton.db]",
-)
-@click.option("--schema", default="public", show_default=True, help="PostgreSQL schema holding Baton's tables.")
+@click.option("--url", metavar="URL", default=None, help=URL_HELP)
+@click.option("--schema", default=None, help=SCHEMA_HELP)
 @click.version_option(__version__, prog_name="baton")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None, schema: str) -> None:
+def cli(ctx: click.Context, url: str | None, schema: str | None) -> None:
     """Baton: durable background jobs, workflows and chains on PostgreSQL or SQLite.
+
+    --url and --schema may be given before or after the command name.
 
     Exit codes: 0 success, 1 the command failed (no such job, database unreachable),
     2 bad options or an unmigrated database, 128+N a worker stopped by a second signal N.
     """
-    try:
-        resolved = resolve_url(url)
-    except ValidationError as exc:
-        raise click.BadParameter(str(exc).removeprefix("url: "), param_hint="--url") from None
-    ctx.obj = Settings(url=resolved, schema=schema, url_given=url is not None)
+    ctx.obj = GroupOptions(url=url, schema=schema)
 
 
 def main() -> None:
@@ -291,7 +340,7 @@ def main() -> None:
 
 
 @cli.command()
-@click.pass_obj
+@database_options
 def migrate(settings: Settings) -> None:
     """Create or upgrade Baton's tables (idempotent, safe from several processes at once)."""
 
@@ -353,7 +402,7 @@ def load_app(reference: str) -> Baton:
     `attr` may also be a function taking no arguments that returns the app."""
     module_name, sep, attr = reference.partition(":")
     if not sep or not module_name or not attr:
-        raise Failure(f"--app must look like module:attribute (e.g. myproject.jobs:app), got {reference!r}", EXIT_USAGE)
+        raise SetupFailure(f"--app must look like module:attribute (e.g. myproject.jobs:app), got {reference!r}")
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -361,21 +410,20 @@ def load_app(reference: str) -> Baton:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise Failure(
+            raise SetupFailure(
                 f"cannot import module {module_name!r} (from {cwd}): {exc}; run baton from your project directory "
-                "or add it to PYTHONPATH",
-                EXIT_USAGE,
+                "or add it to PYTHONPATH"
             ) from None
         raise
     target: Any = module
     for part in attr.split("."):
         if not hasattr(target, part):
-            raise Failure(f"module {module_name!r} has no attribute {attr!r}", EXIT_USAGE)
+            raise SetupFailure(f"module {module_name!r} has no attribute {attr!r}")
         target = getattr(target, part)
     if not isinstance(target, Baton) and callable(target):
         target = target()
     if not isinstance(target, Baton):
-        raise Failure(f"{reference} is a {type(target).__name__}, not a baton.Baton app", EXIT_USAGE)
+        raise SetupFailure(f"{reference} is a {type(target).__name__}, not a baton.Baton app")
     return target
 
 
@@ -394,7 +442,8 @@ async def serve(app: Baton) -> int:
         if len(received) == 1:
             log.info(
                 "%s received: stopping gracefully (running jobs get up to %gs); send it again to stop now",
-                name, app.shutdown_grace,
+                name,
+                app.shutdown_grace,
             )
             stopping.set()
         else:
@@ -422,56 +471,29 @@ async def serve(app: Baton) -> int:
         await waiting
         stopping_task = asyncio.create_task(app.stop())
         hurried = asyncio.create_task(hurry.wait())
-        handed_back: list[tuple[str, list[int]]] = []
-        node = app._node
         await asyncio.wait({stopping_task, hurried}, return_when=asyncio.FIRST_COMPLETED)
         if not stopping_task.done():
-            handed_back = _cancel_running(node)
+            # A second signal: the stop in progress stops waiting and hands jobs back now.
+            await app.stop()
         else:
             hurried.cancel()
         await stopping_task
-        if handed_back:
-            await _hand_back(app, handed_back)
-            return 128 + received[-1]
         return 0 if len(received) < 2 else 128 + received[-1]
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
 
 
-def _cancel_running(node: Any) -> list[tuple[str, list[int]]]:
-    """Cancel every running job of a stopping node; returns (producer uuid, job ids) to hand back.
-    Cancelled tasks leave `running`, so the node's own graceful path no longer waits for them."""
-    if node is None:
-        return []
-    taken: list[tuple[str, list[int]]] = []
-    for producer in node.producers.values():
-        ids = list(producer.running)
-        for task in list(producer.running.values()):
-            task.cancel()
-        if ids:
-            taken.append((producer.uuid, ids))
-    return taken
-
-
-async def _hand_back(app: Baton, taken: Sequence[tuple[str, list[int]]]) -> None:
-    """Move the cancelled jobs back to `available` now (the engine reopens for this), rather than
-    leaving them for the lifeline. Fenced on the producer uuid, so jobs that finished anyway
-    are untouched."""
-    try:
-        for uuid, ids in taken:
-            released = await app.engine.run(store.release_on_shutdown, ids, uuid, app.node)
-            if released:
-                log.warning("handed back %d unfinished jobs: %s", len(released), [j.id for j in released][:20])
-    except Exception as exc:
-        log.error("could not hand back unfinished jobs (%s); the lifeline will rescue them", exc)
-    finally:
-        await app.close()
-
-
 @cli.command()
-@click.option("--app", "app_ref", required=True, metavar="MODULE:ATTR", help="The Baton app to run, e.g. myproject.jobs:app.")
-@click.option("--queues", type=QueueLimits(), default=None, help="Queues and their concurrency, replacing the app's own: default:10,mailers:5.")
+@click.option(
+    "--app", "app_ref", required=True, metavar="MODULE:ATTR", help="The Baton app to run, e.g. myproject.jobs:app."
+)
+@click.option(
+    "--queues",
+    type=QueueLimits(),
+    default=None,
+    help="Queues and their concurrency, replacing the app's own: default:10,mailers:5.",
+)
 @click.option("--node", default=None, help="This node's name [default: the app's, else hostname-pid].")
 @click.option(
     "--shutdown-grace",
@@ -486,7 +508,7 @@ async def _hand_back(app: Baton, taken: Sequence[tuple[str, list[int]]]) -> None
     default="INFO",
     show_default=True,
 )
-@click.pass_obj
+@database_options
 def worker(
     settings: Settings,
     app_ref: str,
@@ -509,16 +531,15 @@ def worker(
     try:
         app = load_app(app_ref)
     except BatonError as exc:
-        raise Failure(f"{app_ref}: {exc}", EXIT_USAGE) from None
+        raise SetupFailure(f"{app_ref}: {exc}") from None
     if settings.url_given and app.url != settings.url:
-        raise Failure(
+        raise SetupFailure(
             f"{app_ref} is configured with database {app.engine.display_url}, not {settings.url}: build it with "
-            "baton.Baton() (no URL) so --url and BATON_DATABASE_URL apply, or drop --url",
-            EXIT_USAGE,
+            "baton.Baton() (no URL) so --url and BATON_DATABASE_URL apply, or drop --url"
         )
     app_schema = getattr(app.engine, "schema", "public")
     if settings.schema != "public" and settings.schema != app_schema:
-        raise Failure(f"{app_ref} uses schema {app_schema!r}, not {settings.schema!r}; set schema= on the app", EXIT_USAGE)
+        raise SetupFailure(f"{app_ref} uses schema {app_schema!r}, not {settings.schema!r}; set schema= on the app")
     if queues is not None:
         app.queues = {name: {"limit": limit, "paused": False} for name, limit in queues.items()}
         # The pool was sized for the app's own queues; each producer may hold a connection.
@@ -526,10 +547,10 @@ def worker(
         if isinstance(pool_size, int):
             app.engine.pool_size = max(pool_size, len(app.queues) + 4)  # type: ignore[attr-defined]
     if not app.queues:
-        raise Failure(f"{app_ref} has no queues: pass --queues default:10 or set queues= on the app", EXIT_USAGE)
+        raise SetupFailure(f"{app_ref} has no queues: pass --queues default:10 or set queues= on the app")
     if node is not None:
         if not node.strip():
-            raise Failure("--node must be a non-empty name", EXIT_USAGE)
+            raise SetupFailure("--node must be a non-empty name")
         app.node = node
     if shutdown_grace is not None:
         app.shutdown_grace = float(shutdown_grace)
@@ -553,11 +574,13 @@ def jobs() -> None:
 
 @jobs.command("list")
 @click.option("--queue", "-q", default=None, help="Only jobs of this queue.")
-@click.option("--state", "-s", "states", multiple=True, type=click.Choice(STATES), help="Only jobs in this state (repeatable).")
+@click.option(
+    "--state", "-s", "states", multiple=True, type=click.Choice(STATES), help="Only jobs in this state (repeatable)."
+)
 @click.option("--worker", "-w", default=None, help="Only jobs of this worker (its registered name).")
 @click.option("--workflow", default=None, metavar="ID", help="Only the steps of this workflow.")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True)
-@click.pass_obj
+@database_options
 def jobs_list(
     settings: Settings, queue: str | None, states: tuple[str, ...], worker: str | None, workflow: str | None, limit: int
 ) -> None:
@@ -570,14 +593,14 @@ def jobs_list(
             )
 
     found = _run(go())
-    out = _console()
+    out = _console(wide=True)
     if not found:
         out.print("no jobs match")
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("ID", justify="right", no_wrap=True)
     table.add_column("STATE", no_wrap=True)
-    table.add_column("QUEUE", overflow="fold")
+    table.add_column("QUEUE", no_wrap=True)
     table.add_column("WORKER", overflow="fold")
     table.add_column("ATTEMPT", justify="right", no_wrap=True)
     table.add_column("INSERTED", no_wrap=True)
@@ -599,7 +622,7 @@ def jobs_list(
 
 @jobs.command("show")
 @click.argument("job_id", type=int)
-@click.pass_obj
+@database_options
 def jobs_show(settings: Settings, job_id: int) -> None:
     """Show every field of one job, its errors and the last traceback."""
 
@@ -610,7 +633,7 @@ def jobs_show(settings: Settings, job_id: int) -> None:
     job = _run(go())
     if job is None:
         raise Failure(f"no job with id {job_id}")
-    out = _console()
+    out = _console(wide=True)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
@@ -657,7 +680,7 @@ def jobs_show(settings: Settings, job_id: int) -> None:
 
 @jobs.command("retry")
 @click.argument("job_id", type=int)
-@click.pass_obj
+@database_options
 def jobs_retry(settings: Settings, job_id: int) -> None:
     """Move a finished (completed, discarded, cancelled) or retryable job back to available."""
 
@@ -673,12 +696,14 @@ def jobs_retry(settings: Settings, job_id: int) -> None:
         raise Failure(
             f"job {job_id} is {current.state}; only completed, discarded, cancelled or retryable jobs can be retried"
         )
-    _console().print(f"job {retried.id} is {retried.state} again (attempt {retried.attempt} of {retried.max_attempts} so far)")
+    _console().print(
+        f"job {retried.id} is {retried.state} again (attempt {retried.attempt} of {retried.max_attempts} so far)"
+    )
 
 
 @jobs.command("cancel")
 @click.argument("job_ids", type=int, nargs=-1, required=True)
-@click.pass_obj
+@database_options
 def jobs_cancel(settings: Settings, job_ids: tuple[int, ...]) -> None:
     """Cancel jobs by id; executing ones are stopped on their node. Exits 1 if an id is unknown."""
 
@@ -715,7 +740,7 @@ def workflows() -> None:
 @workflows.command("list")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--label", "-l", default=None, help="Only workflows with this label.")
-@click.pass_obj
+@database_options
 def workflows_list(settings: Settings, limit: int, label: str | None) -> None:
     """List recent workflows, newest first."""
 
@@ -724,7 +749,7 @@ def workflows_list(settings: Settings, limit: int, label: str | None) -> None:
             return await app.list_workflows(limit=limit, label=label)
 
     rows = _run(go())
-    out = _console()
+    out = _console(wide=True)
     if not rows:
         out.print("no workflows")
         return
@@ -752,7 +777,7 @@ def workflows_list(settings: Settings, limit: int, label: str | None) -> None:
 
 @workflows.command("show")
 @click.argument("workflow_id")
-@click.pass_obj
+@database_options
 def workflows_show(settings: Settings, workflow_id: str) -> None:
     """Show a workflow as a tree of its steps, each with its state, and why steps wait."""
 
@@ -768,7 +793,7 @@ def workflows_show(settings: Settings, workflow_id: str) -> None:
     status = _run(go())
     if status is None:
         raise Failure(f"no workflow with id {workflow_id}")
-    out = _console()
+    out = _console(wide=True)
     out.print(workflow_tree(status))
     out.print()
     out.print(Text.assemble(("steps: ", "bold"), counts_text(status.counts)))
@@ -799,7 +824,7 @@ def _target(node: str | None) -> str:
 @queues.command("pause")
 @click.argument("name")
 @click.option("--node", default=None, help="Only on this node [default: every node].")
-@click.pass_obj
+@database_options
 def queues_pause(settings: Settings, name: str, node: str | None) -> None:
     """Stop fetching jobs of queue NAME (running jobs finish)."""
 
@@ -814,7 +839,7 @@ def queues_pause(settings: Settings, name: str, node: str | None) -> None:
 @queues.command("resume")
 @click.argument("name")
 @click.option("--node", default=None, help="Only on this node [default: every node].")
-@click.pass_obj
+@database_options
 def queues_resume(settings: Settings, name: str, node: str | None) -> None:
     """Resume fetching jobs of a paused queue NAME."""
 
@@ -830,7 +855,7 @@ def queues_resume(settings: Settings, name: str, node: str | None) -> None:
 @click.argument("name")
 @click.argument("limit", type=click.IntRange(min=1))
 @click.option("--node", default=None, help="Only on this node [default: every node].")
-@click.pass_obj
+@database_options
 def queues_scale(settings: Settings, name: str, limit: int, node: str | None) -> None:
     """Change how many jobs of queue NAME each node runs at once."""
 
@@ -846,13 +871,26 @@ def queues_scale(settings: Settings, name: str, limit: int, node: str | None) ->
 
 
 @cli.command()
-@click.option("--max-age", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
-              help="Delete finished jobs older than this [default: the Pruner's, 60].")
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Delete finished jobs older than this [default: the Pruner's, 60].",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many jobs [default: 10000].")
-@click.pass_obj
-def prune(settings: Settings, max_age: float | None, limit: int | None) -> None:
-    """Delete old finished jobs once (one Pruner sweep). Jobs an unfinished workflow still
-    depends on are kept."""
+@click.option(
+    "--state",
+    "-s",
+    "states",
+    multiple=True,
+    type=click.Choice(sorted(TERMINAL_STATES)),
+    help="Only jobs in this state (repeatable) [default: all three].",
+)
+@database_options
+def prune(settings: Settings, max_age: float | None, limit: int | None, states: tuple[str, ...]) -> None:
+    """Delete old finished jobs once (one Pruner sweep). Steps of workflows that have not
+    finished are kept."""
     try:
         from .plugins.pruner import Pruner
     except ImportError:
@@ -862,6 +900,11 @@ def prune(settings: Settings, max_age: float | None, limit: int | None) -> None:
         options["max_age"] = max_age
     if limit is not None:
         options["limit"] = limit
+    if states:
+        options["states"] = list(states)
+    # A failing sweep logs its traceback for long-running nodes; here the error message is
+    # printed instead, so keep the log record from reaching Python's last-resort handler.
+    logging.getLogger("baton.plugins").addHandler(logging.NullHandler())
 
     async def go() -> dict[str, Any]:
         plugin = Pruner(**options)
@@ -870,23 +913,25 @@ def prune(settings: Settings, max_age: float | None, limit: int | None) -> None:
 
     result = _run(go())
     count = int(result.get("pruned_count", 0) or 0)
-    _console().print(f"pruned {count} job{'s' if count != 1 else ''}")
+    by_state = result.get("pruned") or {}
+    detail = f" ({', '.join(f'{s} {n}' for s, n in sorted(by_state.items()))})" if count else ""
+    _console().print(f"pruned {count} job{'s' if count != 1 else ''}{detail}")
 
 
 # --------------------------------------------------------------------------- demo
 
 
 @cli.command()
-@click.option("--url", "demo_url", default=None, metavar="URL",
-              help="Run on this database [default: a fresh temporary SQLite file].")
 @click.option("--keep", is_flag=True, help="Keep the temporary database and print how to inspect it.")
-@click.pass_obj
-def demo(settings: Settings, demo_url: str | None, keep: bool) -> None:
+@database_options
+def demo(settings: Settings, keep: bool) -> None:
     """Run a workflow end to end: fan-out across queues, a failing step that retries, a fan-in,
-    with live progress and a summary. Takes a few seconds."""
+    with live progress and a summary. Takes a few seconds. Runs on a fresh temporary SQLite
+    file unless --url is given (BATON_DATABASE_URL is not used, so re-runs start clean); with
+    --url, pick a database no worker node uses, or its nodes may fetch the demo's jobs."""
     from .demo import run_demo
 
-    url = demo_url or (settings.url if settings.url_given else None)
+    url = settings.url if settings.url_given else None
     code = _run(run_demo(url, schema=settings.schema, keep=keep, console=_console()))
     if code:
         sys.exit(code)

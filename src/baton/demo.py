@@ -112,7 +112,9 @@ async def run_demo(url: str | None = None, *, schema: str = "public", keep: bool
         )
         wid = await app.insert_workflow(wf)
         console.print()
-        console.print(Text("The workflow as inserted: steps stay suspended until their dependencies complete.", style="bold"))
+        console.print(
+            Text("The workflow as inserted: steps stay suspended until their dependencies complete.", style="bold")
+        )
         console.print(workflow_tree(await app.workflow_status(wid)))
         console.print()
 
@@ -222,7 +224,9 @@ def _summary(status: WorkflowStatus, elapsed: float) -> Group:
     if notify is not None and isinstance(notify.result, dict):
         facts.add_row("notify", f"sent \u201c{notify.result['subject']}\u201d to {notify.result['to']}")
 
-    steps = Table(title="Steps", title_style="bold", title_justify="left", header_style="bold", box=None, pad_edge=False)
+    steps = Table(
+        title="Steps", title_style="bold", title_justify="left", header_style="bold", box=None, pad_edge=False
+    )
     steps.add_column("STEP", no_wrap=True)
     steps.add_column("QUEUE", no_wrap=True)
     steps.add_column("STATE", no_wrap=True)

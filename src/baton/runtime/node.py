@@ -8,7 +8,6 @@ import asyncio
 import json
 import logging
 import random
-import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
 
 from ..store import jobs as store
@@ -44,6 +43,11 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: Listener | None = None
         self._elect_soon = asyncio.Event()
+        self._hurry = asyncio.Event()
+
+    def hurry(self) -> None:
+        """Cut a graceful stop short: stop waiting for running jobs and hand them back now."""
+        self._hurry.set()
 
     # -- start ------------------------------------------------------------------------
 
@@ -157,7 +161,9 @@ class Node:
 
     # -- stop -------------------------------------------------------------------------
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop fetching, wait up to `grace` (default: the app's shutdown_grace) for running
+        jobs, hand the unfinished ones back to `available`, and leave nothing behind."""
         for producer in self.producers.values():
             await producer.stop_fetching()
         for task in self._tasks:
@@ -168,12 +174,16 @@ class Node:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
-        running = [t for p in self.producers.values() for t in p.running.values()]
-        grace = self.app.shutdown_grace
-        if running:
+        running: list[asyncio.Future[Any]] = [t for p in self.producers.values() for t in p.running.values()]
+        grace = self.app.shutdown_grace if grace is None else grace
+        if running and grace > 0 and not self._hurry.is_set():
             log.info("node %s stopping: waiting up to %gs for %d running jobs", self.name, grace, len(running))
-            await asyncio.wait(running, timeout=grace)
-        await self.acker.drain(timeout=max(1.0, grace))
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            everything = asyncio.ensure_future(asyncio.wait(running))
+            await asyncio.wait([hurry, everything], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            hurry.cancel()
+            everything.cancel()
+        await self.acker.drain(timeout=max(1.0, min(grace, 5.0)))
         for producer in self.producers.values():
             unfinished = list(producer.running)
             if not unfinished:
@@ -206,5 +216,3 @@ class Node:
         self.threads.shutdown(wait=False, cancel_futures=True)
         log.info("node %s stopped", self.name)
 
-    def new_instance(self) -> str:
-        return str(uuidlib.uuid4())

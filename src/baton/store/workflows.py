@@ -167,8 +167,10 @@ _EVENT = {"scheduled": "snoozed"}
 
 async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
     """Write results, step stats and live step events for acked workflow steps."""
+    # Results travel as JSON text inside the JSON rows, so a bare string result keeps its
+    # quotes on every engine and always reads back with json.loads.
     results = [
-        {"id": a.job.id, "result": _loads(a.result_json)}
+        {"id": a.job.id, "result": a.result_json}
         for a in acks
         if a.state == "completed" and a.result_json is not None
     ]

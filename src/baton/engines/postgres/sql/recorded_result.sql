@@ -1,1 +1,1 @@
-SELECT recorded, result FROM workflow_nodes WHERE job_id = %(id)s
+SELECT recorded, result::text AS result FROM workflow_nodes WHERE job_id = %(id)s
