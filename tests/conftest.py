@@ -18,7 +18,7 @@ import baton
 from baton.telemetry.logging import detach_default_logger
 
 sys.path.insert(0, str(Path(__file__).parent))
-import pg  # noqa: E402
+import pg
 
 BATON_TABLES = (
     "baton_jobs, baton_producers, baton_leaders, baton_workflows, workflow_nodes, baton_workflow_deps, "
@@ -37,8 +37,10 @@ def pg_url() -> Any:
 
 
 def truncate(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {BATON_TABLES} RESTART IDENTITY")
+    """Empty Baton's tables (DELETE: much faster than TRUNCATE on tables this small)."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        for table in BATON_TABLES.split(","):
+            conn.execute(f"DELETE FROM {table.strip()}")
 
 
 @pytest.fixture(params=["postgres", "sqlite"])

@@ -461,9 +461,9 @@ class Baton:
 
     async def cancel_job(self, job_id: int) -> Job | None:
         """Cancel one job; returns it as cancelled, or None if it was missing or already terminal."""
-        await self.cancel_all_jobs(ids=[int(job_id)])
-        job = await self.get_job(job_id)
-        return job if job is not None and job.state == "cancelled" else None
+        if await self.cancel_all_jobs(ids=[int(job_id)]) == 0:
+            return None
+        return await self.get_job(job_id)
 
     async def retry_job(self, job_id: int) -> Job | None:
         """Move a terminal or retryable job back to `available`; None if it cannot be retried."""
@@ -525,23 +525,34 @@ class Baton:
             self._drain_threads = DaemonThreadPool(8, "baton-drain")
         executor = Executor(self.resolve_worker, self._drain_threads, self.node)
         uuid = str(uuidlib.uuid4())
+        # A producer row of its own, so the lifeline never takes a draining job for an orphan.
+        producer = {
+            "uuid": uuid,
+            "node": self.node,
+            "queue": queue or "*",
+            "meta": {"drain": True, "stale_after": self.stale_after},
+        }
         counts: dict[str, int] = {}
-        while True:
-            await self.engine.run(store.stage_jobs, 10_000)
-            queues = [queue] if queue is not None else await self.engine.run(_available_queues)
-            ran = 0
-            for q in queues:
-                jobs = await self.engine.run(store.fetch_jobs, q, self.node, uuid, batch)
-                if not jobs:
-                    continue
-                acks = [await executor.run(job) for job in jobs]
-                result = await self.engine.run(store.ack_jobs, acks, self.node, self.instance)
-                self._after_ack(result)
-                for ack in result.acked:
-                    counts[ack.state] = counts.get(ack.state, 0) + 1
-                ran += len(jobs)
-            if ran == 0:
-                return counts
+        try:
+            while True:
+                await self.engine.run(store.upsert_producers, [producer])
+                await self.engine.run(store.stage_jobs, 10_000)
+                queues = [queue] if queue is not None else await self.engine.run(_available_queues)
+                ran = 0
+                for q in queues:
+                    jobs = await self.engine.run(store.fetch_jobs, q, self.node, uuid, batch)
+                    if not jobs:
+                        continue
+                    acks = [await executor.run(job) for job in jobs]
+                    result = await self.engine.run(store.ack_jobs, acks, self.node, self.instance)
+                    self._after_ack(result)
+                    for ack in result.acked:
+                        counts[ack.state] = counts.get(ack.state, 0) + 1
+                    ran += len(jobs)
+                if ran == 0:
+                    return counts
+        finally:
+            await self.engine.run(store.delete_producers, [uuid])
 
     # -- events -----------------------------------------------------------------------
 

@@ -57,8 +57,8 @@ class WorkerOptions:
     ) -> None:
         self.name = name
         # JobSpec validates queue/priority/max_attempts/tags; build a probe to reuse that.
-        JobSpec(worker=name, queue=queue, max_attempts=max_attempts, priority=priority, tags=list(tags))
-        self.queue, self.max_attempts, self.priority, self.tags = queue, max_attempts, priority, list(tags)
+        probe = JobSpec(worker=name, queue=queue, max_attempts=max_attempts, priority=priority, tags=tags)  # type: ignore[arg-type]
+        self.queue, self.max_attempts, self.priority, self.tags = queue, max_attempts, priority, probe.tags
         if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0):
             raise ValidationError("timeout", f"must be a number of seconds > 0 or None, got {timeout!r}")
         self.timeout = float(timeout) if timeout is not None else None
@@ -126,7 +126,7 @@ class WorkerOptions:
             queue=queue if queue is not None else self.queue,
             priority=priority if priority is not None else self.priority,
             max_attempts=max_attempts if max_attempts is not None else self.max_attempts,
-            tags=list(tags) if tags is not None else list(self.tags),
+            tags=tags if tags is not None else list(self.tags),  # type: ignore[arg-type]
             meta=meta,
             schedule_in=schedule_in,
             scheduled_at=scheduled_at,

@@ -87,7 +87,11 @@ class Cron(Plugin):
             expression, worker = item[0], item[1]
             args = item[2] if len(item) > 2 else {}
             options = dict(item[3]) if len(item) > 3 else {}
-            if not isinstance(expression, str) or not croniter.is_valid(expression.strip()):
+            if (
+                not isinstance(expression, str)
+                or not (expression.strip().startswith("@") or len(expression.split()) == 5)
+                or not croniter.is_valid(expression.strip())
+            ):
                 raise ValidationError(
                     f"crontab[{i}]",
                     f"invalid cron expression {expression!r}; use 5 fields like '*/5 * * * *' or an alias "

@@ -37,8 +37,8 @@ class Lifeline(Plugin):
         retry_exhausted: bool = False,
         limit: int = 10_000,
     ) -> None:
-        super().__init__(rescue_interval)
-        self.rescue_interval = self.interval
+        self.rescue_interval = positive("rescue_interval", rescue_interval) or 60.0
+        super().__init__(self.rescue_interval)
         self.timeout = positive("timeout", timeout)
         if not isinstance(retry_exhausted, bool):
             raise_bool("retry_exhausted", retry_exhausted)

@@ -50,20 +50,24 @@ class WorkflowHealth(Plugin):
         orphans = await app.engine.run(maintenance.orphaned_waiting_steps, self.limit)
         rescued: list[int] = []
         if orphans:
+            by_dep: dict[str, list[int]] = {}
+            for r in orphans:
+                by_dep.setdefault(r["dep_name"], []).append(r["job_id"])
+            for dep, ids in by_dep.items():
+                await app.cancel_all_jobs(
+                    ids=ids,
+                    reason=f"orphaned_step: dependency {dep!r} was deleted before completing",
+                    repair="orphaned_step",
+                )
             ids = [r["job_id"] for r in orphans]
-            dep = orphans[0]["dep_name"]
-            await app.cancel_all_jobs(
-                ids=ids,
-                reason=f"orphaned_step: dependency {dep!r} was deleted before completing",
-                repair="orphaned_step",
-            )
             rescued = ids
             telemetry.emit(("baton", "plugin", "rescued"), {"count": len(ids)}, {"job_ids": ids, "plugin": self.name})
         # Steps whose own job row is gone resolve as `deleted`, so dependents that ignore
         # deleted deps are released and the workflow can finish.
-        app._after_commit(
-            await app.engine.run(maintenance.resolve_deleted, limit=self.limit, node=app.node, origin=app.instance)
+        resolved = await app.engine.run(
+            maintenance.resolve_deleted, limit=self.limit, node=app.node, origin=app.instance
         )
+        app._after_commit(resolved)
         # 2. completion backstop (before failure telemetry, which needs the completion row).
         effects = await app.engine.run(
             maintenance.announce_terminated, limit=self.limit, node=app.node, origin=app.instance
@@ -87,7 +91,7 @@ class WorkflowHealth(Plugin):
                 telemetry.emit(("baton", "plugin", "pruned"), {"count": sum(pruned.values())}, dict(pruned))
         return {
             "rescued": rescued,
-            "announced": [e["workflow_id"] for e in effects.finished],
+            "announced": [e["workflow_id"] for e in resolved.finished + effects.finished],
             "failed_reported": [r["workflow_id"] for r in reports],
             "pruned": pruned,
         }

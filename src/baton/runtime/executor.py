@@ -72,7 +72,7 @@ class Executor:
             return self._failed(job, worker, exc, "", started)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a worker calling sys.exit() must not stop the node
             return self._failed(job, worker, exc, traceback.format_exc(), started)
         if isinstance(result, Snooze):
             return self._finish(
@@ -105,12 +105,25 @@ class Executor:
                     raise _TimedOut from None
                 raise
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._threads, contextvars.copy_context().run, worker.perform, job)
+        context = contextvars.copy_context()
         if timeout is None:
-            return await future
+            return await loop.run_in_executor(self._threads, context.run, worker.perform, job)
+        began: asyncio.Future[None] = loop.create_future()
+
+        def run() -> Any:
+            loop.call_soon_threadsafe(lambda: began.done() or began.set_result(None))
+            return context.run(worker.perform, job)
+
+        future = loop.run_in_executor(self._threads, run)
+        # The timeout counts from when a thread picks the job up, not from when it queued.
+        await asyncio.wait({began, future}, return_when=asyncio.FIRST_COMPLETED)
         done, _ = await asyncio.wait({future}, timeout=timeout)
         if not done:
-            # A thread cannot be stopped: it runs on, and its late result is ignored.
+            # A thread cannot be stopped: it runs on and its late result is ignored; the pool
+            # gets a replacement so abandoned threads never starve later jobs.
+            abandon = getattr(self._threads, "abandon", None)
+            if abandon is not None:
+                abandon()
             raise _TimedOut
         return future.result()
 

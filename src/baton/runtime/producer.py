@@ -42,7 +42,14 @@ class Producer:
             "uuid": self.uuid,
             "node": self.node.name,
             "queue": self.queue,
-            "meta": {"limit": self.limit, "paused": self.paused, "running": len(self.running)},
+            # Each producer says how long it may stay silent, so the lifeline of a node with
+            # other settings never mistakes it for dead.
+            "meta": {
+                "limit": self.limit,
+                "paused": self.paused,
+                "running": len(self.running),
+                "stale_after": self.node.app.stale_after,
+            },
         }
 
     def start(self) -> None:

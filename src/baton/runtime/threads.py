@@ -54,6 +54,11 @@ class DaemonThreadPool(Executor):
             with self._lock:
                 self._idle += 1
 
+    def abandon(self) -> None:
+        """A running thread will not come back soon (its job timed out): allow one more."""
+        with self._lock:
+            self._max += 1
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             self._shutdown = True

@@ -188,7 +188,7 @@ class Ack:
     error: str | None = None
     traceback: str | None = None
     extra_attempts: int = 0
-    meta: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None  # keys to set in the job's meta
     result_json: str | None = None  # set when the result is recorded
     run_ms: int = 0
     reason: str | None = None
@@ -207,7 +207,9 @@ class Ack:
             "delay": self.delay,
             "error": err,
             "extra": self.extra_attempts,
-            "meta": self.meta,
+            # The whole new meta (the job cannot change while this attempt owns it), so keys
+            # set to null survive on every engine.
+            "meta": None if self.meta is None else {**self.job.meta, **self.meta},
         }
 
 

@@ -100,7 +100,11 @@ async def repair_workflows(conn: Conn, *, limit: int, timeout: float | None, nod
         for r in missed:
             key = "dep_deleted" if r["outcome"] == "deleted" else "missed_release"
             out.repairs[key] = out.repairs.get(key, 0) + 1
-        out.released_steps.extend(effects.released_ids[before_released:])
+        released = effects.released_ids[before_released:]
+        if released:
+            why = "dep_deleted" if all(r["outcome"] == "deleted" for r in missed) else "missed_release"
+            await conn.execute("mark_repaired", {"ids": released, "repair": why})
+        out.released_steps.extend(released)
         out.cancelled_steps.extend(c.job for c in effects.cascaded[before_cancelled:])
     edges = await conn.fetch("stuck_suspended_edges", {"limit": limit})
     if edges:

@@ -83,7 +83,7 @@ class WorkflowStatus:
         counts: dict[str, int] = {}
         details: dict[str, StepStatus] = {}
         for r in rows:
-            state = r["state"] or (r["resolution"] if r["resolution"] in TERMINAL_STATES else None) or "deleted"
+            state = r["state"] or "deleted"  # a step whose job row is gone counts as terminal, `deleted`
             steps[r["name"]] = state
             counts[state] = counts.get(state, 0) + 1
             error = _loads(r["last_error"]) if r["last_error"] is not None else None

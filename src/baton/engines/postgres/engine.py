@@ -226,6 +226,8 @@ class PostgresEngine(Engine):
                 if attempt == 7:
                     raise
                 await asyncio.sleep(0.005 * (attempt + 1))
+            except psycopg.errors.UndefinedTable as exc:
+                raise self.unmigrated(exc) from None
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
                 if not is_connection_error(exc):
                     raise
@@ -238,6 +240,10 @@ class PostgresEngine(Engine):
     def _sync(self) -> psycopg_pool.ConnectionPool:
         with self._sync_lock:
             if self._sync_pool is None:
+                try:  # a direct probe reports the real cause (refused, bad password) at once
+                    psycopg.connect(self.url, connect_timeout=max(1, int(self.connect_timeout))).close()
+                except (psycopg.Error, OSError) as exc:
+                    raise unavailable(self.display_url, exc) from None
                 pool = psycopg_pool.ConnectionPool(
                     self.url,
                     min_size=1,
@@ -266,6 +272,8 @@ class PostgresEngine(Engine):
             except _RETRYABLE:
                 if attempt == 7:
                     raise
+            except psycopg.errors.UndefinedTable as exc:
+                raise self.unmigrated(exc) from None
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
                 if not is_connection_error(exc):
                     raise
@@ -273,6 +281,13 @@ class PostgresEngine(Engine):
                     continue
                 raise unavailable(self.display_url, exc) from exc
         raise AssertionError("unreachable")
+
+    def unmigrated(self, exc: Exception) -> MigrationError:
+        """The error for a query that found no Baton table."""
+        return MigrationError(
+            f"the database at {self.display_url} (schema {self.schema!r}) has no Baton tables ({exc}): run "
+            f"`baton migrate --url {self.display_url}` or `await app.migrate()`"
+        )
 
     async def run_on(self, connection: Any, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if not isinstance(connection, psycopg.AsyncConnection):
@@ -287,7 +302,10 @@ class PostgresEngine(Engine):
             raise ValidationError(
                 "conn", "must be a psycopg.Connection for the sync API; use await app.insert(...) for an async one"
             )
-        return drive(op(self._conn(connection), *args, **kwargs))  # type: ignore[arg-type]
+        try:
+            return drive(op(self._conn(connection), *args, **kwargs))  # type: ignore[arg-type]
+        except psycopg.errors.UndefinedTable as exc:
+            raise self.unmigrated(exc) from None
 
     async def listen(self, handler: NotifyHandler, on_reconnect: Callable[[], None] | None = None) -> Listener:
         listener = _PgListener(self, handler, on_reconnect)

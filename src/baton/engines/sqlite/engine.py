@@ -329,6 +329,10 @@ class SqliteEngine(Engine):
     def run_on_sync(self, connection: Any, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if not isinstance(connection, sqlite3.Connection):
             raise ValidationError("conn", "must be a sqlite3.Connection to the same database file")
+        if not connection.in_transaction:
+            # sqlite3 only opens a transaction implicitly before plain INSERT/UPDATE/DELETE; ours
+            # start with WITH, so begin one, or the job would commit on its own.
+            connection.execute("BEGIN")
         return drive(op(SqliteConn(connection, self.queries), *args, **kwargs))  # type: ignore[arg-type]
 
     async def listen(self, handler: NotifyHandler, on_reconnect: Callable[[], None] | None = None) -> Listener:

@@ -15,7 +15,7 @@ SET state = a.state,
     errors = CASE WHEN a.error IS NULL THEN j.errors
                   ELSE j.errors || jsonb_build_array(jsonb_build_object('at', now(), 'attempt', j.attempt) || a.error) END,
     max_attempts = j.max_attempts + coalesce(a.extra, 0),
-    meta = CASE WHEN a.meta IS NULL THEN j.meta ELSE j.meta || a.meta END
+    meta = coalesce(a.meta, j.meta)
 FROM a
 WHERE j.id = a.id AND j.state = 'executing' AND j.attempt = a.attempt AND j.attempted_by[2] = a.uuid
 RETURNING j.id

@@ -1,4 +1,4 @@
-WITH picked AS (
+WITH picked AS MATERIALIZED (
     SELECT id FROM baton_jobs
     WHERE state = 'available' AND queue = %(queue)s
     ORDER BY priority, scheduled_at, id

@@ -1,5 +1,16 @@
 -- Orphans: executing jobs whose producer row is missing or has not heartbeated within
 -- stale_after. Every SET expression reads the row as it was, so the discard test is repeated.
+WITH picked AS MATERIALIZED (
+    SELECT j.id FROM baton_jobs j
+    WHERE j.state = 'executing'
+      AND NOT EXISTS (
+          SELECT 1 FROM baton_producers p
+          WHERE p.uuid::text = j.attempted_by[2]
+            AND p.updated_at > now() - make_interval(secs => coalesce((p.meta ->> 'stale_after')::double precision, %(stale)s)))
+    ORDER BY j.id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
 UPDATE baton_jobs
 SET state = CASE WHEN (attempt >= max_attempts AND NOT %(retry_exhausted)s::boolean) THEN 'discarded' ELSE 'available' END,
     discarded_at = CASE WHEN (attempt >= max_attempts AND NOT %(retry_exhausted)s::boolean) THEN now() ELSE discarded_at END,
@@ -12,14 +23,6 @@ SET state = CASE WHEN (attempt >= max_attempts AND NOT %(retry_exhausted)s::bool
         'error', 'orphaned: node ' || coalesce(attempted_by[1], '?') || ' stopped heartbeating while the job was executing'
                  || CASE WHEN (attempt >= max_attempts AND NOT %(retry_exhausted)s::boolean) THEN '; no attempts left, discarded' ELSE '; rescued' END,
         'reason', CASE WHEN (attempt >= max_attempts AND NOT %(retry_exhausted)s::boolean) THEN 'exhausted' ELSE 'orphaned' END))
-WHERE id IN (
-    SELECT j.id FROM baton_jobs j
-    WHERE j.state = 'executing'
-      AND NOT EXISTS (
-          SELECT 1 FROM baton_producers p
-          WHERE p.uuid::text = j.attempted_by[2] AND p.updated_at > now() - make_interval(secs => %(stale)s))
-    ORDER BY j.id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED)
-  AND state = 'executing'
-RETURNING id, state, queue, worker, args, meta, tags, errors, attempt, max_attempts, priority, inserted_at, scheduled_at, attempted_at, completed_at, cancelled_at, discarded_at, attempted_by, workflow_id, chain_key
+FROM picked
+WHERE baton_jobs.id = picked.id AND baton_jobs.state = 'executing'
+RETURNING baton_jobs.id, baton_jobs.state, baton_jobs.queue, baton_jobs.worker, baton_jobs.args, baton_jobs.meta, baton_jobs.tags, baton_jobs.errors, baton_jobs.attempt, baton_jobs.max_attempts, baton_jobs.priority, baton_jobs.inserted_at, baton_jobs.scheduled_at, baton_jobs.attempted_at, baton_jobs.completed_at, baton_jobs.cancelled_at, baton_jobs.discarded_at, baton_jobs.attempted_by, baton_jobs.workflow_id, baton_jobs.chain_key

@@ -1,4 +1,4 @@
-WITH due AS (
+WITH due AS MATERIALIZED (
     SELECT id FROM baton_jobs
     WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= now()
     ORDER BY scheduled_at

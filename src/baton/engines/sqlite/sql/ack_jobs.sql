@@ -13,9 +13,9 @@ SET state = ack_state,
     discarded_at = CASE WHEN ack_state = 'discarded' THEN ((julianday('now') - 2440587.5) * 86400.0) ELSE discarded_at END,
     scheduled_at = CASE WHEN ack_state IN ('retryable', 'scheduled') THEN ((julianday('now') - 2440587.5) * 86400.0) + ack_delay ELSE scheduled_at END,
     errors = CASE WHEN ack_error IS NULL THEN errors
-                  ELSE json_insert(errors, '$[#]', json_patch(json_object('at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'attempt', attempt), ack_error)) END,
+                  ELSE json_insert(errors, '$[#]', json_set(ack_error, '$.at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), '$.attempt', attempt)) END,
     max_attempts = max_attempts + coalesce(ack_extra, 0),
-    meta = CASE WHEN ack_meta IS NULL THEN meta ELSE json_patch(meta, ack_meta) END
+    meta = coalesce(ack_meta, meta)
 FROM a
 WHERE id = ack_id AND state = 'executing' AND attempt = ack_attempt
   AND json_extract(attempted_by, '$[1]') = ack_uuid

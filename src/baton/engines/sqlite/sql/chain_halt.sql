@@ -1,7 +1,7 @@
 -- A failed link halts its chain: every later waiting link is cancelled.
 UPDATE baton_jobs
 SET state = 'cancelled', cancelled_at = ((julianday('now') - 2440587.5) * 86400.0),
-    errors = json_insert(errors, '$[#]', json_patch(json_object('at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'attempt', attempt), :error))
+    errors = json_insert(errors, '$[#]', json_set(:error, '$.at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), '$.attempt', attempt))
 WHERE state = 'suspended' AND EXISTS (
     SELECT 1 FROM json_each(:rows) AS h
     WHERE json_extract(h.value, '$.key') = baton_jobs.chain_key AND baton_jobs.id > json_extract(h.value, '$.after'))

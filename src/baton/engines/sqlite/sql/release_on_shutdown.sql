@@ -1,7 +1,7 @@
 UPDATE baton_jobs
 SET state = 'available', scheduled_at = ((julianday('now') - 2440587.5) * 86400.0), max_attempts = max(max_attempts, attempt + 1),
     meta = json_set(meta, '$.rescued', coalesce(json_extract(meta, '$.rescued'), 0) + 1),
-    errors = json_insert(errors, '$[#]', json_patch(json_object('at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'attempt', attempt), :error))
+    errors = json_insert(errors, '$[#]', json_set(:error, '$.at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), '$.attempt', attempt))
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'executing'
   AND json_extract(attempted_by, '$[1]') = :uuid
 RETURNING id, state, queue, worker, args, meta, tags, errors, attempt, max_attempts, priority, inserted_at, scheduled_at, attempted_at, completed_at, cancelled_at, discarded_at, attempted_by, workflow_id, chain_key

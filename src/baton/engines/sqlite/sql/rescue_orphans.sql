@@ -18,7 +18,8 @@ WHERE id IN (
     WHERE j.state = 'executing'
       AND NOT EXISTS (
           SELECT 1 FROM baton_producers p
-          WHERE p.uuid = json_extract(j.attempted_by, '$[1]') AND p.updated_at > ((julianday('now') - 2440587.5) * 86400.0) - :stale)
+          WHERE p.uuid = json_extract(j.attempted_by, '$[1]')
+            AND p.updated_at > ((julianday('now') - 2440587.5) * 86400.0) - coalesce(json_extract(p.meta, '$.stale_after'), :stale))
     ORDER BY j.id
     LIMIT :limit)
 RETURNING id, state, queue, worker, args, meta, tags, errors, attempt, max_attempts, priority, inserted_at, scheduled_at, attempted_at, completed_at, cancelled_at, discarded_at, attempted_by, workflow_id, chain_key

@@ -1,0 +1,431 @@
+"""Inserting jobs (SPEC section 1): singly and in bulk, scheduled or available, with priorities,
+tags and meta; from sync code; inside the caller's own transaction; and unique jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import baton
+from baton.store import jobs as store
+from conftest import truncate, wait_for
+
+
+def _sqlite_path(url: str) -> str:
+    return url.removeprefix("sqlite:///")
+
+
+def _count_rows(url: str, where: str = "true") -> int:
+    """Rows in baton_jobs, read straight from the database (not through Baton)."""
+    if url.startswith("postgres"):
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(f"SELECT count(*) FROM baton_jobs WHERE {where}").fetchone()
+            assert row is not None
+            return int(row[0])
+    conn = sqlite3.connect(_sqlite_path(url))
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM baton_jobs WHERE {where.replace('true', '1')}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _noop(job: baton.Job) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------- single and bulk
+
+
+async def test_insert_one_job_returns_it_available_with_an_id(app):
+    w = app.worker(name="ins.one")(_noop)
+    job = await app.insert(w.new({"a": 1}))
+    assert isinstance(job, baton.Job)
+    assert job.id > 0
+    assert job.state == "available"
+    assert job.args == {"a": 1}
+    assert job.attempt == 0
+    assert job.max_attempts == 20
+    assert job.conflict is False
+    stored = await app.get_job(job.id)
+    assert stored is not None
+    assert stored.state == "available"
+    assert stored.worker == "ins.one"
+    assert stored.queue == "default"
+    assert stored.args == {"a": 1}
+    assert stored.errors == []
+    assert stored.inserted_at is not None and stored.inserted_at.tzinfo is not None
+
+
+async def test_insert_all_of_ten_thousand_returns_jobs_in_order_with_ids(app, monkeypatch):
+    w = app.worker(name="ins.bulk")(_noop)
+    trips: list[int] = []
+    original = store.insert_jobs
+
+    async def counting(conn: Any, specs: Any, **kwargs: Any) -> Any:
+        result = await original(conn, specs, **kwargs)
+        trips.append(conn.round_trips)
+        return result
+
+    monkeypatch.setattr(store, "insert_jobs", counting)
+    jobs = await app.insert_all([w.new({"n": i}) for i in range(10_000)])
+
+    assert len(trips) == 1, "insert_all must be one transaction"
+    # 10 000 rows at 5 000 per statement, plus the wake-up notification.
+    assert trips[0] <= 4, f"{trips[0]} round trips for 10 000 jobs"
+    assert len(jobs) == 10_000
+    assert [j.args["n"] for j in jobs] == list(range(10_000))
+    ids = [j.id for j in jobs]
+    assert all(a < b for a, b in itertools.pairwise(ids)), "ids must follow the input order"
+    assert {j.state for j in jobs} == {"available"}
+    assert _count_rows(app.url) == 10_000
+    for i in (0, 4_999, 5_000, 9_999):
+        stored = await app.get_job(jobs[i].id)
+        assert stored is not None and stored.args == {"n": i}
+
+
+async def test_insert_all_of_nothing_returns_nothing(app):
+    assert await app.insert_all([]) == []
+
+
+# --------------------------------------------------------------------------- scheduling
+
+
+async def test_schedule_in_makes_a_scheduled_job_due_in_the_future(app):
+    w = app.worker(name="ins.sched")(_noop)
+    before = datetime.now(UTC)
+    job = await app.insert(w.new({}, schedule_in=60))
+    assert job.state == "scheduled"
+    stored = await app.get_job(job.id)
+    assert stored is not None and stored.state == "scheduled"
+    assert stored.scheduled_at is not None
+    delta = (stored.scheduled_at - before).total_seconds()
+    assert 55 < delta < 65
+    # A scheduled job is not run by a drain before it is due.
+    assert await app.drain() == {}
+    assert (await app.get_job(job.id)).state == "scheduled"
+
+
+async def test_scheduled_at_in_the_future_is_scheduled_and_kept_exactly(app):
+    w = app.worker(name="ins.at")(_noop)
+    at = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    job = await app.insert(w.new({}, scheduled_at=at))
+    stored = await app.get_job(job.id)
+    assert stored is not None and stored.state == "scheduled"
+    assert abs((stored.scheduled_at - at).total_seconds()) < 0.01
+
+
+async def test_scheduled_at_in_the_past_is_available_at_once(app):
+    w = app.worker(name="ins.past")(_noop)
+    job = await app.insert(w.new({}, scheduled_at=datetime.now(UTC) - timedelta(minutes=5)))
+    assert job.state == "available"
+    assert (await app.get_job(job.id)).state == "available"
+    assert await app.drain() == {"completed": 1}
+
+
+async def test_schedule_in_zero_is_available(app):
+    w = app.worker(name="ins.zero")(_noop)
+    job = await app.insert(w.new({}, schedule_in=0))
+    assert job.state == "available"
+
+
+# --------------------------------------------------------------------------- stored fields
+
+
+async def test_priority_tags_meta_and_max_attempts_are_stored(app):
+    w = app.worker(name="ins.fields", priority=3, tags=["worker-tag"], max_attempts=7)(_noop)
+    default = await app.insert(w.new({}))
+    custom = await app.insert(
+        w.new(
+            {"x": [1, {"y": None}]},
+            priority=9,
+            tags=["a", "b"],
+            meta={"tenant": "t1", "n": 2},
+            max_attempts=2,
+            queue="other",
+        )
+    )
+    d = await app.get_job(default.id)
+    c = await app.get_job(custom.id)
+    assert (d.priority, d.tags, d.meta, d.max_attempts, d.queue) == (3, ["worker-tag"], {}, 7, "default")
+    assert (c.priority, c.tags, c.max_attempts, c.queue) == (9, ["a", "b"], 2, "other")
+    assert c.meta == {"tenant": "t1", "n": 2}
+    assert c.args == {"x": [1, {"y": None}]}
+
+
+async def test_unicode_args_round_trip(app):
+    w = app.worker(name="ins.unicode")(_noop)
+    args = {"text": "héllo \u2013 世界 \U0001f600", "quote": 'it\'s "quoted"', "back": "\\n"}
+    job = await app.insert(w.new(args))
+    assert (await app.get_job(job.id)).args == args
+
+
+async def test_app_new_builds_a_job_for_a_worker_known_by_name(app):
+    app.worker(name="ins.by_name", queue="mailers")(_noop)
+    spec = app.new("ins.by_name", {"to": "a@b"}, priority=2)
+    job = await app.insert(spec)
+    stored = await app.get_job(job.id)
+    assert (stored.worker, stored.queue, stored.priority, stored.args) == ("ins.by_name", "mailers", 2, {"to": "a@b"})
+
+
+# --------------------------------------------------------------------------- sync inserts
+
+
+def test_insert_sync_works_from_plain_sync_code(db_url):
+    app = baton.Baton(db_url, plugins=[], log_events=False)
+    w = app.worker(name="ins.sync")(_noop)
+    job = app.insert_sync(w.new({"n": 1}, priority=4))
+    more = app.insert_all_sync([w.new({"n": i}) for i in range(2, 5)])
+    assert job.id > 0 and job.state == "available"
+    assert [j.args["n"] for j in more] == [2, 3, 4]
+
+    async def read() -> list[baton.Job | None]:
+        try:
+            return [await app.get_job(j.id) for j in [job, *more]]
+        finally:
+            await app.close()
+
+    stored = asyncio.run(read())
+    assert [s.args["n"] for s in stored if s is not None] == [1, 2, 3, 4]
+    assert stored[0].priority == 4
+
+
+async def test_insert_sync_from_a_thread_wakes_the_running_node(make_app):
+    app = make_app(queues={"default": 2}, poll_interval=30)
+    ran = asyncio.Event()
+
+    @app.worker(name="ins.thread")
+    async def w(job: baton.Job) -> None:
+        ran.set()
+
+    async with app:
+        job = await asyncio.to_thread(app.insert_sync, w.new({}))
+        await asyncio.wait_for(ran.wait(), 5)
+
+        async def done() -> bool:
+            return (await app.get_job(job.id)).state == "completed"
+
+        await wait_for(done, 5)
+
+
+# --------------------------------------------------------------------------- caller's transaction
+
+
+@pytest.fixture
+async def pg_app(pg_url: str) -> AsyncIterator[baton.Baton]:
+    """An app on the (emptied) PostgreSQL test database, for psycopg-connection tests."""
+    truncate(pg_url)
+    app = baton.Baton(pg_url, plugins=[], log_events=False)
+    yield app
+    await app.close()
+
+
+@pytest.fixture
+async def sqlite_app(tmp_path: Path) -> AsyncIterator[baton.Baton]:
+    """An app on a fresh migrated SQLite file, for sqlite3-connection tests."""
+    app = baton.Baton(f"sqlite:///{tmp_path}/baton.db", plugins=[], log_events=False)
+    await app.migrate()
+    yield app
+    await app.close()
+
+
+async def test_insert_inside_a_postgres_async_transaction(pg_app):
+    app, db_url = pg_app, pg_app.url
+    w = app.worker(name="ins.tx")(_noop)
+    async with await psycopg.AsyncConnection.connect(db_url) as aconn:
+        await aconn.execute("CREATE TEMP TABLE business (x int)")
+        await aconn.commit()
+        await aconn.execute("INSERT INTO business VALUES (1)")
+        rolled = await app.insert(w.new({"case": "rollback"}), conn=aconn)
+        await aconn.rollback()
+        assert await app.get_job(rolled.id) is None
+
+        await aconn.execute("INSERT INTO business VALUES (2)")
+        kept = await app.insert(w.new({"case": "commit"}), conn=aconn)
+        # Not visible to others before the commit.
+        assert await app.get_job(kept.id) is None
+        await aconn.commit()
+    stored = await app.get_job(kept.id)
+    assert stored is not None and stored.args == {"case": "commit"} and stored.state == "available"
+    assert _count_rows(db_url) == 1
+
+
+async def test_insert_inside_a_postgres_sync_transaction(pg_app):
+    app, db_url = pg_app, pg_app.url
+    w = app.worker(name="ins.tx_sync")(_noop)
+
+    def business() -> tuple[int, int]:
+        with psycopg.connect(db_url) as conn:
+            rolled = app.insert_sync(w.new({"case": "rollback"}), conn=conn)
+            conn.rollback()
+            kept = app.insert_all_sync([w.new({"case": "commit"})], conn=conn)[0]
+            conn.commit()
+        return rolled.id, kept.id
+
+    rolled_id, kept_id = await asyncio.to_thread(business)
+    assert await app.get_job(rolled_id) is None
+    assert (await app.get_job(kept_id)).args == {"case": "commit"}
+
+
+async def test_insert_inside_a_sqlite_transaction_after_a_business_write(sqlite_app):
+    app, db_url = sqlite_app, sqlite_app.url
+    w = app.worker(name="ins.tx_sqlite")(_noop)
+    conn = sqlite3.connect(_sqlite_path(db_url), timeout=5)
+    try:
+        conn.execute("CREATE TABLE business (x int)")
+        conn.commit()
+        conn.execute("INSERT INTO business VALUES (1)")
+        rolled = await app.insert(w.new({"case": "rollback"}), conn=conn)
+        conn.rollback()
+        conn.execute("INSERT INTO business VALUES (2)")
+        kept = await app.insert(w.new({"case": "commit"}), conn=conn)
+        conn.commit()
+    finally:
+        conn.close()
+    # SQLite may reuse the rolled-back id (AUTOINCREMENT rolls back too): compare contents.
+    assert rolled.args == {"case": "rollback"}
+    assert [j.args for j in await app.list_jobs()] == [{"case": "commit"}]
+    assert (await app.get_job(kept.id)).args == {"case": "commit"}
+
+
+async def test_insert_as_the_first_statement_of_a_sqlite_transaction_rolls_back(sqlite_app):
+    app, db_url = sqlite_app, sqlite_app.url
+    w = app.worker(name="ins.tx_sqlite_first")(_noop)
+    conn = sqlite3.connect(_sqlite_path(db_url), timeout=5)
+    try:
+        rolled = await app.insert(w.new({"case": "rollback"}), conn=conn)
+        conn.rollback()
+    finally:
+        conn.close()
+    assert await app.get_job(rolled.id) is None
+    assert _count_rows(db_url) == 0
+
+
+async def test_insert_with_the_wrong_kind_of_connection_is_refused(app, db_url):
+    w = app.worker(name="ins.tx_wrong")(_noop)
+    with pytest.raises(baton.ValidationError, match=r"conn"):
+        await app.insert(w.new({}), conn=object())
+    assert _count_rows(db_url) == 0
+
+
+# --------------------------------------------------------------------------- unique jobs
+
+
+async def test_unique_conflict_returns_the_existing_job_with_conflict_true(app, db_url):
+    w = app.worker(name="ins.uniq", unique={"period": 60})(_noop)
+    first = await app.insert(w.new({"id": 1}))
+    second = await app.insert(w.new({"id": 1}))
+    other = await app.insert(w.new({"id": 2}))
+    assert first.conflict is False
+    assert second.conflict is True
+    assert second.id == first.id
+    assert second.args == {"id": 1}
+    assert second.state == "available"
+    assert other.conflict is False and other.id != first.id
+    assert _count_rows(db_url) == 2
+
+
+async def test_unique_per_job_option_and_sync_insert(app, db_url):
+    w = app.worker(name="ins.uniq_job")(_noop)
+    first = await app.insert(w.new({"id": 1}, unique=True))
+    second = await asyncio.to_thread(app.insert_sync, w.new({"id": 1}, unique=True))
+    plain = await app.insert(w.new({"id": 1}))  # not unique: always a new row
+    assert second.conflict and second.id == first.id
+    assert not plain.conflict and plain.id != first.id
+    assert _count_rows(db_url) == 2
+
+
+async def test_unique_conflict_is_scoped_by_fields(app, db_url):
+    w = app.worker(name="ins.uniq_fields", unique={"fields": ["worker", "args"]})(_noop)
+    a = await app.insert(w.new({"id": 1}, queue="q1"))
+    b = await app.insert(w.new({"id": 1}, queue="q2"))  # queue is not a unique field here
+    assert b.conflict and b.id == a.id
+    v = app.worker(name="ins.uniq_fields2", unique={"period": None})(_noop)
+    c = await app.insert(v.new({"id": 1}, queue="q1"))
+    d = await app.insert(v.new({"id": 1}, queue="q2"))  # default fields include the queue
+    assert not c.conflict and not d.conflict
+    m = app.worker(name="ins.uniq_meta", unique={"fields": ["worker", "meta"], "keys": ["tenant"]})(_noop)
+    e = await app.insert(m.new({"x": 1}, meta={"tenant": "a", "other": 1}))
+    f = await app.insert(m.new({"x": 2}, meta={"tenant": "a", "other": 2}))
+    g = await app.insert(m.new({"x": 1}, meta={"tenant": "b"}))
+    assert f.conflict and f.id == e.id
+    assert not g.conflict
+    assert _count_rows(db_url) == 5
+
+
+async def test_unique_period_expires(app, db_url):
+    w = app.worker(name="ins.uniq_period", unique={"period": 0.8})(_noop)
+    first = await app.insert(w.new({"id": 1}))
+    again = await app.insert(w.new({"id": 1}))
+    assert again.conflict and again.id == first.id
+    await asyncio.sleep(0.9)
+    later = await app.insert(w.new({"id": 1}))
+    assert not later.conflict and later.id != first.id
+    assert _count_rows(db_url) == 2
+
+
+async def test_unique_keys_compare_only_a_subset_of_args(app, db_url):
+    w = app.worker(name="ins.uniq_keys", unique={"keys": ["account"]})(_noop)
+    a = await app.insert(w.new({"account": 7, "amount": 1}))
+    b = await app.insert(w.new({"account": 7, "amount": 2}))
+    c = await app.insert(w.new({"account": 8, "amount": 1}))
+    assert b.conflict and b.id == a.id and b.args == {"account": 7, "amount": 1}
+    assert not c.conflict
+    assert _count_rows(db_url) == 2
+
+
+async def test_unique_states_filter_lets_a_finished_job_be_inserted_again(app, db_url):
+    w = app.worker(name="ins.uniq_states", unique={"states": ["available", "scheduled", "executing", "retryable"]})(
+        _noop
+    )
+    first = await app.insert(w.new({"id": 1}))
+    assert (await app.insert(w.new({"id": 1}))).conflict
+    assert await app.drain() == {"completed": 1}
+    assert (await app.get_job(first.id)).state == "completed"
+    again = await app.insert(w.new({"id": 1}))
+    assert not again.conflict and again.id != first.id
+    # With the default states a completed job still conflicts.
+    d = app.worker(name="ins.uniq_default_states", unique=True)(_noop)
+    one = await app.insert(d.new({"id": 1}))
+    await app.drain()
+    two = await app.insert(d.new({"id": 1}))
+    assert two.conflict and two.id == one.id and two.state == "completed"
+
+
+async def test_unique_does_not_conflict_with_cancelled_or_discarded_jobs_by_default(app):
+    w = app.worker(name="ins.uniq_cancelled", unique=True)(_noop)
+    first = await app.insert(w.new({"id": 1}))
+    assert await app.cancel_all_jobs(ids=[first.id]) == 1
+    again = await app.insert(w.new({"id": 1}))
+    assert not again.conflict and again.id != first.id
+
+
+async def test_duplicate_unique_specs_in_one_insert_all_make_one_row(app, db_url):
+    w = app.worker(name="ins.uniq_bulk", unique=True)(_noop)
+    jobs = await app.insert_all([w.new({"id": 1}), w.new({"id": 2}), w.new({"id": 1}), w.new({"id": 1})])
+    assert len(jobs) == 4
+    assert [j.conflict for j in jobs] == [False, False, True, True]
+    assert jobs[2].id == jobs[0].id == jobs[3].id
+    assert jobs[1].id != jobs[0].id
+    assert [j.args for j in jobs] == [{"id": 1}, {"id": 2}, {"id": 1}, {"id": 1}]
+    assert _count_rows(db_url) == 2
+    # A later bulk insert sees the stored ones.
+    again = await app.insert_all([w.new({"id": 2}), w.new({"id": 3})])
+    assert [j.conflict for j in again] == [True, False]
+    assert again[0].id == jobs[1].id
+    assert _count_rows(db_url) == 3
+
+
+async def test_concurrent_unique_inserts_in_one_process_make_one_row(app, db_url):
+    w = app.worker(name="ins.uniq_concurrent", unique=True)(_noop)
+    results = await asyncio.gather(*(app.insert(w.new({"id": 1})) for _ in range(20)))
+    assert len({j.id for j in results}) == 1
+    assert sum(not j.conflict for j in results) == 1
+    assert _count_rows(db_url) == 1
