@@ -191,12 +191,6 @@ async def test_unknown_worker_in_a_step_is_rejected_before_any_write(app, step):
     await _assert_nothing_written(app)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: builder.Workflow.plan() validates deps of top-level steps only; a sub-workflow step with an "
-    "unknown dependency passes validation and insert_workflow fails with a KeyError in "
-    "store/workflows.py _insert_nodes instead of a WorkflowError naming the step",
-)
 async def test_unknown_dependency_inside_a_sub_workflow_is_rejected_naming_the_step(app, step):
     inner = baton.Workflow()
     inner.add("x", step.new({}), deps=["nope"])
@@ -312,14 +306,9 @@ def test_drawings_escape_quotes_in_labels(step):
     assert "quote'd" in mermaid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: workflows/render.py _id() maps both '.' and '_' to '_', so top-level step 'report_x' and "
-    "sub-workflow step 'report.x' get the same node id n_report_x and the drawing merges them",
-)
 def test_drawing_node_ids_are_distinct_for_every_step(step):
     wf = _fan_graph(step)
     wf.add("report_x", step.new({}), deps=["merge"])
     text = wf.to_mermaid()
     ids = re.findall(r"^\s*(\w+)\[", text, re.MULTILINE)
-    assert len(ids) == len(set(ids)) == 6, text
+    assert len(ids) == len(set(ids)) == 7, text

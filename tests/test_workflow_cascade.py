@@ -456,12 +456,6 @@ async def test_after_cancelled_errors_are_logged_not_raised(app, workers, caplog
     assert {str(r.exc_info[1]) for r in messages if r.exc_info} == {"hook exploded", "fn hook exploded"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the job passed to after_cancelled is built with Job.from_row (store/workflows.py _propagate, "
-    "line ~285: Cascaded(Job.from_row(r), ...)) so job.step is None: the hook cannot tell which step was "
-    "cancelled; set job.step from workflow_nodes.name (e.g. return n.name from cancel_steps)",
-)
 async def test_after_cancelled_job_knows_its_step_name(app, workers):
     wf = baton.Workflow()
     wf.add("a", workers.discard.new({}))
@@ -471,12 +465,6 @@ async def test_after_cancelled_job_knows_its_step_name(app, workers):
     assert [j.step for j in HOOK_JOBS] == ["b"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: WorkflowHealth cancels orphaned steps through app.cancel_all_jobs (plugins/workflow_health.py "
-    "line ~142), whose jobs land in Effects.cancelled_jobs, not Effects.cascaded, so app._after_commit never "
-    "runs their after_cancelled hook; the Lifeline cancelling the very same step calls it with 'deleted'",
-)
 async def test_after_cancelled_runs_when_workflow_health_cancels_an_orphaned_step(app, workers):
     wf = baton.Workflow()
     wf.add("a", workers.ok.new({}))
@@ -489,13 +477,6 @@ async def test_after_cancelled_runs_when_workflow_health_cancels_an_orphaned_ste
     assert [("class", "deleted", b.id)] == HOOK_CALLS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a step released because its deleted dep is ignored (ignore_deleted) carries no repair reason: "
-    "store/workflows.py _propagate releases it via release_jobs without meta.repair, and the reason "
-    "'dep_deleted' is written on the deleted step's own workflow_nodes row (resolve_nodes) instead of the "
-    "dependent's, so workflow_status cannot say why it was released (SPEC 5: every repair names its reason)",
-)
 async def test_release_over_a_deleted_dep_names_its_reason(app, workers):
     wf = baton.Workflow()
     wf.add("a", workers.ok.new({}))

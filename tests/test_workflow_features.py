@@ -183,12 +183,6 @@ async def test_appended_step_after_its_dependency_was_discarded_is_cancelled_in_
     assert status.finished and status.status == "failed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: app.py append_workflow validates early with existing=[every dep of the new steps], so a new "
-    "step that another new step depends on is taken for an existing one and rejected ('a step with this "
-    "name already exists'); pass only deps that are not new step names (or drop the early check)",
-)
 async def test_append_steps_that_depend_on_each_other_in_one_call(app, workers):
     wf = baton.Workflow()
     wf.add("a", workers.ok.new({}))
@@ -244,12 +238,6 @@ async def test_append_validates_names_deps_and_the_workflow_id(app, workers):
     assert await app.count_jobs() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: append_workflow cannot depend on an existing sub-workflow by its name: the stored names are "
-    "the flattened 'report.x', 'report.y', so Workflow.plan(existing) rejects deps=['report'] as unknown, "
-    "although a sub-workflow 'counts as one step for its dependents' at insert time",
-)
 async def test_append_can_depend_on_an_existing_sub_workflow(app, workers):
     report = baton.Workflow()
     report.add("x", workers.ok.new({}))
@@ -363,12 +351,6 @@ async def test_subscribe_workflow_receives_step_events_on_every_started_node(mak
         assert e["job_id"] == status.details[e["step"]].job_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: steps cancelled by the cascade (store/workflows.py _propagate -> cancel_steps) or by "
-    "cancel_all_jobs (store/jobs.py cancel_jobs) publish no 'cancelled' step event; only acks do "
-    "(record_attempts), so subscribe_workflow never learns that those steps ended",
-)
 async def test_subscribe_workflow_sees_cascade_cancelled_steps(make_app):
     app = make_app(queues={"default": 5}, poll_interval=0.2)
     w = _step_workers(app)

@@ -362,7 +362,8 @@ class Baton:
         Returns the new step names."""
         if not isinstance(workflow_id, str) or not workflow_id:
             raise ValidationError("workflow_id", f"must be a workflow id string, got {workflow_id!r}")
-        self._plan(wf, existing=[s for step in wf.steps.values() for s in step.deps])  # validate early
+        outside = [d for step in wf.steps.values() for d in step.deps if d not in wf.steps]
+        self._plan(wf, existing=outside)  # validate before touching the database
         names, effects = await self.engine.run(
             wfstore.append_workflow, workflow_id, lambda existing: self._plan(wf, existing), self.node, self.instance
         )

@@ -308,6 +308,7 @@ class Job:
             attempted_by=_json_column(attempted_by) if attempted_by is not None else None,
             workflow_id=row.get("workflow_id"),
             chain_key=row.get("chain_key"),
+            step=row.get("step"),
             decode_error=decode_error,
         )
 

@@ -71,6 +71,7 @@ async def rescue_orphans(
         out.effects.released_queues.update(j.queue for j in out.rescued)
     if out.discarded:
         out.repairs["exhausted"] = len(out.discarded)
+        await workflows.announce_steps(conn, out.discarded, "discarded")
         await settle(conn, [(j, "discarded") for j in out.discarded], node, out.effects)
     else:
         await publish(conn, out.effects)
@@ -139,8 +140,9 @@ async def repair_workflows(conn: Conn, *, limit: int, timeout: float | None, nod
             out.repairs["missed_release"] = out.repairs.get("missed_release", 0) + len(release)
         if cancel:
             frontier = []
-            for r in await conn.fetch("cancel_steps", {"rows": dumps(cancel)}):
-                job = Job.from_row(r)
+            cancelled = [Job.from_row(r) for r in await conn.fetch("cancel_steps", {"rows": dumps(cancel)})]
+            await workflows.announce_steps(conn, cancelled, "cancelled")
+            for job in cancelled:
                 reason = next(c["reason"] for c in cancel if c["id"] == job.id)
                 out.cancelled_steps.append(job)
                 effects.cascaded.append(workflows.Cascaded(job, reason[4:]))

@@ -211,6 +211,17 @@ async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
     )
 
 
+async def announce_steps(conn: Conn, jobs: Sequence[Job], event: str) -> None:
+    """Live step events for workflow steps that changed state outside an ack (cancels,
+    repairs), so subscribers hear about every step that ended."""
+    notes = [
+        dumps({"type": "step", "workflow_id": j.workflow_id, "step": j.step, "job_id": j.id, "event": event})
+        for j in jobs
+        if j.workflow_id is not None
+    ]
+    await conn.notify("workflow", notes)
+
+
 async def insert_logs(conn: Conn, acks: Sequence[Ack]) -> None:
     """Store the `job.log(...)` lines of acked attempts."""
     rows = [
@@ -249,9 +260,12 @@ async def _propagate(conn: Conn, edges: Sequence[Row], effects: Effects) -> list
     Returns the cancelled steps as the next resolution frontier."""
     satisfied: dict[int, int] = {}
     failing: dict[int, Row] = {}
+    via_deleted: set[int] = set()
     for e in edges:
         if _satisfied(e):
             satisfied[e["job_id"]] = satisfied.get(e["job_id"], 0) + 1
+            if e["dep_resolution"] == "deleted":
+                via_deleted.add(e["job_id"])
         else:
             failing.setdefault(e["job_id"], e)
     for job_id in failing:
@@ -266,6 +280,10 @@ async def _propagate(conn: Conn, edges: Sequence[Row], effects: Effects) -> list
                 effects.released_ids.append(r["id"])
                 if r["state"] == "available":
                     effects.released_queues.add(r["queue"])
+            repaired = sorted(via_deleted.intersection(ready))
+            if repaired:  # released because a deleted dependency is ignored: say so
+                await conn.execute("set_node_reason", {"ids": repaired, "reason": "dep_deleted"})
+                await conn.execute("mark_repaired", {"ids": repaired, "repair": "dep_deleted"})
     frontier: list[dict[str, Any]] = []
     if failing:
         rows = []
@@ -283,12 +301,13 @@ async def _propagate(conn: Conn, edges: Sequence[Row], effects: Effects) -> list
                 }
             )
         reasons = {r["id"]: r["reason"] for r in rows}
-        for r in await conn.fetch("cancel_steps", {"rows": dumps(rows)}):
-            job = Job.from_row(r)
+        cancelled = [Job.from_row(r) for r in await conn.fetch("cancel_steps", {"rows": dumps(rows)})]
+        for job in cancelled:
             effects.cascaded.append(Cascaded(job, reasons[job.id][4:]))
             if job.attempt > 0:  # it may be running somewhere: tell its node to stop it
                 effects.signal_cancel.append(job.id)
             frontier.append({"id": job.id, "outcome": "cancelled", "reason": reasons[job.id]})
+        await announce_steps(conn, cancelled, "cancelled")
         # Dependents already terminal but unresolved still resolve as what they are.
     return frontier
 

@@ -125,28 +125,39 @@ class Workflow:
     def plan(self, existing: Iterable[str] = ()) -> list[PlannedStep]:
         """Validate and flatten into steps in dependency order.
 
-        `existing` names steps already stored (append_workflow): they may be depended on.
+        `existing` names steps already stored (append_workflow): they may be depended on, as
+        may a stored sub-workflow by its name (`report` for `report.x`, `report.y`).
         """
         if not self._steps:
             raise WorkflowError("workflow is empty; add at least one step with wf.add(name, job)")
         known = set(existing)
         for step in self._steps.values():
-            clash = step.name in known
-            if clash:
+            if step.name in known or any(k.startswith(step.name + ".") for k in known):
                 raise WorkflowError("a step with this name already exists in the workflow", step=step.name)
-        for step in self._steps.values():
-            for dep in step.deps:
-                if dep not in self._steps and dep not in known:
-                    raise WorkflowError(
-                        f"depends on unknown step {dep!r}; add it first or fix the name", step=step.name
-                    )
-        self._check_cycles()
+        self._validate(known, "")
         flat = self._flatten("", (), known)
         names = [p.name for p in flat]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise WorkflowError("name collides with a sub-workflow step name", step=sorted(dupes)[0])
         return flat
+
+    def _validate(self, outside: set[str], prefix: str) -> None:
+        """Deps must name steps of this same workflow (or, at the top level, stored steps);
+        then no cycles. Sub-workflows are checked the same way, recursively."""
+        for step in self._steps.values():
+            for dep in step.deps:
+                if dep in self._steps:
+                    continue
+                if dep in outside or any(k.startswith(dep + ".") for k in outside):
+                    continue
+                raise WorkflowError(
+                    f"depends on unknown step {dep!r}; add it first or fix the name", step=prefix + step.name
+                )
+        self._check_cycles()
+        for step in self._steps.values():
+            if step.sub is not None:
+                step.sub._validate(set(), prefix + step.name + ".")
 
     def _check_cycles(self) -> None:
         state: dict[str, int] = {}
@@ -202,12 +213,16 @@ class Workflow:
         for step in self._order():
             edges: list[str] = []
             for dep in step.deps:
-                edges.extend(self._members(prefix, dep) if dep in self._steps else (dep,))
+                if dep in self._steps:
+                    edges.extend(self._members(prefix, dep))
+                elif dep in existing:
+                    edges.append(dep)
+                else:  # a stored sub-workflow, by name: wait for all of its steps
+                    edges.extend(sorted(k for k in existing if k.startswith(dep + ".")))
             if not step.deps:
                 edges.extend(outer_edges)
             if step.sub is not None:
-                step.sub._check_cycles()
-                out.extend(step.sub._flatten(prefix + step.name + ".", tuple(edges), existing))
+                out.extend(step.sub._flatten(prefix + step.name + ".", tuple(edges), set()))
                 continue
             assert step.job is not None
             out.append(

@@ -10,8 +10,25 @@ if TYPE_CHECKING:
     from .builder import Workflow
 
 
-def _id(name: str) -> str:
-    return "n_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+class _Ids:
+    """Readable node ids (`report.x` -> `n_report_x`), made unique with a suffix when two
+    names sanitise alike (`report_x` next to `report.x`)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, str] = {}
+        self._taken: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        found = self._ids.get(name)
+        if found is None:
+            base = found = "n_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+            n = 1
+            while found in self._taken:
+                n += 1
+                found = f"{base}_{n}"
+            self._ids[name] = found
+            self._taken.add(found)
+        return found
 
 
 def _label(text: str) -> str:
@@ -38,6 +55,7 @@ def _roots(wf: Workflow, prefix: str, name: str) -> list[str]:
 def to_mermaid(wf: Workflow) -> str:
     """A `flowchart TD` diagram."""
     lines = ["flowchart TD"]
+    _id = _Ids()
 
     def emit(w: Workflow, prefix: str, indent: str) -> None:
         for name, step in w._steps.items():
@@ -65,6 +83,7 @@ def to_dot(wf: Workflow) -> str:
     """A `digraph` for Graphviz."""
     title = _label(wf.label or "workflow")
     lines = [f'digraph "{title}" {{', "    rankdir=TB;", "    node [shape=box, style=rounded];"]
+    _id = _Ids()
 
     def emit(w: Workflow, prefix: str, indent: str) -> None:
         for name, step in w._steps.items():

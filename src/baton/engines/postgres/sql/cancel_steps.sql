@@ -11,4 +11,5 @@ SET state = 'cancelled', cancelled_at = now(),
     meta = j.meta || jsonb_build_object('repair', r.reason)
 FROM r, prev
 WHERE j.id = r.id AND prev.id = r.id
-RETURNING j.id, j.state, j.queue, j.worker, j.args, j.meta, j.tags, j.errors, j.attempt, j.max_attempts, j.priority, j.inserted_at, j.scheduled_at, j.attempted_at, j.completed_at, j.cancelled_at, j.discarded_at, j.attempted_by, j.workflow_id, j.chain_key
+RETURNING j.id, j.state, j.queue, j.worker, j.args, j.meta, j.tags, j.errors, j.attempt, j.max_attempts, j.priority, j.inserted_at, j.scheduled_at, j.attempted_at, j.completed_at, j.cancelled_at, j.discarded_at, j.attempted_by, j.workflow_id, j.chain_key,
+          (SELECT n.name FROM workflow_nodes n WHERE n.job_id = j.id) AS step

@@ -1,5 +1,6 @@
-UPDATE workflow_nodes
-SET pending = pending - (SELECT json_extract(c.value, '$.n') FROM json_each(:rows) AS c
-                         WHERE json_extract(c.value, '$.id') = workflow_nodes.job_id)
-WHERE job_id IN (SELECT json_extract(value, '$.id') FROM json_each(:rows))
+WITH c AS MATERIALIZED (
+    SELECT json_extract(value, '$.id') AS c_id, json_extract(value, '$.n') AS c_n FROM json_each(:rows)
+)
+UPDATE workflow_nodes SET pending = pending - c_n
+FROM c WHERE job_id = c_id
 RETURNING job_id, pending

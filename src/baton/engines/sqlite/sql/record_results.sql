@@ -1,5 +1,5 @@
-UPDATE workflow_nodes
-SET recorded = 1,
-    result = (SELECT json_extract(r.value, '$.result') FROM json_each(:rows) AS r
-              WHERE json_extract(r.value, '$.id') = workflow_nodes.job_id)
-WHERE job_id IN (SELECT json_extract(value, '$.id') FROM json_each(:rows))
+WITH r AS MATERIALIZED (
+    SELECT json_extract(value, '$.id') AS r_id, json_extract(value, '$.result') AS r_result FROM json_each(:rows)
+)
+UPDATE workflow_nodes SET recorded = 1, result = r_result
+FROM r WHERE job_id = r_id

@@ -22,4 +22,5 @@ WHERE id IN (
             AND p.updated_at > ((julianday('now') - 2440587.5) * 86400.0) - coalesce(json_extract(p.meta, '$.stale_after'), :stale))
     ORDER BY j.id
     LIMIT :limit)
-RETURNING id, state, queue, worker, args, meta, tags, errors, attempt, max_attempts, priority, inserted_at, scheduled_at, attempted_at, completed_at, cancelled_at, discarded_at, attempted_by, workflow_id, chain_key
+RETURNING id, state, queue, worker, args, meta, tags, errors, attempt, max_attempts, priority, inserted_at, scheduled_at, attempted_at, completed_at, cancelled_at, discarded_at, attempted_by, workflow_id, chain_key,
+       (SELECT n.name FROM workflow_nodes n WHERE n.job_id = baton_jobs.id) AS step
