@@ -62,11 +62,18 @@ _COMMENT = re.compile(r"--[^\n]*")
 
 
 class Queries:
-    """Named SQL statements of one dialect, read from `engines/<dialect>/sql/<name>.sql`."""
+    """Named SQL statements of one dialect, read from `engines/<dialect>/sql/<name>.sql`.
+
+    A file containing the marker `-- baton:prepare` is a hot-path statement whose plan does
+    not depend on its parameters: engines may prepare it once per connection. Every other
+    statement is planned for its actual parameters (a fan-in step with 10 000 dependencies
+    and a step with one must not share a generic plan).
+    """
 
     def __init__(self, package: str) -> None:
         self._root = resources.files(package) / "sql"
         self._cache: dict[str, str | None] = {}
+        self.prepared: set[str] = set()
 
     def get(self, name: str) -> str | None:
         """The statement text, or None for a file with only comments (a no-op in this dialect)."""
@@ -78,6 +85,8 @@ class Queries:
         if not path.is_file():
             raise BatonError(f"internal: query {name!r} has no SQL file at {path}")
         text = path.read_text()
+        if "-- baton:prepare" in text:
+            self.prepared.add(name)
         self._cache[name] = text if _COMMENT.sub("", text).strip() else None
         return self._cache[name]
 

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from ..workflows.builder import PlannedStep
     from .jobs import Ack
 
-NOTIFY_LIMIT = 7_000  # PostgreSQL caps NOTIFY payloads at 8000 bytes
+NOTIFY_LIMIT = 7_000
+ANALYZE_AFTER = 1_000  # steps  # PostgreSQL caps NOTIFY payloads at 8000 bytes
 
 
 def _loads(value: Any) -> Any:
@@ -60,6 +61,10 @@ async def insert_workflow(conn: Conn, label: str | None, plan: Sequence[PlannedS
     jobs = await insert_jobs(conn, [s.job for s in plan], states=states, workflow_id=wid)
     ids = {step.name: job.id for step, job in zip(plan, jobs, strict=True)}
     await _insert_nodes(conn, wid, label, plan, ids, {})
+    if len(plan) >= ANALYZE_AFTER:
+        # A big workflow can be most of these tables: give the planner fresh statistics now,
+        # or it plans the ack and fetch joins as sequential scans until autovacuum catches up.
+        await conn.execute("analyze_workflow_tables")
     return wid
 
 
@@ -136,13 +141,13 @@ async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
     upstream: dict[int, dict[str, Any]] = {j.id: {} for j in steps}
     for r in await conn.fetch("workflow_context", {"ids": list(by_id)}):
         job = by_id[r["job_id"]]
-        if job.step is None:
-            job.step = r["name"]
-            job._deps = tuple(_loads(r["deps"]) or ())
-            if r["recorded"]:
-                job._recorded = (_loads(r["result"]),)
-        if r["dep_name"] is not None:
-            upstream[job.id][r["dep_name"]] = _loads(r["dep_result"]) if r["dep_recorded"] else None
+        job.step = r["name"]
+        job._deps = tuple(_loads(r["deps"]) or ())
+        if r["recorded"]:
+            job._recorded = (_loads(r["result"]),)
+    if any(job._deps for job in steps):
+        for r in await conn.fetch("workflow_upstream", {"ids": [j.id for j in steps if j._deps]}):
+            upstream[r["job_id"]][r["dep_name"]] = _loads(r["dep_result"]) if r["dep_recorded"] else None
     for job in steps:
         results = upstream[job.id]
         view: dict[str, Any] = {}

@@ -136,8 +136,8 @@ class Workflow:
                 raise WorkflowError("a step with this name already exists in the workflow", step=step.name)
         self._validate(known, "")
         flat = self._flatten("", (), known)
-        names = [p.name for p in flat]
-        dupes = {n for n in names if names.count(n) > 1}
+        seen: set[str] = set()
+        dupes = {p.name for p in flat if p.name in seen or seen.add(p.name)}  # type: ignore[func-returns-value]
         if dupes:
             raise WorkflowError("name collides with a sub-workflow step name", step=sorted(dupes)[0])
         return flat

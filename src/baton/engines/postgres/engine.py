@@ -61,7 +61,7 @@ class PgConn:
         if text is None:
             return None
         cur = self._conn.cursor(row_factory=dict_row)
-        done = cur.execute(text, params)
+        done = cur.execute(text, params, prepare=None if query in self._queries.prepared else False)
         if inspect.isawaitable(done):
             await done
         self.round_trips += 1

@@ -1,4 +1,5 @@
 -- Every ack is fenced: it applies only while the job is still executing the same attempt for
+-- baton:prepare (hot path)
 -- the same producer. Rows that do not match (rescued, cancelled) are simply not returned.
 WITH a AS (
     SELECT * FROM jsonb_to_recordset(%(acks)s::jsonb) AS a(

@@ -1,1 +1,2 @@
+-- baton:prepare (hot path)
 DELETE FROM baton_producers WHERE uuid = ANY (%(uuids)s::uuid[])

@@ -1,3 +1,4 @@
+-- baton:prepare (hot path)
 INSERT INTO baton_leaders (name, node, instance, expires_at)
 VALUES ('baton', %(node)s, %(instance)s, now() + make_interval(secs => %(ttl)s))
 ON CONFLICT (name) DO UPDATE

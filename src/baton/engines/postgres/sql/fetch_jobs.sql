@@ -1,3 +1,4 @@
+-- baton:prepare (hot path)
 WITH picked AS MATERIALIZED (
     SELECT id FROM baton_jobs
     WHERE state = 'available' AND queue = %(queue)s

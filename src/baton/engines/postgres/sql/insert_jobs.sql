@@ -1,4 +1,5 @@
 -- Bulk insert from one JSON array. Ids come from the sequence in array order, so the caller
+-- baton:prepare (hot path)
 -- matches returned rows to its input by sorting on id.
 WITH input AS (
     SELECT r.*, coalesce(to_timestamp(r.at), now() + make_interval(secs => coalesce(r.delay, 0))) AS sched

@@ -1,3 +1,4 @@
+-- baton:prepare (hot path)
 WITH due AS MATERIALIZED (
     SELECT id FROM baton_jobs
     WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= now()

@@ -1,3 +1,4 @@
+-- baton:prepare (hot path)
 INSERT INTO baton_producers (uuid, node, queue, meta)
 SELECT r.uuid, r.node, r.queue, r.meta
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(uuid uuid, node text, queue text, meta jsonb)

@@ -1,4 +1,5 @@
 -- Every ack is fenced: it applies only while the job is still executing the same attempt for
+-- baton:prepare (hot path)
 -- the same producer. Rows that do not match (rescued, cancelled) are simply not returned.
 WITH a AS MATERIALIZED (
     SELECT json_extract(value, '$.id') AS ack_id, json_extract(value, '$.attempt') AS ack_attempt, json_extract(value, '$.uuid') AS ack_uuid, json_extract(value, '$.state') AS ack_state,

@@ -1,3 +1,4 @@
+-- baton:prepare (hot path)
 INSERT INTO baton_leaders (name, node, instance, expires_at)
 VALUES ('baton', :node, :instance, ((julianday('now') - 2440587.5) * 86400.0) + :ttl)
 ON CONFLICT (name) DO UPDATE

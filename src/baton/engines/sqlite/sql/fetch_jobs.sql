@@ -1,3 +1,4 @@
+-- baton:prepare (hot path)
 UPDATE baton_jobs
 SET state = 'executing', attempt = attempt + 1, attempted_at = ((julianday('now') - 2440587.5) * 86400.0), attempted_by = json_array(:node, :uuid)
 WHERE id IN (

@@ -1,4 +1,5 @@
 -- Bulk insert from one JSON array, in array order (one writer: ids follow that order).
+-- baton:prepare (hot path)
 WITH input AS (
     SELECT key AS i, json_extract(value, '$.state') AS state, json_extract(value, '$.queue') AS queue, json_extract(value, '$.worker') AS worker,
            json_extract(value, '$.args') AS args, json_extract(value, '$.meta') AS meta,

@@ -1,1 +1,2 @@
 -- SQLite runs one writer at a time (BEGIN IMMEDIATE): inserts of the same key are already serialised.
+-- baton:prepare (hot path)

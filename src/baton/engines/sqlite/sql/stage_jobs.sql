@@ -1,3 +1,4 @@
+-- baton:prepare (hot path)
 UPDATE baton_jobs SET state = 'available'
 WHERE id IN (
     SELECT id FROM baton_jobs

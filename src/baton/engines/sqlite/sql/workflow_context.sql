@@ -1,6 +1,4 @@
-SELECT n.job_id, n.name, n.deps, n.recorded, n.result,
-       d.name AS dep_name, d.recorded AS dep_recorded, d.result AS dep_result
-FROM workflow_nodes n
-LEFT JOIN baton_workflow_deps e ON e.job_id = n.job_id
-LEFT JOIN workflow_nodes d ON d.job_id = e.dep_job_id
-WHERE n.job_id IN (SELECT value FROM json_each(:ids))
+-- The steps themselves; their dependencies' results come from workflow_upstream.
+SELECT job_id, name, deps, recorded, result
+FROM workflow_nodes
+WHERE job_id IN (SELECT value FROM json_each(:ids))

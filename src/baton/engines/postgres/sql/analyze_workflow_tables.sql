@@ -1,0 +1,1 @@
+ANALYZE workflow_nodes, baton_workflow_deps

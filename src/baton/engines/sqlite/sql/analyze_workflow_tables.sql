@@ -1,0 +1,1 @@
+ANALYZE workflow_nodes
