@@ -44,6 +44,10 @@ class Conn(Protocol):
         """Send notifications that are delivered when (and only if) the transaction commits."""
         ...
 
+    def channel(self, name: str) -> str:
+        """The engine's name for notification channel `name` (for statements that notify)."""
+        ...
+
 
 Op = Callable[Concatenate[Conn, P], Awaitable[T]]
 
@@ -131,6 +135,17 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def run(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `op` in its own transaction, retrying transient conflicts."""
+
+    async def run_autocommit(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `op` with each statement committing on its own: for operations made of one
+        write (plus reads), it saves the BEGIN and COMMIT round trips."""
+        return await self.run(op, *args, **kwargs)
+
+    async def run_relaxed(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`run_autocommit` without waiting for the commit to reach disk. Only for writes whose
+        loss in a server crash is harmless: a fetch lost that way leaves its jobs `available`,
+        and the (durable) ack that follows a fetch flushes it anyway."""
+        return await self.run_autocommit(op, *args, **kwargs)
 
     @abc.abstractmethod
     def run_sync(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

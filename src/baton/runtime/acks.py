@@ -9,7 +9,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..errors import DatabaseUnavailable
-from ..store import jobs as store
 from ..store.jobs import Ack
 
 if TYPE_CHECKING:
@@ -44,6 +43,10 @@ class Acker:
     @property
     def pending(self) -> int:
         return len(self._buffer)
+
+    def pending_ids(self) -> set[int]:
+        """Jobs whose outcome is known here but not yet written (including the batch in flight)."""
+        return {a.job.id for a in self._buffer}
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -97,5 +100,3 @@ class Acker:
                 [a.job.id for a in self._buffer][:20],
             )
 
-
-__all__ = ["Acker", "store"]

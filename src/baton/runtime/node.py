@@ -81,7 +81,12 @@ class Node:
                 await asyncio.sleep(random.uniform(0, 0.05))
             except TimeoutError:
                 try:
-                    await self.engine.run(store.upsert_producers, [p.row() for p in self.producers.values()])
+                    await self.engine.run_autocommit(
+                        store.upsert_producers, [p.row() for p in self.producers.values()]
+                    )
+                    pending = self.acker.pending_ids()
+                    for producer in self.producers.values():
+                        await producer.reconcile(pending)
                 except Exception as exc:
                     log.warning("producer heartbeat failed (%s)", exc)
             self._elect_soon.clear()
@@ -156,7 +161,12 @@ class Node:
     # -- acks -------------------------------------------------------------------------
 
     async def flush_acks(self, batch: list[Ack]) -> None:
-        result = await self.engine.run(store.ack_jobs, batch, self.name, self.instance)
+        # Acks of plain jobs are one fenced UPDATE: no transaction needed (and a retry after an
+        # ambiguous failure is harmless, the fence drops it). Workflow steps, chain links and
+        # debug logs need their follow-up writes in the same transaction.
+        plain = all(a.job.workflow_id is None and a.job.chain_key is None and not a.job._logs for a in batch)
+        run = self.engine.run_autocommit if plain else self.engine.run
+        result = await run(store.ack_jobs, batch, self.name, self.instance)
         self.app._after_ack(result)
 
     # -- stop -------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class Producer:
         self._signals = 0  # bumped by every wake-up, so one arriving mid-fetch is not lost
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._stray: set[int] = set()
         self.fetched = 0
 
     def row(self) -> dict[str, Any]:
@@ -80,7 +81,9 @@ class Producer:
             if free > 0 and self._more:
                 signals = self._signals
                 try:
-                    jobs = await self.node.engine.run(store.fetch_jobs, self.queue, self.node.name, self.uuid, free)
+                    jobs = await self.node.engine.run_relaxed(
+                        store.fetch_jobs, self.queue, self.node.name, self.uuid, free
+                    )
                     backoff = 0.05
                 except asyncio.CancelledError:
                     raise
@@ -119,6 +122,26 @@ class Producer:
         self.running.pop(job.id, None)
         if self._more:
             self._wake.set()
+
+    async def reconcile(self, pending_acks: set[int]) -> list[int]:
+        """Hand back jobs the database says this producer is executing but it is not running
+        (a fetch whose response was lost on the way). A job is only released once it has
+        been seen stray at two heartbeats in a row, so a fetch in flight is never touched."""
+        ids = set(await self.node.engine.run(store.executing_ids, self.uuid))
+        stray = ids - self.running.keys() - pending_acks
+        confirmed, self._stray = stray & self._stray, stray - self._stray
+        if not confirmed:
+            return []
+        released = await self.node.engine.run(
+            store.release_jobs_of_producer,
+            sorted(confirmed),
+            self.uuid,
+            f"producer {self.uuid} of node {self.node.name} was not running it (a lost fetch response)",
+            "orphaned",
+        )
+        if released:
+            log.warning("queue %s: handed back %d stray jobs %s", self.queue, len(released), [j.id for j in released][:9])
+        return [j.id for j in released]
 
     def cancel_local(self, ids: set[int]) -> int:
         """Cancel running tasks of these job ids; returns how many were running here."""

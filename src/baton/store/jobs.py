@@ -118,7 +118,9 @@ async def insert_jobs(
     for start in range(0, len(pending), INSERT_BATCH):
         chunk = pending[start : start + INSERT_BATCH]
         rows_json = "[" + ",".join(_row_json(n, specs[i], forced[i], workflow_id) for n, i in enumerate(chunk)) + "]"
-        rows = await conn.fetch("insert_jobs", {"rows": rows_json})
+        # On PostgreSQL the insert statement wakes the producers itself (NOTIFY on commit).
+        channel = conn.channel("insert") if notify else None
+        rows = await conn.fetch("insert_jobs", {"rows": rows_json, "channel": channel})
         rows.sort(key=lambda r: r["id"])
         for i, row in zip(chunk, rows, strict=True):
             results[i] = _job_from_insert(specs[i], row, workflow_id)
@@ -134,7 +136,7 @@ async def insert_jobs(
                 copy = Job.from_row({**_job_row(twin)})
                 copy.conflict = True
                 results[i] = copy
-    if notify and queues:
+    if notify and queues and conn.dialect != "postgres":
         await conn.notify("insert", sorted(queues))
     return [r for r in results if r is not None]
 
@@ -397,7 +399,20 @@ async def stage_jobs(conn: Conn, limit: int) -> dict[str, int]:
 async def release_on_shutdown(conn: Conn, ids: Iterable[int], uuid: str, node: str) -> list[Job]:
     """Hand the jobs a stopping producer could not finish back to `available` right away
     (rescued, with one more attempt allowed, since the node stopping is not the job's fault)."""
-    error = {"error": f"node {node} shut down before the job finished", "traceback": None, "reason": "shutdown"}
+    return await release_jobs_of_producer(
+        conn, ids, uuid, f"node {node} shut down before the job finished", "shutdown"
+    )
+
+
+async def executing_ids(conn: Conn, uuid: str) -> list[int]:
+    """Ids of the jobs the database records as executing for producer `uuid`."""
+    return [r["id"] for r in await conn.fetch("executing_ids", {"uuid": uuid})]
+
+
+async def release_jobs_of_producer(conn: Conn, ids: Iterable[int], uuid: str, message: str, reason: str) -> list[Job]:
+    """Move jobs still executing for producer `uuid` back to `available` (meta.rescued + 1,
+    one more attempt allowed), recording why."""
+    error = {"error": message, "traceback": None, "reason": reason}
     rows = await conn.fetch("release_on_shutdown", {"ids": list(ids), "uuid": uuid, "error": dumps(error)})
     jobs = [Job.from_row(r) for r in rows]
     if jobs:

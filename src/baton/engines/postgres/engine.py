@@ -86,6 +86,9 @@ class PgConn:
         if payloads:
             await self.execute("notify", {"channel": self._channel(channel), "payloads": payloads})
 
+    def channel(self, name: str) -> str:
+        return self._channel(name)
+
 
 class _PgListener:
     """A dedicated LISTEN connection that reconnects with backoff."""
@@ -168,6 +171,7 @@ class PostgresEngine(Engine):
         self.connect_timeout = connect_timeout
         self.queries = Queries(PACKAGE)
         self._pool: psycopg_pool.AsyncConnectionPool | None = None
+        self._relaxed: psycopg_pool.AsyncConnectionPool | None = None
         self._sync_pool: psycopg_pool.ConnectionPool | None = None
         self._sync_lock = threading.Lock()
 
@@ -177,8 +181,11 @@ class PostgresEngine(Engine):
         """The NOTIFY channel for `name`, namespaced by schema so schemas do not hear each other."""
         return f"baton_{name}" if self.schema == "public" else f"baton_{self.schema}_{name}"
 
-    def _kwargs(self) -> dict[str, Any]:
-        return {"autocommit": True, "options": f"-c search_path={self.schema}"}
+    def _kwargs(self, relaxed: bool = False) -> dict[str, Any]:
+        options = f"-c search_path={self.schema}"
+        if relaxed:
+            options += " -c synchronous_commit=off"
+        return {"autocommit": True, "options": options}
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -198,12 +205,24 @@ class PostgresEngine(Engine):
             name="baton",
         )
         await pool.open(wait=True, timeout=self.connect_timeout)
-        self._pool = pool
+        relaxed = psycopg_pool.AsyncConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self.pool_size,
+            kwargs=self._kwargs(relaxed=True),
+            timeout=self.connect_timeout,
+            open=False,
+            name="baton-relaxed",
+        )
+        await relaxed.open(wait=True, timeout=self.connect_timeout)
+        self._pool, self._relaxed = pool, relaxed
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        relaxed, self._relaxed = self._relaxed, None
+        for p in (pool, relaxed):
+            if p is not None:
+                await p.close()
         with self._sync_lock:
             sync_pool, self._sync_pool = self._sync_pool, None
         if sync_pool is not None:
@@ -213,17 +232,34 @@ class PostgresEngine(Engine):
         return PgConn(conn, self.queries, self.channel)
 
     async def run(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(False, True, op, args, kwargs)
+
+    async def run_autocommit(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(False, False, op, args, kwargs)
+
+    async def run_relaxed(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(True, False, op, args, kwargs)
+
+    async def _run(
+        self, relaxed: bool, transaction: bool, op: Op[Any, T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
         if self._pool is None:
             await self.open()
-        assert self._pool is not None
+        pool = self._relaxed if relaxed else self._pool
+        assert pool is not None
         for attempt in range(8):
             conn = None
             try:
-                async with self._pool.connection() as raw, raw.transaction():
+                async with pool.connection() as raw:
                     conn = self._conn(raw)
-                    return await op(conn, *args, **kwargs)
+                    if not transaction:
+                        return await op(conn, *args, **kwargs)
+                    async with raw.transaction():
+                        return await op(conn, *args, **kwargs)
             except _RETRYABLE:
-                if attempt == 7:
+                # A rolled-back transaction is safe to run again; in autocommit mode only if
+                # the failing statement was the first (nothing committed before it).
+                if attempt == 7 or (not transaction and conn is not None and conn.round_trips > 0):
                     raise
                 await asyncio.sleep(0.005 * (attempt + 1))
             except psycopg.errors.UndefinedTable as exc:
@@ -231,7 +267,9 @@ class PostgresEngine(Engine):
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
                 if not is_connection_error(exc):
                     raise
-                # Safe to retry only if the server never answered: nothing can have been applied.
+                # Retry (e.g. a pooled connection killed by a server restart) only if the server
+                # never answered. Autocommit operations are acks (fenced, so idempotent) and
+                # fetches (a lost fetch is reconciled by its producer): a retry is harmless.
                 if attempt < 2 and conn is not None and conn.round_trips == 0:
                     continue
                 raise unavailable(self.display_url, exc) from exc

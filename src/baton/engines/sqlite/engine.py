@@ -103,6 +103,9 @@ class SqliteConn:
         if payloads:
             await self.execute("notify", {"channel": channel, "payloads": payloads})
 
+    def channel(self, name: str) -> str:
+        return name
+
 
 class _SqliteListener:
     """Polls `baton_notices` for rows newer than the last one seen."""

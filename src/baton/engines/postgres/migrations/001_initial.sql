@@ -30,11 +30,12 @@ CREATE TABLE baton_jobs (
     CONSTRAINT baton_jobs_worker_check CHECK (char_length(worker) > 0)
 );
 
--- The producers' fetch walks this index in priority order, skipping locked rows.
+-- Indexes are partial on the states that query them, so a job changing state touches as few
+-- indexes as possible (a state change can never be a HOT update). The producers' fetch walks
+-- the first in priority order, skipping locked rows.
 CREATE INDEX baton_jobs_fetch_idx ON baton_jobs (queue, priority, scheduled_at, id) WHERE state = 'available';
 CREATE INDEX baton_jobs_stage_idx ON baton_jobs (scheduled_at) WHERE state IN ('scheduled', 'retryable');
 CREATE INDEX baton_jobs_executing_idx ON baton_jobs (attempted_at) WHERE state = 'executing';
-CREATE INDEX baton_jobs_state_idx ON baton_jobs (state, id);
 CREATE INDEX baton_jobs_unique_idx ON baton_jobs (unique_key, inserted_at) WHERE unique_key IS NOT NULL;
 CREATE INDEX baton_jobs_chain_idx ON baton_jobs (chain_key, id) WHERE chain_key IS NOT NULL;
 CREATE INDEX baton_jobs_workflow_idx ON baton_jobs (workflow_id) WHERE workflow_id IS NOT NULL;
