@@ -183,10 +183,10 @@ class JobSpec:
             raise ValidationError("worker", "must be a non-empty worker name or import path")
         if not isinstance(self.args, Mapping):
             raise ValidationError("args", f"must be a dict of JSON values, got {type(self.args).__name__}")
-        self.args_json = check_json("args", dict(self.args))
+        self.args_json = check_json("args", dict(self.args)) if self.args else "{}"
         if not isinstance(self.meta, Mapping):
             raise ValidationError("meta", f"must be a dict of JSON values, got {type(self.meta).__name__}")
-        self.meta_json = check_json("meta", dict(self.meta))
+        self.meta_json = check_json("meta", dict(self.meta)) if self.meta else "{}"
         if not isinstance(self.queue, str) or not self.queue.strip() or len(self.queue) > 128:
             raise ValidationError("queue", f"must be a non-empty name of at most 128 characters, got {self.queue!r}")
         if not isinstance(self.priority, int) or isinstance(self.priority, bool) or not 0 <= self.priority <= 9:

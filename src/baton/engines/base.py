@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
@@ -46,6 +46,10 @@ class Conn(Protocol):
 
     def channel(self, name: str) -> str:
         """The engine's name for notification channel `name` (for statements that notify)."""
+        ...
+
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Bulk-load rows into `table` (COPY on PostgreSQL, executemany on SQLite)."""
         ...
 
 

@@ -140,7 +140,8 @@ class Producer:
             "orphaned",
         )
         if released:
-            log.warning("queue %s: handed back %d stray jobs %s", self.queue, len(released), [j.id for j in released][:9])
+            ids = [j.id for j in released]
+            log.warning("queue %s: handed back %d stray jobs %s", self.queue, len(ids), ids[:20])
         return [j.id for j in released]
 
     def cancel_local(self, ids: set[int]) -> int:

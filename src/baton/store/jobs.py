@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from ..engines.base import Conn, Row
-from ..job import TERMINAL_STATES, Job, JobSpec, dumps
+from ..job import TERMINAL_STATES, Job, JobSpec, dumps, to_datetime
 from . import chains, workflows
 
 INSERT_BATCH = 5_000
@@ -30,23 +31,70 @@ def _row_json(i: int, spec: JobSpec, state: str | None, workflow_id: str | None)
     )
 
 
-def _job_from_insert(spec: JobSpec, row: Row, workflow_id: str | None) -> Job:
-    job = Job.from_row(
-        {
-            **row,
-            "worker": spec.worker,
-            "args": spec.args,
-            "meta": spec.meta,
-            "tags": spec.tags,
-            "errors": [],
-            "attempt": 0,
-            "max_attempts": spec.max_attempts,
-            "priority": spec.priority,
-            "chain_key": spec.chain_key,
-            "workflow_id": workflow_id,
-        }
+def _new_job(
+    spec: JobSpec, job_id: int, state: str, inserted_at: Any, scheduled_at: Any, workflow_id: str | None
+) -> Job:
+    return Job(
+        id=job_id,
+        state=state,
+        queue=spec.queue,
+        worker=spec.worker,
+        args=spec.args,
+        meta=spec.meta,
+        tags=spec.tags,
+        errors=[],
+        attempt=0,
+        max_attempts=spec.max_attempts,
+        priority=spec.priority,
+        inserted_at=to_datetime(inserted_at),
+        scheduled_at=to_datetime(scheduled_at),
+        workflow_id=workflow_id,
+        chain_key=spec.chain_key,
     )
-    return job
+
+
+COPY_AFTER = 200  # rows per batch from which COPY beats one INSERT ... SELECT statement
+COPY_COLUMNS = (
+    "id", "state", "queue", "worker", "args", "meta", "tags", "priority", "max_attempts",
+    "scheduled_at", "inserted_at", "unique_key", "chain_key", "workflow_id",
+)  # fmt: skip
+
+
+async def _copy_batch(
+    conn: Conn, specs: Sequence[JobSpec], forced: Sequence[str | None], workflow_id: str | None, notify: bool
+) -> list[Job]:
+    """Insert a large batch with COPY in two round trips: reserve ids (reading the database
+    clock, and on PostgreSQL waking the batch's queues, delivered on commit), then stream the
+    rows, each job's state decided against that clock."""
+    await conn.execute("ensure_job_sequence")
+    queues = sorted({s.queue for s, state in zip(specs, forced, strict=True) if state is None}) if notify else []
+    channel = conn.channel("insert") if queues and conn.dialect == "postgres" else None
+    reserved = await conn.fetch("reserve_job_ids", {"n": len(specs), "channel": channel, "queues": queues})
+    now = to_datetime(reserved[0]["now"])
+    assert now is not None
+    if "last" in reserved[0]:  # SQLite's single writer reserved a contiguous block
+        last = int(reserved[0]["last"])
+        ids = list(range(last - len(specs) + 1, last + 1))
+    else:  # PostgreSQL handed out one sequence value per job, as an array literal "{1,2,3}"
+        ids = [int(i) for i in reserved[0]["ids"][1:-1].split(",")]
+    rows, jobs = [], []
+    for job_id, spec, state in zip(ids, specs, forced, strict=True):
+        if spec.scheduled_at is not None:
+            scheduled_at = spec.scheduled_at
+        elif spec.schedule_in:
+            scheduled_at = now + timedelta(seconds=spec.schedule_in)
+        else:
+            scheduled_at = now
+        state = state or ("scheduled" if scheduled_at > now else "available")
+        rows.append(
+            (
+                job_id, state, spec.queue, spec.worker, spec.args_json, spec.meta_json, spec.tags, spec.priority,
+                spec.max_attempts, scheduled_at, now, spec.unique_key(), spec.chain_key, workflow_id,
+            )
+        )  # fmt: skip
+        jobs.append(_new_job(spec, job_id, state, now, scheduled_at, workflow_id))
+    await conn.copy_rows("baton_jobs", COPY_COLUMNS, rows)
+    return jobs
 
 
 async def insert_jobs(
@@ -114,21 +162,34 @@ async def insert_jobs(
             else:
                 blocked.add(key)  # later links of this call wait behind this one
 
-    queues: set[str] = set()
+    queues: set[str] = set()  # to wake with a separate notification
+    if len(pending) >= COPY_AFTER:
+        jobs = await _copy_batch(conn, [specs[i] for i in pending], [forced[i] for i in pending], workflow_id, notify)
+        for i, job in zip(pending, jobs, strict=True):
+            results[i] = job
+            if job.state == "available" and conn.dialect != "postgres":
+                queues.add(job.queue)
+        pending = []
     for start in range(0, len(pending), INSERT_BATCH):
         chunk = pending[start : start + INSERT_BATCH]
         rows_json = "[" + ",".join(_row_json(n, specs[i], forced[i], workflow_id) for n, i in enumerate(chunk)) + "]"
         # On PostgreSQL the insert statement wakes the producers itself (NOTIFY on commit).
-        channel = conn.channel("insert") if notify else None
+        inline = notify and conn.dialect == "postgres"
+        channel = conn.channel("insert") if inline else None
         rows = await conn.fetch("insert_jobs", {"rows": rows_json, "channel": channel})
         rows.sort(key=lambda r: r["id"])
         for i, row in zip(chunk, rows, strict=True):
-            results[i] = _job_from_insert(specs[i], row, workflow_id)
-            if row["state"] == "available":
+            results[i] = _new_job(
+                specs[i], row["id"], row["state"], row["inserted_at"], row["scheduled_at"], workflow_id
+            )
+            if row["state"] == "available" and not inline:
                 queues.add(row["queue"])
 
     if unique_keys:
-        by_key = {specs[i].unique_key(): results[i] for i in pending if specs[i].unique is not None}
+        by_key: dict[str | None, Job | None] = {}
+        for i, spec in enumerate(specs):
+            if spec.unique is not None and results[i] is not None and not results[i].conflict:  # type: ignore[union-attr]
+                by_key.setdefault(spec.unique_key(), results[i])
         for i, r in enumerate(results):
             if r is None:
                 twin = by_key[specs[i].unique_key()]
@@ -136,7 +197,7 @@ async def insert_jobs(
                 copy = Job.from_row({**_job_row(twin)})
                 copy.conflict = True
                 results[i] = copy
-    if notify and queues and conn.dialect != "postgres":
+    if notify and queues:
         await conn.notify("insert", sorted(queues))
     return [r for r in results if r is not None]
 

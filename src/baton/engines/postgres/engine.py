@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -45,6 +47,51 @@ def is_connection_error(exc: BaseException) -> bool:
         return False
     state = getattr(exc, "sqlstate", None)
     return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+_COPY_ROWS = 1_000
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(text: str) -> str:
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.translate(_COPY_ESCAPES)
+    return text
+
+
+def _copy_lines(rows: Iterable[Sequence[Any]]) -> bytes:
+    """Rows in COPY's text format. Formatted here rather than with psycopg's per-row writer,
+    which is Python code and costs more than the server's whole insert for cheap rows; the
+    same datetime object (a batch's shared clock) is formatted once."""
+    stamps: dict[int, str] = {}
+    lines = []
+    for row in rows:
+        fields = []
+        for value in row:
+            kind = type(value)
+            if kind is str:
+                fields.append(_copy_text(value))
+            elif value is None:
+                fields.append("\\N")
+            elif kind is int:
+                fields.append(str(value))
+            elif kind is datetime:
+                text = stamps.get(id(value))
+                if text is None:
+                    text = stamps[id(value)] = value.isoformat()
+                fields.append(text)
+            elif kind is list or kind is tuple:
+                items = ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
+                fields.append(_copy_text("{" + items + "}"))
+            elif kind is bool:
+                fields.append("t" if value else "f")
+            elif kind is float:
+                fields.append(repr(value))
+            else:
+                fields.append(_copy_text(json.dumps(value, separators=(",", ":"))))
+        lines.append("\t".join(fields))
+    lines.append("")
+    return "\n".join(lines).encode()
 
 
 class PgConn:
@@ -88,6 +135,25 @@ class PgConn:
 
     def channel(self, name: str) -> str:
         return self._channel(name)
+
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        )
+        # Rows are formatted and sent in chunks, so the server ingests one chunk while the next
+        # is being formatted.
+        rows = list(rows)
+        chunks = (_copy_lines(rows[i : i + _COPY_ROWS]) for i in range(0, len(rows), _COPY_ROWS))
+        cur = self._conn.cursor()
+        if isinstance(self._conn, psycopg.AsyncConnection):
+            async with cur.copy(statement) as writer:
+                for data in chunks:
+                    await writer.write(data)
+        else:
+            with cur.copy(statement) as writer:
+                for data in chunks:
+                    writer.write(data)
+        self.round_trips += 1
 
 
 class _PgListener:

@@ -11,7 +11,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -105,6 +105,12 @@ class SqliteConn:
 
     def channel(self, name: str) -> str:
         return name
+
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        marks = ", ".join("?" for _ in columns)
+        statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        self._conn.executemany(statement, ([_adapt(v) for v in row] for row in rows))
+        self.round_trips += 1
 
 
 class _SqliteListener:

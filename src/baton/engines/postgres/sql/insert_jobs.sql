@@ -12,7 +12,7 @@ WITH input AS (
 ), inserted AS (
     INSERT INTO baton_jobs (id, state, queue, worker, args, meta, tags, priority, max_attempts,
                             scheduled_at, unique_key, chain_key, workflow_id)
-    SELECT nextval(pg_get_serial_sequence('baton_jobs', 'id')),
+    SELECT nextval('baton_jobs_id_seq'),
            coalesce(state, CASE WHEN sched > now() THEN 'scheduled' ELSE 'available' END),
            queue, worker, args, meta, tags, priority, max_attempts, sched, unique_key, chain_key, workflow_id
     FROM input

@@ -1,0 +1,1 @@
+-- PostgreSQL reserves ids from the identity sequence; nothing to prepare.
