@@ -309,6 +309,8 @@ class Baton:
         specs = self._check_specs(jobs)
         if conn is not None:
             inserted = await self.engine.run_on(conn, store.insert_jobs, specs)
+        elif store.single_statement(specs):
+            inserted = await self.engine.run_statement(store.insert_jobs, specs)
         else:
             inserted = await self.engine.run(store.insert_jobs, specs)
         self._wake_local({j.queue for j in inserted if j.state == "available" and not j.conflict})

@@ -145,6 +145,11 @@ class Engine(abc.ABC):
         write (plus reads), it saves the BEGIN and COMMIT round trips."""
         return await self.run(op, *args, **kwargs)
 
+    async def run_statement(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`run_autocommit` for an operation of exactly one write that must never be repeated
+        blindly (an insert): after a connection error it fails instead of retrying."""
+        return await self.run_autocommit(op, *args, **kwargs)
+
     async def run_relaxed(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """`run_autocommit` without waiting for the commit to reach disk. Only for writes whose
         loss in a server crash is harmless: a fetch lost that way leaves its jobs `available`,

@@ -97,6 +97,12 @@ async def _copy_batch(
     return jobs
 
 
+def single_statement(specs: Sequence[JobSpec]) -> bool:
+    """Whether `insert_jobs` needs just one statement for these jobs (no key locks, no COPY),
+    so it can run without BEGIN and COMMIT round trips."""
+    return len(specs) < COPY_AFTER and all(s.unique is None and s.chain_key is None for s in specs)
+
+
 async def insert_jobs(
     conn: Conn,
     specs: Sequence[JobSpec],

@@ -238,6 +238,7 @@ class PostgresEngine(Engine):
         self.queries = Queries(PACKAGE)
         self._pool: psycopg_pool.AsyncConnectionPool | None = None
         self._relaxed: psycopg_pool.AsyncConnectionPool | None = None
+        self._checking: asyncio.Future[None] | None = None
         self._sync_pool: psycopg_pool.ConnectionPool | None = None
         self._sync_lock = threading.Lock()
 
@@ -298,16 +299,31 @@ class PostgresEngine(Engine):
         return PgConn(conn, self.queries, self.channel)
 
     async def run(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._run(False, True, op, args, kwargs)
+        return await self._run(False, True, True, op, args, kwargs)
 
     async def run_autocommit(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._run(False, False, op, args, kwargs)
+        return await self._run(False, False, True, op, args, kwargs)
 
     async def run_relaxed(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._run(True, False, op, args, kwargs)
+        return await self._run(True, False, True, op, args, kwargs)
+
+    async def run_statement(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(False, False, False, op, args, kwargs)
+
+    def _purge_broken(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        """After a connection error (a server restart kills every pooled connection), check the
+        idle connections in the background so the next callers get live ones."""
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.ensure_future(pool.check())
 
     async def _run(
-        self, relaxed: bool, transaction: bool, op: Op[Any, T], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        relaxed: bool,
+        transaction: bool,
+        retry_sent: bool,
+        op: Op[Any, T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> T:
         if self._pool is None:
             await self.open()
@@ -333,10 +349,13 @@ class PostgresEngine(Engine):
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
                 if not is_connection_error(exc):
                     raise
-                # Retry (e.g. a pooled connection killed by a server restart) only if the server
-                # never answered. Autocommit operations are acks (fenced, so idempotent) and
-                # fetches (a lost fetch is reconciled by its producer): a retry is harmless.
-                if attempt < 2 and conn is not None and conn.round_trips == 0:
+                self._purge_broken(pool)
+                # Retry (e.g. a pooled connection killed by a server restart) only if no statement
+                # of the operation completed. In a transaction nothing was committed then; in
+                # autocommit, acks (fenced, so idempotent) and fetches (a lost fetch is reconciled
+                # by its producer) are harmless to repeat. A single-statement insert is not: its
+                # statement may have committed before the answer was lost, so it fails loudly.
+                if attempt < 2 and conn is not None and conn.round_trips == 0 and (transaction or retry_sent):
                     continue
                 raise unavailable(self.display_url, exc) from exc
         raise AssertionError("unreachable")
