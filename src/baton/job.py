@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,14 +37,103 @@ def dumps(value: Any) -> str:
 
 
 def check_json(field_name: str, value: Any) -> str:
-    """Serialise `value` or raise a ValidationError naming `field_name`."""
+    """Serialise `value` or raise a ValidationError naming `field_name`: it must be JSON that
+    every engine can store, so no NaN/Infinity, no NUL character and no lone surrogate in any
+    string or key (see `storable_text_error`)."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError(
             field_name,
             f"must be JSON-serialisable ({exc}); pass plain dicts, lists, str, int, float, bool or None",
         ) from None
+    # One pass over the serialised text instead of a walk over the value: json.dumps escapes
+    # NUL as \u0000 (a literal backslash-u0000 in a string comes out as \\u0000) and carries
+    # lone surrogates through, which then fail to encode.
+    if ("\\u0000" in text and _NUL_ESCAPE.search(text)) or not _utf8_ok(text):
+        where, problem = _find_unstorable(value, "") or ("", "holds text that cannot be stored")
+        raise ValidationError(field_name, f"{where}{problem}")
+    return text
+
+
+# \u0000 not itself escaped: preceded by an even number of backslashes.
+_NUL_ESCAPE: Final = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+MAX_INT4: Final = 2**31 - 1
+MAX_BIGINT: Final = 2**63 - 1
+MAX_DELAY: Final = 100 * 365.25 * 86400  # seconds: the longest schedule_in or unique period
+
+
+def _utf8_ok(text: str) -> bool:
+    if text.isascii():  # O(1) in CPython
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable_text_error(text: str) -> str | None:
+    """Why `text` cannot be stored as text or JSON by every engine, or None when it can.
+
+    PostgreSQL refuses NUL characters in text and jsonb, and no engine can encode a lone
+    surrogate (what `os.fsdecode` makes of an undecodable file name) as UTF-8. The message
+    says what to do instead; callers prefix it with the field name."""
+    if "\x00" in text:
+        return (
+            "contains a NUL character (\\x00), which PostgreSQL cannot store; remove it, or pass binary "
+            "data encoded as text (e.g. base64)"
+        )
+    if not _utf8_ok(text):
+        return (
+            "contains a lone surrogate, which is not valid Unicode (e.g. an undecodable file name); pass "
+            "valid text (decode bytes with errors='replace') or binary data encoded as text (e.g. base64)"
+        )
+    return None
+
+
+def check_text(field_name: str, value: Any, *, what: str = "a string") -> str:
+    """`value` if it is a str every engine can store, else a ValidationError naming `field_name`."""
+    if not isinstance(value, str):
+        raise ValidationError(field_name, f"must be {what}, got {type(value).__name__} {value!r:.80}")
+    problem = storable_text_error(value)
+    if problem is not None:
+        raise ValidationError(field_name, f"{problem}; got {value!r:.80}")
+    return value
+
+
+def _find_unstorable(value: Any, path: str) -> tuple[str, str] | None:
+    """(where, problem) for the first string or key in `value` that cannot be stored. Only
+    called once a value is known to hold one, so the walk costs nothing on the hot path."""
+    if isinstance(value, str):
+        problem = storable_text_error(value)
+        return (f"the value at {path} " if path else "", problem) if problem else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and (problem := storable_text_error(key)) is not None:
+                return (f"the key {key!r} at {path or 'the top level'} ", problem)
+            found = _find_unstorable(item, f"{path}[{key!r}]")
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _find_unstorable(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def storable(text: str) -> str:
+    """`text` in a form every engine can store: NUL characters (PostgreSQL text cannot hold
+    them) become the two characters ``\\0`` and lone surrogates (undecodable file names) become
+    backslash escapes. Used for what a job produces on the way out: errors, tracebacks, logs."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\0")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def to_datetime(value: Any) -> datetime | None:
@@ -69,8 +158,10 @@ class Snooze(_Outcome):
     """Run the job again in `seconds`; the attempt is not counted as a failure."""
 
     def __init__(self, seconds: float) -> None:
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0 or math.isnan(seconds):
-            raise ValidationError("seconds", f"Snooze needs a number of seconds >= 0, got {seconds!r}")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds <= MAX_DELAY:
+            raise ValidationError(
+                "seconds", f"Snooze needs a number of seconds from 0 to {MAX_DELAY:.0f} (100 years), got {seconds!r}"
+            )
         self.seconds = float(seconds)
         super().__init__(f"snoozed for {self.seconds:g}s")
 
@@ -92,6 +183,14 @@ class Discard(_Outcome):
 
 
 # --------------------------------------------------------------------------- unique options
+
+
+def _str_tuple(value: Any) -> tuple[str, ...] | None:
+    """`value` as a tuple of strings when it is a list/tuple/set of strings, else None."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        return None
+    out = tuple(value)
+    return out if all(isinstance(v, str) for v in out) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,23 +217,33 @@ class Unique:
         if unknown:
             raise ValidationError("unique", f"unknown option(s) {sorted(unknown)}; use period, fields, keys, states")
         period = value.get("period", 60.0)
-        if period is not None and (not isinstance(period, int | float) or isinstance(period, bool) or period <= 0):
-            raise ValidationError("unique.period", f"must be a number of seconds > 0 or None (forever), got {period!r}")
-        fields = tuple(value.get("fields", ("worker", "queue", "args")))
-        bad = [f for f in fields if f not in UNIQUE_FIELDS]
-        if bad or not fields:
+        if period is not None and (
+            not isinstance(period, int | float) or isinstance(period, bool) or not 0 < period <= MAX_DELAY
+        ):
             raise ValidationError(
-                "unique.fields", f"must be a non-empty subset of {list(UNIQUE_FIELDS)}, got {list(fields)}"
+                "unique.period",
+                f"must be a number of seconds > 0 and at most {MAX_DELAY:.0f} (100 years), or None (forever); "
+                f"got {period!r}",
+            )
+        fields = _str_tuple(value.get("fields", ("worker", "queue", "args")))
+        if fields is None or not fields or any(f not in UNIQUE_FIELDS for f in fields):
+            raise ValidationError(
+                "unique.fields",
+                f"must be a non-empty list drawn from {list(UNIQUE_FIELDS)}, got {value.get('fields')!r:.200}",
             )
         keys = value.get("keys")
         if keys is not None:
-            if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
-                raise ValidationError("unique.keys", "must be a list of argument/meta key names")
-            keys = tuple(keys)
-        states = tuple(value.get("states", DEFAULT_UNIQUE_STATES))
-        bad = [s for s in states if s not in STATES]
-        if bad or not states:
-            raise ValidationError("unique.states", f"unknown state(s) {bad}; choose from {list(STATES)}")
+            keys = _str_tuple(keys)
+            if keys is None:
+                raise ValidationError(
+                    "unique.keys", f"must be a list of argument/meta key names, got {value.get('keys')!r:.200}"
+                )
+        states = _str_tuple(value.get("states", DEFAULT_UNIQUE_STATES))
+        if states is None or not states or any(s not in STATES for s in states):
+            bad = [s for s in states if s not in STATES] if states else value.get("states")
+            raise ValidationError(
+                "unique.states", f"must be a non-empty list of states from {list(STATES)}, got {bad!r:.200}"
+            )
         return cls(float(period) if period is not None else None, fields, keys, states)
 
     def key_for(self, worker: str, queue: str, args: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
@@ -181,6 +290,8 @@ class JobSpec:
         """Check every field, raising ValidationError naming the first bad one."""
         if not isinstance(self.worker, str) or not self.worker.strip():
             raise ValidationError("worker", "must be a non-empty worker name or import path")
+        if (problem := storable_text_error(self.worker)) is not None:
+            raise ValidationError("worker", f"{problem}; got {self.worker!r:.80}")
         if not isinstance(self.args, Mapping):
             raise ValidationError("args", f"must be a dict of JSON values, got {type(self.args).__name__}")
         self.args_json = check_json("args", dict(self.args)) if self.args else "{}"
@@ -189,32 +300,56 @@ class JobSpec:
         self.meta_json = check_json("meta", dict(self.meta)) if self.meta else "{}"
         if not isinstance(self.queue, str) or not self.queue.strip() or len(self.queue) > 128:
             raise ValidationError("queue", f"must be a non-empty name of at most 128 characters, got {self.queue!r}")
+        if (problem := storable_text_error(self.queue)) is not None:
+            raise ValidationError("queue", f"{problem}; got {self.queue!r}")
         if not isinstance(self.priority, int) or isinstance(self.priority, bool) or not 0 <= self.priority <= 9:
             raise ValidationError("priority", f"must be an integer from 0 (highest) to 9, got {self.priority!r}")
-        if not isinstance(self.max_attempts, int) or isinstance(self.max_attempts, bool) or self.max_attempts < 1:
-            raise ValidationError("max_attempts", f"must be an integer >= 1, got {self.max_attempts!r}")
+        if (
+            not isinstance(self.max_attempts, int)
+            or isinstance(self.max_attempts, bool)
+            or not 1 <= self.max_attempts <= MAX_INT4
+        ):
+            raise ValidationError(
+                "max_attempts", f"must be an integer >= 1 and at most {MAX_INT4} (2**31 - 1), got {self.max_attempts!r}"
+            )
         if isinstance(self.tags, str) or not isinstance(self.tags, Iterable):
             raise ValidationError("tags", "must be a list of strings")
         self.tags = list(self.tags)
-        if not all(isinstance(t, str) for t in self.tags):
-            raise ValidationError("tags", f"must be a list of strings, got {self.tags!r}")
+        for tag in self.tags:
+            if not isinstance(tag, str):
+                raise ValidationError("tags", f"must be a list of strings, got {self.tags!r:.200}")
+            if (problem := storable_text_error(tag)) is not None:
+                raise ValidationError("tags", f"the tag {tag!r:.80} {problem}")
         if self.schedule_in is not None:
             if (
                 not isinstance(self.schedule_in, int | float)
                 or isinstance(self.schedule_in, bool)
-                or not math.isfinite(self.schedule_in)
-                or self.schedule_in < 0
+                or not 0 <= self.schedule_in <= MAX_DELAY  # False for NaN
             ):
-                raise ValidationError("schedule_in", f"must be a number of seconds >= 0, got {self.schedule_in!r}")
+                raise ValidationError(
+                    "schedule_in",
+                    f"must be a number of seconds from 0 to {MAX_DELAY:.0f} (100 years), got {self.schedule_in!r}; "
+                    "use scheduled_at for a fixed date",
+                )
             if self.scheduled_at is not None:
                 raise ValidationError("schedule_in", "give either schedule_in or scheduled_at, not both")
         if self.scheduled_at is not None:
             if not isinstance(self.scheduled_at, datetime):
                 raise ValidationError("scheduled_at", f"must be a datetime, got {type(self.scheduled_at).__name__}")
-            if self.scheduled_at.tzinfo is None:
+            if self.scheduled_at.utcoffset() is None:
                 raise ValidationError(
                     "scheduled_at", "must be timezone-aware, e.g. datetime.now(UTC) + timedelta(minutes=5)"
                 )
+            try:
+                self.scheduled_at.astimezone(UTC).timestamp()  # in UTC, what every engine stores
+            except (OverflowError, ValueError, OSError):
+                raise ValidationError(
+                    "scheduled_at", f"is out of range once converted to UTC, got {self.scheduled_at!r}"
+                ) from None
+        if self.unique is not None and not isinstance(self.unique, Unique):
+            self.unique = Unique.parse(self.unique)  # a dict or True given directly to JobSpec
+        if self.chain_key is not None:
+            check_text("chain_key", self.chain_key)
 
     @property
     def is_scheduled(self) -> bool:
@@ -335,7 +470,7 @@ class Job:
         level = str(level).lower()
         if level not in {"debug", "info", "warning", "error"}:
             raise ValidationError("level", f"must be one of debug, info, warning, error; got {level!r}")
-        self._logs.append((level, str(message)))
+        self._logs.append((level, storable(str(message))))
 
 
 def ids_of(jobs: Sequence[Job | int]) -> list[int]:

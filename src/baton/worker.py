@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from .errors import ValidationError
-from .job import Job, JobSpec, Unique, dumps
+from .job import MAX_DELAY, Job, JobSpec, Unique, check_json
 
 CHAIN_MODES = ("ignore", "hold", "halt")
 _MISSING: Any = object()
@@ -59,15 +59,19 @@ class WorkerOptions:
         # JobSpec validates queue/priority/max_attempts/tags; build a probe to reuse that.
         probe = JobSpec(worker=name, queue=queue, max_attempts=max_attempts, priority=priority, tags=tags)  # type: ignore[arg-type]
         self.queue, self.max_attempts, self.priority, self.tags = queue, max_attempts, priority, probe.tags
-        if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0):
-            raise ValidationError("timeout", f"must be a number of seconds > 0 or None, got {timeout!r}")
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= MAX_DELAY
+        ):
+            raise ValidationError("timeout", f"must be a number of seconds > 0 or None (no timeout), got {timeout!r}")
         self.timeout = float(timeout) if timeout is not None else None
         self.unique = Unique.parse(unique)
         if chain_by is not None:
-            if isinstance(chain_by, str) or not chain_by:
-                raise ValidationError("chain_by", "must be a non-empty list like ['args.account_id']")
+            if isinstance(chain_by, str | bytes | Mapping) or not isinstance(chain_by, Sequence) or not chain_by:
+                raise ValidationError(
+                    "chain_by", f"must be a non-empty list like ['args.account_id'], got {chain_by!r}"
+                )
             for path in chain_by:
-                root, _, key = str(path).partition(".")
+                root, _, key = path.partition(".") if isinstance(path, str) else ("", "", "")
                 if root not in ("args", "meta") or not key:
                     raise ValidationError(
                         "chain_by", f"{path!r} must name an arg or meta key, e.g. 'args.account_id' or 'meta.tenant'"
@@ -96,7 +100,7 @@ class WorkerOptions:
                     f"{root}.{key}", f"worker {self.name} is chained by {path!r}, so every job needs that key"
                 )
             values.append(source[key])
-        return f"{self.name}:{dumps(values)}"
+        return f"{self.name}:{check_json(', '.join(self.chain_by), values)}"
 
     def new(
         self,
@@ -116,6 +120,8 @@ class WorkerOptions:
             args = {}
         if not isinstance(args, Mapping):
             raise ValidationError("args", f"must be a dict of JSON values, got {type(args).__name__}")
+        if meta is not None and not isinstance(meta, Mapping):
+            raise ValidationError("meta", f"must be a dict of JSON values, got {type(meta).__name__}")
         meta = dict(meta or {})
         chain_key = self.chain_key(args, meta)
         if chain_key is not None:
@@ -278,7 +284,11 @@ class FunctionWorker:
 def import_worker(name: str) -> WorkerDef | None:
     """Resolve an import path (`module.func`, `module.Class`, `module.Outer.Inner`) to a
     worker definition, or None when nothing importable has that name."""
+    if not isinstance(name, str):
+        return None
     parts = name.split(".")
+    if not all(parts):  # ".x", "a..b", "x.": relative or malformed, never an import path
+        return None
     for cut in range(len(parts) - 1, 0, -1):
         try:
             target: Any = importlib.import_module(".".join(parts[:cut]))

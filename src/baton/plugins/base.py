@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from .. import telemetry
 from ..errors import ValidationError
+from ..job import MAX_DELAY, MAX_INT4
 
 if TYPE_CHECKING:
     from ..app import Baton
@@ -16,21 +17,49 @@ if TYPE_CHECKING:
 log = logging.getLogger("baton.plugins")
 
 
-def positive(field: str, value: Any, *, allow_none: bool = False) -> float | None:
-    """Validate a number of seconds > 0 (or None when allowed)."""
+# A statement timeout is sent to PostgreSQL in whole milliseconds, as an int4 > 0.
+MIN_TIMEOUT: Final = 0.001
+MAX_TIMEOUT: Final = (2**31 - 1) // 1000  # 2 147 483 s, about 24 days
+
+
+def positive(field: str, value: Any, *, allow_none: bool = False, maximum: float = MAX_DELAY) -> float | None:
+    """Validate a number of seconds > 0 and at most `maximum` (or None when allowed)."""
     if value is None and allow_none:
         return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= maximum:  # False for NaN
         raise ValidationError(
-            field, f"must be a number of seconds > 0{' or None' if allow_none else ''}, got {value!r}"
+            field,
+            f"must be a number of seconds > 0 and at most {maximum:.0f}{' or None' if allow_none else ''}, "
+            f"got {value!r:.80}",
+        )
+    return float(value)
+
+
+def statement_timeout(field: str, value: Any, *, allow_none: bool = False) -> float | None:
+    """Validate a per-statement timeout in seconds: from 1 ms to what PostgreSQL's
+    statement_timeout holds (about 24 days), or None when allowed."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+        raise ValidationError(
+            field,
+            f"must be a number of seconds from {MIN_TIMEOUT:g} to {MAX_TIMEOUT} (PostgreSQL's statement_timeout "
+            f"limit){' or None' if allow_none else ''}, got {value!r:.80}",
         )
     return float(value)
 
 
 def count(field: str, value: Any) -> int:
-    """Validate an integer >= 1."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValidationError(field, f"must be an integer >= 1, got {value!r}")
+    """Validate an integer from 1 to 2**31 - 1."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_INT4:
+        raise ValidationError(field, f"must be an integer from 1 to {MAX_INT4}, got {value!r:.80}")
+    return value
+
+
+def flag(field: str, value: Any) -> bool:
+    """Validate a real bool ("false" or 1 would silently mean something else)."""
+    if not isinstance(value, bool):
+        raise ValidationError(field, f"must be True or False, got {value!r:.80}")
     return value
 
 

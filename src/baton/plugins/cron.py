@@ -71,8 +71,10 @@ class Cron(Plugin):
     ) -> None:
         super().__init__(interval)
         try:
+            if not isinstance(timezone, str):
+                raise TypeError(timezone)
             self.tz = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError, TypeError):
+        except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):  # OSError: 'America' is a directory
             raise ValidationError(
                 "timezone", f"unknown time zone {timezone!r}; use an IANA name like 'Europe/Paris'"
             ) from None
@@ -86,7 +88,12 @@ class Cron(Plugin):
                 raise ValidationError(f"crontab[{i}]", f"must be (expression, worker[, args[, options]]), got {item!r}")
             expression, worker = item[0], item[1]
             args = item[2] if len(item) > 2 else {}
-            options = dict(item[3]) if len(item) > 3 else {}
+            options = item[3] if len(item) > 3 and item[3] is not None else {}
+            if not isinstance(options, Mapping):
+                raise ValidationError(
+                    f"crontab[{i}]", f"options must be a dict like {{'queue': 'reports'}}, got {options!r:.80}"
+                )
+            options = dict(options)
             if (
                 not isinstance(expression, str)
                 or not (expression.strip().startswith("@") or len(expression.split()) == 5)
@@ -102,9 +109,10 @@ class Cron(Plugin):
             unknown = set(options) - JOB_OPTIONS
             if unknown:
                 raise ValidationError(
-                    f"crontab[{i}]", f"unknown job option(s) {sorted(unknown)}; use {sorted(JOB_OPTIONS)}"
+                    f"crontab[{i}]", f"unknown job option(s) {sorted(unknown, key=repr)}; use {sorted(JOB_OPTIONS)}"
                 )
             worker_name = _worker_name(worker)
+            options = _check_options(i, expression.strip(), worker_name, args, options)
             digest = hashlib.sha256(dumps([expression.strip(), worker_name, dict(args), options]).encode()).hexdigest()[
                 :16
             ]
@@ -146,6 +154,30 @@ class Cron(Plugin):
                 inserted.append({"id": job.id, "worker": job.worker, "slot": slot.isoformat()})
                 app._wake_local({job.queue})
         return {"inserted": inserted, "inserted_count": len(inserted)}
+
+
+def _check_options(
+    i: int, expression: str, worker: str, args: Mapping[str, Any], options: dict[str, Any]
+) -> dict[str, Any]:
+    """Validate a cron entry's args and job options now, as the job each slot inserts would
+    (the worker's own defaults fill in at insert time), so a bad entry fails at construction
+    instead of every sweep. Returns the options in JSON form."""
+    meta = options.get("meta")
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, Mapping):
+        raise ValidationError(f"crontab[{i}]", f"meta must be a dict of JSON values, got {meta!r:.80}")
+    given = {k: v for k, v in options.items() if k != "meta" and v is not None}
+    try:
+        probe = JobSpec(worker=worker, args=dict(args), meta={**meta, "cron": expression, "cron_slot": ""}, **given)
+    except ValidationError as exc:
+        raise ValidationError(f"crontab[{i}]", str(exc)) from None
+    out = dict(options)
+    if "meta" in out:
+        out["meta"] = dict(meta)
+    if given.get("tags") is not None:
+        out["tags"] = probe.tags
+    return out
 
 
 async def _insert_for_slot(conn: Conn, name: str, slot: datetime, spec: JobSpec) -> Any:

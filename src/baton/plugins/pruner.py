@@ -4,13 +4,13 @@ WorkflowHealth plugin repairs deletions made by hand)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
 from ..job import TERMINAL_STATES
 from ..store import maintenance
-from .base import Plugin, count, positive
+from .base import Plugin, count, flag, positive, statement_timeout
 
 if TYPE_CHECKING:
     from ..app import Baton
@@ -37,15 +37,20 @@ class Pruner(Plugin):
         timeout: float | None = 30.0,
     ) -> None:
         super().__init__(interval)
-        chosen = tuple(states) if states is not None else ("completed", "cancelled", "discarded")
-        if isinstance(states, str) or not chosen or any(s not in TERMINAL_STATES for s in chosen):
+        if states is None:
+            chosen: tuple[Any, ...] = ("completed", "cancelled", "discarded")
+        elif isinstance(states, str | bytes | Mapping) or not isinstance(states, Iterable):
+            chosen = ()
+        else:
+            chosen = tuple(states)
+        if not chosen or any(not isinstance(s, str) or s not in TERMINAL_STATES for s in chosen):
             raise ValidationError(
                 "states", f"must be a list of terminal states {sorted(TERMINAL_STATES)}, got {states!r}"
             )
         if isinstance(max_age, Mapping):
             unknown = set(max_age) - TERMINAL_STATES
             if unknown:
-                raise ValidationError("max_age", f"keys must be terminal states, got {sorted(unknown)}")
+                raise ValidationError("max_age", f"keys must be terminal states, got {sorted(unknown, key=repr)}")
             self.ages = {s: positive(f"max_age.{s}", max_age[s]) or 60.0 for s in chosen if s in max_age}
             if not self.ages:
                 raise ValidationError("max_age", "names none of the pruned states")
@@ -53,8 +58,8 @@ class Pruner(Plugin):
             age = positive("max_age", max_age) or 60.0
             self.ages = {s: age for s in chosen}
         self.limit = count("limit", limit)
-        self.keep_workflow_deps = bool(keep_workflow_deps)
-        self.timeout = positive("timeout", timeout, allow_none=True)
+        self.keep_workflow_deps = flag("keep_workflow_deps", keep_workflow_deps)
+        self.timeout = statement_timeout("timeout", timeout, allow_none=True)
 
     async def _sweep(self, app: Baton) -> dict[str, Any]:
         pruned = await app.engine.run(

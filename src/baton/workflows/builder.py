@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import WorkflowError
-from ..job import JobSpec
+from ..job import JobSpec, storable_text_error
+
+IGNORE_FLAGS = ("ignore_cancelled", "ignore_discarded", "ignore_deleted")
+
+
+def _check_flag(name: str, value: Any, *, step: str | None = None, allow_none: bool = False) -> bool | None:
+    """A real bool (None too for a step: the workflow's default); "false" or 0.5 is refused, not coerced."""
+    if isinstance(value, bool) or (value is None and allow_none):
+        return value
+    default = " or None (the workflow's default)" if allow_none else ""
+    message = f"{name} must be True or False{default}, got {value!r:.80}"
+    raise WorkflowError(message, step=step) if step is not None else WorkflowError(message, field=name)
 
 
 @dataclass(slots=True)
@@ -58,10 +70,12 @@ class Workflow:
     ) -> None:
         if label is not None and not isinstance(label, str):
             raise WorkflowError(f"label must be a string, got {type(label).__name__}", field="label")
+        if label is not None and (problem := storable_text_error(label)) is not None:
+            raise WorkflowError(f"the label {problem}", field="label")
         self.label = label
-        self.ignore_cancelled = bool(ignore_cancelled)
-        self.ignore_discarded = bool(ignore_discarded)
-        self.ignore_deleted = bool(ignore_deleted)
+        self.ignore_cancelled = bool(_check_flag("ignore_cancelled", ignore_cancelled))
+        self.ignore_discarded = bool(_check_flag("ignore_discarded", ignore_discarded))
+        self.ignore_deleted = bool(_check_flag("ignore_deleted", ignore_deleted))
         self._steps: dict[str, Step] = {}
 
     def __len__(self) -> int:
@@ -74,15 +88,22 @@ class Workflow:
 
     def _check_new(self, name: str, deps: Iterable[str]) -> tuple[str, ...]:
         if not isinstance(name, str) or not name.strip():
-            raise WorkflowError(f"step names must be non-empty strings, got {name!r}", field="name")
+            raise WorkflowError(f"step names must be non-empty strings, got {name!r:.80}", field="name")
+        if (problem := storable_text_error(name)) is not None:
+            raise WorkflowError(f"the step name {problem}", step=name, field="name")
         if name in self._steps:
             raise WorkflowError("duplicate step name; every step in a workflow needs its own name", step=name)
-        if isinstance(deps, str):
-            raise WorkflowError("deps must be a list of step names, e.g. deps=['fetch']", step=name)
+        if isinstance(deps, str | bytes | Mapping) or not isinstance(deps, Iterable):
+            raise WorkflowError(
+                f"deps must be a list of step names, e.g. deps=['fetch'] (leave it out for none), got {deps!r:.80}",
+                step=name,
+            )
         out = tuple(deps)
         for dep in out:
             if not isinstance(dep, str):
-                raise WorkflowError(f"dependency {dep!r} is not a step name", step=name)
+                raise WorkflowError(f"dependency {dep!r:.80} is not a step name", step=name)
+            if (problem := storable_text_error(dep)) is not None:
+                raise WorkflowError(f"dependency {dep!r:.80} {problem}", step=name)
             if dep == name:
                 raise WorkflowError("a step cannot depend on itself", step=name)
         if len(set(out)) != len(out):
@@ -103,6 +124,8 @@ class Workflow:
         dep_names = self._check_new(name, deps)
         if not isinstance(job, JobSpec):
             raise WorkflowError(f"needs a job built with worker.new(args), got {type(job).__name__}", step=name)
+        for flag, value in zip(IGNORE_FLAGS, (ignore_cancelled, ignore_discarded, ignore_deleted), strict=True):
+            _check_flag(flag, value, step=name, allow_none=True)
         if job.unique is not None:
             raise WorkflowError("unique jobs cannot be workflow steps; drop unique= for this step", step=name)
         self._steps[name] = Step(name, job, None, dep_names, ignore_cancelled, ignore_discarded, ignore_deleted)
@@ -170,7 +193,7 @@ class Workflow:
                 if dep not in self._steps:
                     continue
                 if state.get(dep) == 1:
-                    cycle = [*stack[stack.index(dep):], dep]
+                    cycle = [*stack[stack.index(dep) :], dep]
                     raise WorkflowError(
                         "cycle: " + " -> ".join(reversed(cycle)) + "; a workflow must be acyclic", step=dep
                     )
