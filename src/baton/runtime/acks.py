@@ -9,6 +9,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..errors import DatabaseUnavailable
+from ..job import storable
 from ..store.jobs import Ack
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ class Acker:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    if not isinstance(exc, DatabaseUnavailable) and await self._isolate(batch, exc):
+                        backoff = 0.05
+                        continue
                     level = logging.WARNING if isinstance(exc, DatabaseUnavailable) else logging.ERROR
                     log.log(
                         level,
@@ -76,6 +80,36 @@ class Acker:
                 del self._buffer[: len(batch)]
                 self.flushed += len(batch)
             self._idle.set()
+
+    async def _isolate(self, batch: list[Ack], error: Exception) -> bool:
+        """A batch failed for another reason than the database being away (an outcome it cannot
+        store, say): write its acks one by one so that one bad ack cannot hold back the others,
+        and replace an ack that still fails by one the database can store. False if the
+        database went away meanwhile (the rest stays buffered for the retry loop)."""
+        log.warning("could not write a batch of %d acks (%s); writing them one by one", len(batch), error)
+        for ack in batch:
+            try:
+                try:
+                    await self.node.flush_acks([ack])
+                except DatabaseUnavailable:
+                    raise
+                except Exception as exc:
+                    log.error(
+                        "could not write the outcome of job %s (%s: %s); recording a plain error instead",
+                        ack.job.id,
+                        type(exc).__name__,
+                        exc,
+                        exc_info=True,
+                    )
+                    await self.node.flush_acks([_fallback(ack, exc)])
+            except DatabaseUnavailable:
+                return False
+            except Exception:
+                log.exception("could not write even the fallback outcome of job %s", ack.job.id)
+                return False
+            del self._buffer[0]  # the batch is the head of the buffer, written in order
+            self.flushed += 1
+        return True
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every buffered ack is written; False if `timeout` passed first."""
@@ -100,3 +134,22 @@ class Acker:
                 [a.job.id for a in self._buffer][:20],
             )
 
+
+def _fallback(ack: Ack, exc: Exception) -> Ack:
+    """The same outcome without what could not be stored: no recorded result, meta or logs,
+    and an error saying why (the job keeps its state, so a completed job is not run again)."""
+    reason = storable(f"{type(exc).__name__}: {exc}")[:2_000]
+    if ack.error is not None:
+        error = f"{storable(ack.error)[:2_000]} (the full outcome could not be stored: {reason})"
+    else:
+        error = f"the outcome of this attempt could not be stored: {reason}"
+    ack.job._logs.clear()
+    return Ack(
+        ack.job,
+        ack.state,
+        delay=ack.delay,
+        error=error,
+        extra_attempts=ack.extra_attempts,
+        run_ms=ack.run_ms,
+        reason=ack.reason,
+    )

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import telemetry
 from ..errors import ValidationError
-from ..job import Cancel, Discard, Job, Snooze, check_json
+from ..job import Cancel, Discard, Job, Snooze, check_json, storable
 from ..store.jobs import Ack
 from ..worker import WorkerDef, default_backoff
 
@@ -87,9 +87,9 @@ class Executor:
                 started,
             )
         if isinstance(result, Cancel):
-            return self._finish(job, Ack(job, "cancelled", error=f"cancelled: {result.reason}"), started)
+            return self._finish(job, Ack(job, "cancelled", error=storable(f"cancelled: {result.reason}")), started)
         if isinstance(result, Discard):
-            return self._finish(job, Ack(job, "discarded", error=f"discarded: {result.reason}"), started)
+            return self._finish(job, Ack(job, "discarded", error=storable(f"discarded: {result.reason}")), started)
         return self._completed(job, worker, result, started)
 
     async def _call(self, worker: WorkerDef, job: Job, timeout: float | None) -> Any:
@@ -150,7 +150,8 @@ class Executor:
         return self._finish(job, ack, started)
 
     def _failed(self, job: Job, worker: WorkerDef | None, exc: BaseException, tb: str, started: float) -> Ack:
-        error = f"{type(exc).__name__}: {exc}"
+        error = storable(f"{type(exc).__name__}: {exc}")
+        tb = storable(tb)
         if job.attempt >= job.max_attempts:
             ack = Ack(job, "discarded", error=error, traceback=tb or None)
         else:
