@@ -84,12 +84,43 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[s
 def test_migrate_applies_the_schema_once_then_reports_up_to_date(fresh_url: list[str]) -> None:
     first = CliRunner().invoke(cli, [*fresh_url, "migrate"])
     assert first.exit_code == 0, first.output
-    assert "applied migration 1" in first.stdout
+    assert "applied migrations 1, 2" in first.stdout
 
     # The database options may also follow the command, as in `baton migrate --url ...`.
     again = CliRunner().invoke(cli, ["migrate", *fresh_url])
     assert again.exit_code == 0, again.output
-    assert "up to date (schema version 1)" in again.stdout
+    assert "up to date (schema version 2)" in again.stdout
+
+
+OLD_COMPLETION = "INSERT INTO workflow_completions (workflow_id, status, announced_by) VALUES ('w1', 'completed', 'n')"
+
+
+def test_migration_2_upgrades_a_version_1_database_keeping_its_completions(fresh_url: list[str]) -> None:
+    """A database at schema version 1 (before two-phase announcements) with a finished
+    workflow: `baton migrate` applies 2 only, and the old completion counts as emitted (the
+    backstop must not announce it a second time)."""
+    assert CliRunner().invoke(cli, [*fresh_url, "migrate"]).exit_code == 0
+    url = fresh_url[1]
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("DROP INDEX workflow_completions_unemitted_idx")
+        conn.execute("ALTER TABLE workflow_completions DROP COLUMN emitted_at")
+        conn.execute("DELETE FROM baton_migrations WHERE version = 2")
+        conn.execute(OLD_COMPLETION)
+        read = lambda: conn.execute("SELECT emitted_at = announced_at FROM workflow_completions").fetchall()  # noqa: E731
+    else:
+        conn = psycopg.connect(url, autocommit=True, options=f"-c search_path={fresh_url[3]}")
+        conn.execute("ALTER TABLE workflow_completions DROP COLUMN emitted_at")
+        conn.execute("DELETE FROM baton_migrations WHERE version = 2")
+        conn.execute(OLD_COMPLETION)
+        read = lambda: conn.execute("SELECT emitted_at = announced_at FROM workflow_completions").fetchall()  # noqa: E731
+    try:
+        result = CliRunner().invoke(cli, [*fresh_url, "migrate"])
+        assert result.exit_code == 0, result.output
+        assert "applied migration 2 " in result.stdout
+        assert [tuple(r) for r in read()] in ([(True,)], [(1,)])
+    finally:
+        conn.close()
 
     listed = CliRunner().invoke(cli, [*fresh_url, "jobs", "list"])
     assert listed.exit_code == 0, listed.output

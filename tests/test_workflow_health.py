@@ -12,6 +12,7 @@ import pytest
 
 import baton
 from baton.plugins import Pruner, WorkflowHealth
+from baton.store import workflows as wfstore
 from conftest import wait_for
 from heal_nodes import ago_sql, now_sql, side_sql
 
@@ -293,6 +294,39 @@ async def test_backstop_is_a_no_op_after_the_worker_announced(app, events):
     assert [md["workflow_id"] for _, md in events.of(FINISHED)] == [wid]
     assert (await WorkflowHealth().sweep(app))["announced"] == []
     assert len(events.of(FINISHED)) == 1
+
+
+async def test_a_claim_its_node_never_confirmed_is_taken_over_and_announced_once(db_url, make_app, events):
+    """The node that claimed the completion died between its commit and emitting the finished
+    event (the row it leaves: claimed, never confirmed). Once stale_after has passed the backstop
+    takes the claim over and emits the event, once; the dead node's late confirmation is fenced."""
+    events.attach(FINISHED)
+    node1 = make_app(node="node-1")
+    register(node1)
+    wf = baton.Workflow(label="claimed")
+    wf.add("a", node1.new("ok", {}))
+    wid = await node1.insert_workflow(wf)
+    await node1.drain()
+    assert len(events.of(FINISHED)) == 1
+    events.items.clear()
+    side_sql(
+        db_url,
+        f"UPDATE workflow_completions SET emitted_at = NULL, announced_at = {ago_sql(db_url, 5)} WHERE workflow_id = ?",
+        (wid,),
+    )
+    fresh = make_app(node="node-2", stale_after=60)
+    assert (await WorkflowHealth().sweep(fresh))["announced"] == [], "a claim younger than stale_after is left alone"
+    node2 = make_app(node="node-2", stale_after=3, refresh_interval=1)
+    first = await WorkflowHealth().sweep(node2)
+    assert first["announced"] == [wid]
+    [(measurements, finished)] = events.of(FINISHED)
+    assert finished["workflow_id"] == wid and finished["node"] == "node-2" and measurements["total_count"] == 1
+    assert (await node1.engine.run(wfstore.confirm_announcements, [wid], "node-1")) == []
+    assert (await WorkflowHealth().sweep(node2))["announced"] == []
+    assert len(events.of(FINISHED)) == 1
+    assert side_sql(db_url, "SELECT announced_by FROM workflow_completions WHERE workflow_id = ?", (wid,)) == [
+        ("node-2",)
+    ]
 
 
 # --------------------------------------------------------------------------- 4. retention

@@ -15,7 +15,7 @@ from typing import Any, TypeVar, overload
 from . import telemetry
 from .engines import create_engine, resolve_url
 from .errors import BatonError, ValidationError
-from .job import STATES, Job, JobSpec, dumps
+from .job import MAX_BIGINT, MAX_DELAY, MAX_INT4, STATES, Job, JobSpec, check_text, dumps, storable_text_error
 from .plugins.base import Plugin
 from .plugins.stager import Stager
 from .runtime.executor import Executor
@@ -36,27 +36,93 @@ Callback = Callable[[dict[str, Any]], Any]
 
 
 def _queue_options(queues: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    if queues is not None and not isinstance(queues, Mapping):
+        raise ValidationError(
+            "queues", f"must be a dict of queue name to concurrency, e.g. {{'default': 10}}, got {queues!r:.80}"
+        )
     out: dict[str, dict[str, Any]] = {}
     for name, value in (queues or {}).items():
         if not isinstance(name, str) or not name.strip() or len(name) > 128:
-            raise ValidationError("queues", f"queue names must be non-empty strings, got {name!r}")
+            raise ValidationError("queues", f"queue names must be non-empty strings, got {name!r:.80}")
+        if (problem := storable_text_error(name)) is not None:
+            raise ValidationError("queues", f"the queue name {name!r} {problem}")
         if isinstance(value, Mapping):
-            limit, paused = value.get("limit", 10), bool(value.get("paused", False))
+            limit, paused = value.get("limit", 10), value.get("paused", False)
             unknown = set(value) - {"limit", "paused"}
             if unknown:
-                raise ValidationError(f"queues.{name}", f"unknown option(s) {sorted(unknown)}; use limit and paused")
+                raise ValidationError(
+                    f"queues.{name}", f"unknown option(s) {sorted(unknown, key=repr)}; use limit and paused"
+                )
+            if not isinstance(paused, bool):
+                raise ValidationError(f"queues.{name}", f"paused must be True or False, got {paused!r:.80}")
         else:
             limit, paused = value, False
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValidationError(f"queues.{name}", f"concurrency limit must be an integer >= 1, got {limit!r}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_INT4:
+            raise ValidationError(
+                f"queues.{name}", f"concurrency limit must be an integer from 1 to {MAX_INT4}, got {limit!r:.80}"
+            )
         out[name] = {"limit": limit, "paused": paused}
     return out
 
 
 def _seconds(field: str, value: Any, minimum: float = 0.0) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= minimum:
-        raise ValidationError(field, f"must be a number of seconds > {minimum:g}, got {value!r}")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not minimum < value <= MAX_DELAY:
+        raise ValidationError(
+            field, f"must be a number of seconds > {minimum:g} and at most {MAX_DELAY:.0f}, got {value!r:.80}"
+        )
     return float(value)
+
+
+def _job_id(field: str, value: Any) -> int:
+    """A job id as the database holds it (a bigint >= 1); a Job stands for its id."""
+    if isinstance(value, Job):
+        return value.id
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_BIGINT:
+        raise ValidationError(field, f"must be a job id (an integer from 1 to 2**63 - 1), got {value!r:.80}")
+    return int(value)
+
+
+def _job_ids(field: str, value: Any) -> list[int]:
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise ValidationError(field, f"must be a list of job ids, e.g. [1, 2], got {value!r:.80}")
+    return [_job_id(field, v) for v in value]
+
+
+def _limit(field: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_BIGINT:
+        raise ValidationError(field, f"must be an integer >= 1 (the most rows to return), got {value!r:.80}")
+    return value
+
+
+def _text_or_none(field: str, value: Any, what: str) -> str | None:
+    return None if value is None else check_text(field, value, what=what)
+
+
+def _states(states: Any) -> list[str] | None:
+    if states is None:
+        return None
+    if isinstance(states, str | bytes | Mapping) or not isinstance(states, Iterable):
+        raise ValidationError(
+            "states", f"must be a list of states, e.g. ['available', 'scheduled'], got {states!r:.80}"
+        )
+    out = list(states)
+    bad = [s for s in out if not isinstance(s, str) or s not in STATES]
+    if bad:
+        raise ValidationError("states", f"unknown state(s) {bad!r:.200}; choose from {list(STATES)}")
+    return out
+
+
+def _job_filters(
+    ids: Any = None, queue: Any = None, worker: Any = None, states: Any = None, workflow_id: Any = None
+) -> dict[str, Any]:
+    """The filters of list_jobs / cancel_all_jobs, validated and normalised."""
+    return {
+        "ids": None if ids is None else _job_ids("ids", ids),
+        "queue": _text_or_none("queue", queue, "a queue name"),
+        "worker": _text_or_none("worker", worker, "a worker name"),
+        "states": _states(states),
+        "workflow_id": _text_or_none("workflow_id", workflow_id, "a workflow id string"),
+    }
 
 
 def default_plugins() -> list[Plugin]:
@@ -90,7 +156,7 @@ class Baton:
         pool_size: int | None = None,
         log_events: bool = True,
     ) -> None:
-        self.url = resolve_url(url)
+        self.url = check_text("url", resolve_url(url), what="a database URL")
         self.queues = _queue_options(queues)
         self.refresh_interval = _seconds("refresh_interval", refresh_interval)
         self.stale_after = _seconds("stale_after", stale_after)
@@ -103,14 +169,22 @@ class Baton:
         self.shutdown_grace = _seconds("shutdown_grace", shutdown_grace, minimum=-1e-9)
         self.poll_interval = _seconds("poll_interval", poll_interval)
         if node is not None and (not isinstance(node, str) or not node.strip()):
-            raise ValidationError("node", f"must be a non-empty name, got {node!r}")
-        self.node = node or f"{socket.gethostname()}-{os.getpid()}"
+            raise ValidationError("node", f"must be a non-empty name, got {node!r:.80}")
+        self.node = check_text("node", node) if node is not None else f"{socket.gethostname()}-{os.getpid()}"
         self.instance = str(uuidlib.uuid4())
         if pool_size is None:
             pool_size = max(4, len(self.queues) + 4)
+        if not isinstance(pool_size, int) or isinstance(pool_size, bool):
+            raise ValidationError("pool_size", f"must be an integer (connections) or None, got {pool_size!r:.80}")
+        if not isinstance(schema, str):
+            raise ValidationError("schema", f"must be a plain identifier like 'baton' or 'public', got {schema!r:.80}")
         self.engine = create_engine(self.url, schema=schema, pool_size=pool_size)
         if plugins is None:
             self.plugins = default_plugins()
+        elif isinstance(plugins, str | bytes | Mapping) or not isinstance(plugins, Iterable):
+            raise ValidationError(
+                "plugins", f"must be a list of baton.plugins.* instances (or None), got {plugins!r:.80}"
+            )
         else:
             for p in plugins:
                 if not isinstance(p, Plugin):
@@ -206,6 +280,8 @@ class Baton:
 
     def new(self, worker: str, args: Mapping[str, Any] | None = None, **options: Any) -> JobSpec:
         """Build a job for a worker known by name (`app.new("app.tasks.send", {...})`)."""
+        if not isinstance(worker, str):
+            raise ValidationError("worker", f"must be a worker name or import path, got {worker!r:.80}")
         definition = self.resolve_worker(worker)
         if definition is None:
             raise ValidationError(
@@ -216,6 +292,8 @@ class Baton:
     def _check_specs(self, jobs: Iterable[JobSpec]) -> list[JobSpec]:
         if isinstance(jobs, JobSpec):
             raise ValidationError("jobs", "insert_all takes a list of jobs; use insert() for one")
+        if isinstance(jobs, str | bytes | Mapping) or not isinstance(jobs, Iterable):
+            raise ValidationError("jobs", f"must be a list of jobs built with worker.new(args), got {jobs!r:.80}")
         specs = list(jobs)
         for i, spec in enumerate(specs):
             if not isinstance(spec, JobSpec):
@@ -364,17 +442,21 @@ class Baton:
         Returns the new step names."""
         if not isinstance(workflow_id, str) or not workflow_id:
             raise ValidationError("workflow_id", f"must be a workflow id string, got {workflow_id!r}")
+        check_text("workflow_id", workflow_id)
+        if not isinstance(wf, Workflow):
+            raise ValidationError("workflow", f"expected a baton.Workflow, got {type(wf).__name__}")
         outside = [d for step in wf.steps.values() for d in step.deps if d not in wf.steps]
         self._plan(wf, existing=outside)  # validate before touching the database
         names, effects = await self.engine.run(
             wfstore.append_workflow, workflow_id, lambda existing: self._plan(wf, existing), self.node, self.instance
         )
-        self._after_commit(effects)
+        await self._after_commit(effects)
         self._wake_local({j.queue for j in await self.list_jobs(workflow_id=workflow_id, states=["available"])})
         return names
 
     async def workflow_status(self, workflow_id: str) -> WorkflowStatus:
         """Label, state of every step, counts by state, whether it finished, and why steps wait."""
+        check_text("workflow_id", workflow_id, what="a workflow id string")
         wf, steps = await self.engine.run(wfstore.status_rows, workflow_id)
         if wf is None:
             raise ValidationError("workflow_id", f"no workflow with id {workflow_id!r}")
@@ -382,13 +464,15 @@ class Baton:
 
     async def list_workflows(self, limit: int = 50, label: str | None = None) -> list[dict[str, Any]]:
         """Recent workflows, newest first, with step and resolved counts."""
+        limit = _limit("limit", limit)
+        label = _text_or_none("label", label, "a workflow label")
         return await self.engine.run(wfstore.list_workflows, limit, label)
 
     # -- jobs: read, cancel, retry ----------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
         """The job with this id, or None."""
-        return await self.engine.run(store.get_job, int(job_id))
+        return await self.engine.run(store.get_job, _job_id("job_id", job_id))
 
     async def list_jobs(
         self,
@@ -401,24 +485,16 @@ class Baton:
         limit: int = 100,
     ) -> list[Job]:
         """Jobs matching every given filter, newest first."""
-        self._check_states(states)
-        return await self.engine.run(
-            store.list_jobs, ids=ids, queue=queue, worker=worker, states=states, workflow_id=workflow_id, limit=limit
-        )
+        filters = _job_filters(ids, queue, worker, states, workflow_id)
+        return await self.engine.run(store.list_jobs, **filters, limit=_limit("limit", limit))
 
     async def count_jobs(self, queue: str | None = None) -> dict[str, int]:
         """Number of jobs by state."""
-        return await self.engine.run(store.count_jobs, queue)
+        return await self.engine.run(store.count_jobs, _text_or_none("queue", queue, "a queue name"))
 
     @staticmethod
     def _check_states(states: Sequence[str] | None) -> None:
-        if states is None:
-            return
-        if isinstance(states, str):
-            raise ValidationError("states", "must be a list of states, e.g. ['available', 'scheduled']")
-        bad = [s for s in states if s not in STATES]
-        if bad:
-            raise ValidationError("states", f"unknown state(s) {bad}; choose from {list(STATES)}")
+        _states(states)
 
     async def cancel_all_jobs(
         self,
@@ -437,46 +513,50 @@ class Baton:
         Returns how many were cancelled."""
         if ids is None and queue is None and worker is None and states is None and workflow_id is None:
             raise ValidationError("ids", "give at least one filter (ids=, queue=, worker=, states=, workflow_id=)")
-        self._check_states(states)
+        filters = _job_filters(ids, queue, worker, states, workflow_id)
+        reason = check_text("reason", reason)
+        repair = _text_or_none("repair", repair, "a reason code such as 'orphaned_step'")
         jobs, effects = await self.engine.run(
-            store.cancel_jobs,
-            self.node,
-            self.instance,
-            ids=ids,
-            queue=queue,
-            worker=worker,
-            states=states,
-            workflow_id=workflow_id,
-            reason=reason,
-            repair=repair,
+            store.cancel_jobs, self.node, self.instance, **filters, reason=reason, repair=repair
         )
-        self._after_commit(effects)
+        await self._after_commit(effects)
         return len(jobs)
 
     def cancel_all_jobs_sync(self, **filters: Any) -> int:
         """`cancel_all_jobs` from synchronous code."""
-        if not filters:
+        unknown = set(filters) - {"ids", "queue", "worker", "states", "workflow_id", "reason", "repair"}
+        if unknown:
+            raise ValidationError(
+                sorted(unknown)[0], "unknown filter; use ids=, queue=, worker=, states=, workflow_id=, reason=, repair="
+            )
+        given = {k: filters.get(k) for k in ("ids", "queue", "worker", "states", "workflow_id")}
+        if all(v is None for v in given.values()):
             raise ValidationError("ids", "give at least one filter (ids=, queue=, worker=, states=, workflow_id=)")
-        self._check_states(filters.get("states"))
-        jobs, effects = self.engine.run_sync(store.cancel_jobs, self.node, self.instance, **filters)
-        self._after_commit(effects)
+        checked = _job_filters(**given)
+        reason = check_text("reason", filters.get("reason", "cancelled"))
+        repair = _text_or_none("repair", filters.get("repair"), "a reason code such as 'orphaned_step'")
+        jobs, effects = self.engine.run_sync(
+            store.cancel_jobs, self.node, self.instance, **checked, reason=reason, repair=repair
+        )
+        self._after_commit_sync(effects)
         return len(jobs)
 
     async def cancel_job(self, job_id: int) -> Job | None:
         """Cancel one job; returns it as cancelled, or None if it was missing or already terminal."""
-        if await self.cancel_all_jobs(ids=[int(job_id)]) == 0:
+        job_id = _job_id("job_id", job_id)
+        if await self.cancel_all_jobs(ids=[job_id]) == 0:
             return None
         return await self.get_job(job_id)
 
     async def retry_job(self, job_id: int) -> Job | None:
         """Move a terminal or retryable job back to `available`; None if it cannot be retried."""
-        jobs = await self.engine.run(store.retry_jobs, [int(job_id)])
+        jobs = await self.engine.run(store.retry_jobs, [_job_id("job_id", job_id)])
         self._wake_local({j.queue for j in jobs})
         return jobs[0] if jobs else None
 
     async def retry_all_jobs(self, ids: Sequence[int]) -> int:
         """`retry_job` for many ids; returns how many were moved back to available."""
-        jobs = await self.engine.run(store.retry_jobs, [int(i) for i in ids])
+        jobs = await self.engine.run(store.retry_jobs, _job_ids("ids", ids))
         self._wake_local({j.queue for j in jobs})
         return len(jobs)
 
@@ -493,13 +573,15 @@ class Baton:
 
     async def scale_queue(self, queue: str, limit: int, *, node: str | None = None, local: bool = False) -> None:
         """Change a queue's concurrency limit at run time."""
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValidationError("limit", f"must be an integer >= 1, got {limit!r}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_INT4:
+            raise ValidationError("limit", f"must be an integer from 1 to {MAX_INT4}, got {limit!r:.80}")
         await self._queue_signal({"action": "scale", "queue": queue, "node": node, "limit": limit}, local)
 
     async def _queue_signal(self, message: dict[str, Any], local: bool) -> None:
         if not isinstance(message["queue"], str) or not message["queue"]:
-            raise ValidationError("queue", "must be a queue name")
+            raise ValidationError("queue", f"must be a queue name, got {message['queue']!r:.80}")
+        check_text("queue", message["queue"])
+        _text_or_none("node", message["node"], "a node name")
         if local:
             if self._node is None:
                 raise BatonError("local=True needs a started node (async with app: ...)")
@@ -523,6 +605,8 @@ class Baton:
     async def drain(self, queue: str | None = None, *, batch: int = 100) -> dict[str, int]:
         """Run jobs inline until no available or due job is left (in `queue`, or any queue).
         Returns how many attempts ended in each state."""
+        queue = _text_or_none("queue", queue, "a queue name")
+        batch = _limit("batch", batch)
         await self.engine.open()
         if self._drain_threads is None:
             self._drain_threads = DaemonThreadPool(8, "baton-drain")
@@ -548,7 +632,7 @@ class Baton:
                         continue
                     acks = [await executor.run(job) for job in jobs]
                     result = await self.engine.run(store.ack_jobs, acks, self.node, self.instance)
-                    self._after_ack(result)
+                    await self._after_ack(result)
                     for ack in result.acked:
                         counts[ack.state] = counts.get(ack.state, 0) + 1
                     ran += len(jobs)
@@ -613,7 +697,11 @@ class Baton:
             for cb in list(self._finished_subscribers):
                 self._call(cb, event)
 
-    def _after_ack(self, result: AckResult) -> None:
+    async def _after_ack(self, result: AckResult) -> None:
+        self._report_fenced(result)
+        await self._after_commit(result.effects)
+
+    def _report_fenced(self, result: AckResult) -> None:
         for dropped in result.dropped:
             log.warning(
                 "fenced a late ack for job %s attempt %s: the job is now %s (%s); the ack was dropped",
@@ -633,11 +721,39 @@ class Baton:
                     "node": self.node,
                 },
             )
-        self._after_commit(result.effects)
 
-    def _after_commit(self, effects: Effects) -> None:
+    async def _after_commit(self, effects: Effects) -> None:
         """Act on what a committed transaction changed: wake queues, stop cancelled jobs,
-        run after_cancelled hooks, and announce finished workflows."""
+        start after_cancelled hooks, deliver finished workflows to local subscribers, then
+        confirm the claims and emit the finished telemetry events."""
+        self._apply(effects)
+        if effects.finished:
+            ids = [e["workflow_id"] for e in effects.finished]
+            try:
+                confirmed = await self.engine.run_autocommit(wfstore.confirm_announcements, ids, self.node)
+            except Exception as exc:
+                log.warning(self._UNCONFIRMED, len(ids), exc)
+                return
+            self._emit_finished(effects.finished, confirmed)
+
+    def _after_commit_sync(self, effects: Effects) -> None:
+        """`_after_commit` for synchronous callers."""
+        self._apply(effects)
+        if effects.finished:
+            ids = [e["workflow_id"] for e in effects.finished]
+            try:
+                confirmed = self.engine.run_sync(wfstore.confirm_announcements, ids, self.node)
+            except Exception as exc:
+                log.warning(self._UNCONFIRMED, len(ids), exc)
+                return
+            self._emit_finished(effects.finished, confirmed)
+
+    _UNCONFIRMED = (
+        "could not confirm the announcement of %d finished workflows (%s); the WorkflowHealth "
+        "backstop emits their finished events once stale_after has passed"
+    )
+
+    def _apply(self, effects: Effects) -> None:
         if effects.released_queues:
             self._wake_local(effects.released_queues)
         if effects.signal_cancel and self._node is not None:
@@ -646,14 +762,22 @@ class Baton:
             definition = self.resolve_worker(item.job.worker)
             if definition is not None and definition.after_cancelled is not None:
                 self._run_after_cancelled(definition, item.reason, item.job)
+        # Other nodes were notified by the commit itself; local subscribers hear it here.
         for event in effects.finished:
-            telemetry.emit(
-                ("baton", "workflow", "finished"),
-                {"total_count": sum(event["counts"].values()), "failed_count": len(event["failed_steps"])},
-                {**event, "node": self.node},
-            )
             for cb in list(self._finished_subscribers):
                 self._call(cb, dict(event))
+
+    def _emit_finished(self, events: Iterable[dict[str, Any]], confirmed: Iterable[str]) -> None:
+        """The ("baton", "workflow", "finished") event of each workflow whose claim this node
+        confirmed (exactly one node confirms a claim)."""
+        ours = set(confirmed)
+        for event in events:
+            if event["workflow_id"] in ours:
+                telemetry.emit(
+                    ("baton", "workflow", "finished"),
+                    {"total_count": sum(event["counts"].values()), "failed_count": len(event["failed_steps"])},
+                    {**event, "node": self.node},
+                )
 
     def _run_after_cancelled(self, definition: WorkerDef, reason: str, job: Job) -> None:
         hook = definition.after_cancelled
@@ -667,6 +791,11 @@ class Baton:
             except Exception:
                 log.exception("after_cancelled of %s (job %s) failed", definition.name, job.id)
 
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            run()  # synchronous caller (cancel_all_jobs_sync): run the hook right here
+            return
         if inspect.iscoroutinefunction(hook):
 
             async def arun() -> None:
@@ -675,12 +804,13 @@ class Baton:
                 except Exception:
                     log.exception("after_cancelled of %s (job %s) failed", definition.name, job.id)
 
-            try:
-                asyncio.get_running_loop().create_task(arun())
-                return
-            except RuntimeError:
-                pass
-        run()
+            task: asyncio.Future[Any] = loop.create_task(arun())
+        else:
+            # Like a sync worker, a sync hook runs off the event loop: a slow one must not
+            # stop its node from heartbeating and running jobs.
+            task = loop.run_in_executor(None, run)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _wake_local(self, queues: Iterable[str] | Mapping[str, int]) -> None:
         node, loop = self._node, self._loop

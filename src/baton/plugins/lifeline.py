@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..store import maintenance
-from .base import Plugin, count, positive
+from .base import Plugin, count, positive, statement_timeout
 
 if TYPE_CHECKING:
     from ..app import Baton
@@ -39,7 +39,7 @@ class Lifeline(Plugin):
     ) -> None:
         self.rescue_interval = positive("rescue_interval", rescue_interval) or 60.0
         super().__init__(self.rescue_interval)
-        self.timeout = positive("timeout", timeout)
+        self.timeout = statement_timeout("timeout", timeout)
         if not isinstance(retry_exhausted, bool):
             raise_bool("retry_exhausted", retry_exhausted)
         self.retry_exhausted = retry_exhausted
@@ -55,15 +55,15 @@ class Lifeline(Plugin):
             node=app.node,
             origin=app.instance,
         )
-        app._after_commit(jobs.effects)
+        await app._after_commit(jobs.effects)
         steps = await app.engine.run(
             maintenance.repair_workflows, limit=self.limit, timeout=self.timeout, node=app.node, origin=app.instance
         )
-        app._after_commit(steps.effects)
+        await app._after_commit(steps.effects)
         links = await app.engine.run(
             maintenance.repair_chains, limit=self.limit, timeout=self.timeout, origin=app.instance
         )
-        app._after_commit(links.effects)
+        await app._after_commit(links.effects)
         repairs: dict[str, int] = {}
         for part in (jobs, steps, links):
             for reason, n in part.repairs.items():

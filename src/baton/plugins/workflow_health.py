@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import telemetry
 from ..store import maintenance
-from .base import Plugin, count, positive
+from .base import Plugin, count, flag, positive
 
 if TYPE_CHECKING:
     from ..app import Baton
@@ -40,7 +40,7 @@ class WorkflowHealth(Plugin):
         limit: int = 10_000,
     ) -> None:
         super().__init__(interval)
-        self.prune = bool(prune)
+        self.prune = flag("prune", prune)
         self.prune_limit = count("prune_limit", prune_limit)
         self.debug_log_max_age = positive("debug_log_max_age", debug_log_max_age, allow_none=True)
         self.limit = count("limit", limit)
@@ -67,12 +67,18 @@ class WorkflowHealth(Plugin):
         resolved = await app.engine.run(
             maintenance.resolve_deleted, limit=self.limit, node=app.node, origin=app.instance
         )
-        app._after_commit(resolved)
+        await app._after_commit(resolved)
         # 2. completion backstop (before failure telemetry, which needs the completion row).
         effects = await app.engine.run(
             maintenance.announce_terminated, limit=self.limit, node=app.node, origin=app.instance
         )
-        app._after_commit(effects)
+        await app._after_commit(effects)
+        # Claims whose node died before it emitted the finished event (it confirms within a
+        # round trip of its commit, so a claim unconfirmed for stale_after is orphaned).
+        taken = await app.engine.run(
+            maintenance.take_over_announcements, stale=app.stale_after, limit=self.limit, node=app.node
+        )
+        app._emit_finished(taken, [e["workflow_id"] for e in taken])
         # 3. failure telemetry, once per workflow.
         reports = await app.engine.run(maintenance.claim_failure_reports, self.limit)
         for rep in reports:
@@ -91,7 +97,7 @@ class WorkflowHealth(Plugin):
                 telemetry.emit(("baton", "plugin", "pruned"), {"count": sum(pruned.values())}, dict(pruned))
         return {
             "rescued": rescued,
-            "announced": [e["workflow_id"] for e in resolved.finished + effects.finished],
+            "announced": [e["workflow_id"] for e in resolved.finished + effects.finished + taken],
             "failed_reported": [r["workflow_id"] for r in reports],
             "pruned": pruned,
         }

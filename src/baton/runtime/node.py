@@ -81,9 +81,7 @@ class Node:
                 await asyncio.sleep(random.uniform(0, 0.05))
             except TimeoutError:
                 try:
-                    await self.engine.run_autocommit(
-                        store.upsert_producers, [p.row() for p in self.producers.values()]
-                    )
+                    await self.engine.run_autocommit(store.upsert_producers, [p.row() for p in self.producers.values()])
                     pending = self.acker.pending_ids()
                     for producer in self.producers.values():
                         await producer.reconcile(pending)
@@ -167,7 +165,7 @@ class Node:
         plain = all(a.job.workflow_id is None and a.job.chain_key is None and not a.job._logs for a in batch)
         run = self.engine.run_autocommit if plain else self.engine.run
         result = await run(store.ack_jobs, batch, self.name, self.instance)
-        self.app._after_ack(result)
+        await self.app._after_ack(result)
 
     # -- stop -------------------------------------------------------------------------
 
@@ -225,4 +223,3 @@ class Node:
             producer.emit("stop")
         self.threads.shutdown(wait=False, cancel_futures=True)
         log.info("node %s stopped", self.name)
-

@@ -466,9 +466,7 @@ async def stage_jobs(conn: Conn, limit: int) -> dict[str, int]:
 async def release_on_shutdown(conn: Conn, ids: Iterable[int], uuid: str, node: str) -> list[Job]:
     """Hand the jobs a stopping producer could not finish back to `available` right away
     (rescued, with one more attempt allowed, since the node stopping is not the job's fault)."""
-    return await release_jobs_of_producer(
-        conn, ids, uuid, f"node {node} shut down before the job finished", "shutdown"
-    )
+    return await release_jobs_of_producer(conn, ids, uuid, f"node {node} shut down before the job finished", "shutdown")
 
 
 async def executing_ids(conn: Conn, uuid: str) -> list[int]:

@@ -219,6 +219,17 @@ async def announce_terminated(conn: Conn, *, limit: int, node: str, origin: str)
     return effects
 
 
+async def take_over_announcements(conn: Conn, *, stale: float, limit: int, node: str) -> list[dict[str, Any]]:
+    """Completion backstop, second phase: claims whose node never confirmed the finished event
+    for `stale` seconds (killed between its commit and the confirmation) are taken over, fenced
+    by `emitted_at`; returns their finished-event payloads for this node to emit."""
+    wids = [
+        r["workflow_id"]
+        for r in await conn.fetch("take_over_completions", {"stale": float(stale), "limit": limit, "node": node})
+    ]
+    return await workflows.summaries(conn, wids) if wids else []
+
+
 async def claim_failure_reports(conn: Conn, limit: int) -> list[dict[str, Any]]:
     """Claim failed workflows whose failure was not reported yet (once per workflow, across
     sweeps and nodes) and describe each: counts, the root step, its error, cancelled steps."""

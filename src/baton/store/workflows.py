@@ -45,6 +45,8 @@ class Effects:
     cascaded: list[Cascaded] = field(default_factory=list)
     finished: list[dict[str, Any]] = field(default_factory=list)
     step_events: list[dict[str, Any]] = field(default_factory=list)
+    # Workflows with a step released by this transaction: unfinished whatever else happens.
+    busy_workflows: set[str] = field(default_factory=set)
 
 
 # --------------------------------------------------------------------------- insert / append
@@ -139,15 +141,16 @@ async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
     earlier attempt; announce them as executing."""
     by_id = {j.id: j for j in steps}
     upstream: dict[int, dict[str, Any]] = {j.id: {} for j in steps}
-    for r in await conn.fetch("workflow_context", {"ids": list(by_id)}):
+    rows = await conn.fetch("workflow_context", {"ids": list(by_id), "channel": conn.channel("workflow")})
+    for r in rows:
+        if r["is_dep"]:
+            upstream[r["job_id"]][r["name"]] = _loads(r["result"]) if r["recorded"] else None
+            continue
         job = by_id[r["job_id"]]
         job.step = r["name"]
         job._deps = tuple(_loads(r["deps"]) or ())
         if r["recorded"]:
             job._recorded = (_loads(r["result"]),)
-    if any(job._deps for job in steps):
-        for r in await conn.fetch("workflow_upstream", {"ids": [j.id for j in steps if j._deps]}):
-            upstream[r["job_id"]][r["dep_name"]] = _loads(r["dep_result"]) if r["dep_recorded"] else None
     for job in steps:
         results = upstream[job.id]
         view: dict[str, Any] = {}
@@ -158,13 +161,16 @@ async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
                 prefix = dep + "."
                 view[dep] = {k[len(prefix) :]: v for k, v in results.items() if k.startswith(prefix)}
         job._upstream = view
-    await conn.notify(
-        "workflow",
-        [
-            dumps({"type": "step", "workflow_id": j.workflow_id, "step": j.step, "job_id": j.id, "event": "executing"})
-            for j in steps
-        ],
-    )
+    if conn.dialect != "postgres":  # PostgreSQL sent these from the query above
+        await conn.notify(
+            "workflow",
+            [
+                dumps(
+                    {"type": "step", "workflow_id": j.workflow_id, "step": j.step, "job_id": j.id, "event": "executing"}
+                )
+                for j in steps
+            ],
+        )
 
 
 _EVENT = {"scheduled": "snoozed"}
@@ -175,12 +181,11 @@ async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
     # Results travel as JSON text inside the JSON rows, so a bare string result keeps its
     # quotes on every engine and always reads back with json.loads.
     results = [
-        {"id": a.job.id, "result": a.result_json}
-        for a in acks
-        if a.state == "completed" and a.result_json is not None
+        {"id": a.job.id, "result": a.result_json} for a in acks if a.state == "completed" and a.result_json is not None
     ]
-    if results:
-        await conn.execute("record_results", {"rows": dumps(results)})
+    results_json = dumps(results)
+    if results:  # a no-op on PostgreSQL, where upsert_step_stats records them too
+        await conn.execute("record_results", {"rows": results_json})
     stats = []
     for a in acks:
         job = a.job
@@ -198,7 +203,7 @@ async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
                 "state": a.state,
             }
         )
-    await conn.execute("upsert_step_stats", {"rows": dumps(stats)})
+    await conn.execute("upsert_step_stats", {"rows": dumps(stats), "results": results_json})
     await conn.notify(
         "workflow",
         [
@@ -281,8 +286,13 @@ async def _propagate(conn: Conn, edges: Sequence[Row], effects: Effects) -> list
         )
         ready = sorted(r["job_id"] for r in counted if r["pending"] <= 0)
         if ready:
-            for r in await conn.fetch("release_jobs", {"ids": ready}):
+            if counted[0]["inline"]:  # PostgreSQL released them in the same statement
+                released = [r for r in counted if r["id"] is not None]
+            else:
+                released = await conn.fetch("release_jobs", {"ids": ready})
+            for r in released:
                 effects.released_ids.append(r["id"])
+                effects.busy_workflows.add(r["workflow_id"])
                 if r["state"] == "available":
                     effects.released_queues.add(r["queue"])
             repaired = sorted(via_deleted.intersection(ready))
@@ -329,15 +339,22 @@ async def resolve(
 async def _resolve_loop(
     conn: Conn, frontier: list[dict[str, Any]], node: str, effects: Effects, touched: set[str]
 ) -> None:
+    effects.busy_workflows = set()  # releases of this resolution only
     while frontier:
-        rows = await conn.fetch("resolve_nodes", {"rows": dumps(frontier)})
+        found = await conn.fetch("resolve_nodes", {"rows": dumps(frontier)})
+        rows = [r for r in found if r["kind"] == "node"]
         if not rows:
             break
         touched.update(r["workflow_id"] for r in rows)
-        edges = await conn.fetch("dependents", {"ids": [r["job_id"] for r in rows]})
+        # PostgreSQL returned the dependents with the resolved steps (dependents is a no-op there).
+        edges = [r for r in found if r["kind"] == "edge"]
+        edges += await conn.fetch("dependents", {"ids": [r["job_id"] for r in rows]})
         frontier = await _propagate(conn, edges, effects) if edges else []
-    if touched:
-        await finish(conn, sorted(touched), node, effects)
+    # A workflow in which this transaction released a step cannot have terminated (that step
+    # has not run yet): only the others need the lock and the termination check.
+    candidates = touched - effects.busy_workflows
+    if candidates:
+        await finish(conn, sorted(candidates), node, effects)
 
 
 async def finish(conn: Conn, wids: Sequence[str], node: str, effects: Effects) -> None:
@@ -373,6 +390,12 @@ async def announce(conn: Conn, wids: Sequence[str], node: str, effects: Effects)
     await conn.notify("workflow", notes)
     effects.finished.extend(out)
     return out
+
+
+async def confirm_announcements(conn: Conn, wids: Sequence[str], node: str) -> list[str]:
+    """Second phase of the announcement, after the claim committed: the workflows whose
+    finished event this node now emits. A claim the backstop took over is not among them."""
+    return [r["workflow_id"] for r in await conn.fetch("confirm_completions", {"ids": list(wids), "node": node})]
 
 
 async def summaries(conn: Conn, wids: Sequence[str]) -> list[dict[str, Any]]:

@@ -89,54 +89,91 @@ class _Bridge:
 
         self.registry = registry
         self.jobs = Counter(
-            "baton_jobs_total", "Job attempts that ended, by final state of the attempt",
-            ["queue", "worker", "state"], registry=None,
+            "baton_jobs_total",
+            "Job attempts that ended, by final state of the attempt",
+            ["queue", "worker", "state"],
+            registry=None,
         )
         self.job_duration = Histogram(
-            "baton_job_duration_seconds", "Run time of a job attempt",
-            ["queue", "worker"], buckets=JOB_BUCKETS, registry=None,
+            "baton_job_duration_seconds",
+            "Run time of a job attempt",
+            ["queue", "worker"],
+            buckets=JOB_BUCKETS,
+            registry=None,
         )
         self.job_queue_time = Histogram(
-            "baton_job_queue_time_seconds", "Time from a job being due to its attempt starting",
-            ["queue"], buckets=JOB_BUCKETS, registry=None,
+            "baton_job_queue_time_seconds",
+            "Time from a job being due to its attempt starting",
+            ["queue"],
+            buckets=JOB_BUCKETS,
+            registry=None,
         )
         self.jobs_fenced = Counter(
-            "baton_jobs_fenced_total", "Late acks dropped because the job was no longer theirs", registry=None,
+            "baton_jobs_fenced_total",
+            "Late acks dropped because the job was no longer theirs",
+            registry=None,
         )
         self.workflows_finished = Counter(
-            "baton_workflows_finished_total", "Workflows that finished, by status", ["status"], registry=None,
+            "baton_workflows_finished_total",
+            "Workflows that finished, by status",
+            ["status"],
+            registry=None,
         )
         self.workflows_failed = Counter(
-            "baton_workflows_failed_total", "Workflows that ended with a cancelled or discarded step",
+            "baton_workflows_failed_total",
+            "Workflows that ended with a cancelled or discarded step",
             registry=None,
         )
         self.plugin_rescued = Counter(
-            "baton_plugin_rescued_total", "Orphaned workflow steps rescued by WorkflowHealth", registry=None,
+            "baton_plugin_rescued_total",
+            "Orphaned workflow steps rescued by WorkflowHealth",
+            registry=None,
         )
         self.plugin_pruned = Counter(
-            "baton_plugin_pruned_total", "Rows deleted by WorkflowHealth retention sweeps", registry=None,
+            "baton_plugin_pruned_total",
+            "Rows deleted by WorkflowHealth retention sweeps",
+            registry=None,
         )
         self.plugin_rescued_jobs = Counter(
-            "baton_plugin_rescued_jobs_total", "Jobs a plugin sweep made runnable again (Lifeline orphans)",
-            ["plugin", "queue"], registry=None,
+            "baton_plugin_rescued_jobs_total",
+            "Jobs a plugin sweep made runnable again (Lifeline orphans)",
+            ["plugin", "queue"],
+            registry=None,
         )
         self.plugin_discarded_jobs = Counter(
-            "baton_plugin_discarded_jobs_total", "Jobs a plugin sweep discarded (Lifeline, attempts exhausted)",
-            ["plugin", "queue"], registry=None,
+            "baton_plugin_discarded_jobs_total",
+            "Jobs a plugin sweep discarded (Lifeline, attempts exhausted)",
+            ["plugin", "queue"],
+            registry=None,
         )
         self.plugin_last_success = Gauge(
-            "baton_plugin_last_success_timestamp_seconds", "Unix time of each plugin's last successful sweep",
-            ["plugin"], registry=None,
+            "baton_plugin_last_success_timestamp_seconds",
+            "Unix time of each plugin's last successful sweep",
+            ["plugin"],
+            registry=None,
         )
         self.plugin_duration = Histogram(
-            "baton_plugin_duration_seconds", "Duration of one plugin sweep (successful or not)",
-            ["plugin"], buckets=PLUGIN_BUCKETS, registry=None,
+            "baton_plugin_duration_seconds",
+            "Duration of one plugin sweep (successful or not)",
+            ["plugin"],
+            buckets=PLUGIN_BUCKETS,
+            registry=None,
         )
         self.leader = Gauge("baton_leader", "1 while this node holds the leader lease", ["node"], registry=None)
         self.collectors = [
-            self.jobs, self.job_duration, self.job_queue_time, self.jobs_fenced, self.workflows_finished,
-            self.workflows_failed, self.plugin_rescued, self.plugin_pruned, self.plugin_rescued_jobs,
-            self.plugin_discarded_jobs, self.plugin_last_success, self.plugin_duration, self.leader,
+            self.jobs,
+            self.job_duration,
+            self.job_queue_time,
+            self.jobs_fenced,
+            self.workflows_finished,
+            self.workflows_failed,
+            self.plugin_rescued,
+            self.plugin_pruned,
+            self.plugin_rescued_jobs,
+            self.plugin_discarded_jobs,
+            self.plugin_last_success,
+            self.plugin_duration,
+            self.leader,
         ]
         # Built unregistered and registered one by one so that a clash with metrics already in
         # the registry (another attachment) leaves nothing half-registered behind.

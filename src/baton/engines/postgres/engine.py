@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import re
+import select
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -94,14 +95,54 @@ def _copy_lines(rows: Iterable[Sequence[Any]]) -> bytes:
     return "\n".join(lines).encode()
 
 
+def _server_closed(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """True if the server has closed this idle pooled connection (a restart, an idle timeout,
+    pg_terminate_backend): its socket is readable although nothing was asked, because a FATAL
+    message or the end of the stream is waiting. One non-blocking poll, no round trip."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        poller = select.poll()  # not select(): a busy process has descriptors beyond FD_SETSIZE
+        poller.register(conn.fileno(), select.POLLIN)
+        ready = poller.poll(0)
+    except (OSError, ValueError):
+        return True
+    if not ready:
+        return False
+    try:
+        conn.pgconn.consume_input()
+    except psycopg.OperationalError:
+        return True
+    # Data on an idle connection that did not end it (a notice): harmless, but a connection
+    # in an unknown state is cheaper to replace than to trust.
+    return True
+
+
+async def _check_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Pool check: hand out only connections the server has not closed (see _server_closed)."""
+    if _server_closed(conn):
+        await conn.close()  # closed, the pool replaces it instead of handing it out again
+        raise psycopg.OperationalError("the server closed this pooled connection")
+
+
+def _check_sync(conn: psycopg.Connection[Any]) -> None:
+    """Pool check of the sync pool (see _check_async)."""
+    if _server_closed(conn):
+        conn.close()
+        raise psycopg.OperationalError("the server closed this pooled connection")
+
+
 class PgConn:
     """`Conn` over a psycopg connection, async or sync (the sync one never suspends)."""
 
     dialect = "postgres"
 
-    def __init__(self, conn: Any, queries: Queries, channel: Callable[[str], str]) -> None:
+    def __init__(self, conn: Any, queries: Queries, channel: Callable[[str], str], defer: bool = False) -> None:
         self._conn, self._queries, self._channel = conn, queries, channel
         self.round_trips = 0
+        # In a transaction Baton runs, notifications wait for its end and go out as one
+        # statement (PostgreSQL delivers them on commit either way, in the order sent).
+        self._deferred: list[tuple[str, str]] | None = [] if defer else None
 
     async def _cursor(self, query: str, params: Mapping[str, Any] | None) -> Any:
         text = self._queries.get(query)
@@ -130,8 +171,21 @@ class PgConn:
         return 0 if cur is None else max(cur.rowcount, 0)
 
     async def notify(self, channel: str, payloads: list[str]) -> None:
-        if payloads:
-            await self.execute("notify", {"channel": self._channel(channel), "payloads": payloads})
+        if not payloads:
+            return
+        if self._deferred is not None:
+            name = self._channel(channel)
+            self._deferred.extend((name, p) for p in payloads)
+            return
+        await self.execute("notify", {"channel": self._channel(channel), "payloads": payloads})
+
+    async def flush_notifications(self) -> None:
+        """Send the deferred notifications (called just before the transaction commits)."""
+        if self._deferred:
+            pending, self._deferred = self._deferred, []
+            await self.execute(
+                "notify_many", {"channels": [c for c, _ in pending], "payloads": [p for _, p in pending]}
+            )
 
     def channel(self, name: str) -> str:
         return self._channel(name)
@@ -270,6 +324,7 @@ class PostgresEngine(Engine):
             timeout=self.connect_timeout,
             open=False,
             name="baton",
+            check=_check_async,
         )
         await pool.open(wait=True, timeout=self.connect_timeout)
         relaxed = psycopg_pool.AsyncConnectionPool(
@@ -280,6 +335,7 @@ class PostgresEngine(Engine):
             timeout=self.connect_timeout,
             open=False,
             name="baton-relaxed",
+            check=_check_async,
         )
         await relaxed.open(wait=True, timeout=self.connect_timeout)
         self._pool, self._relaxed = pool, relaxed
@@ -295,8 +351,8 @@ class PostgresEngine(Engine):
         if sync_pool is not None:
             sync_pool.close()
 
-    def _conn(self, conn: Any) -> PgConn:
-        return PgConn(conn, self.queries, self.channel)
+    def _conn(self, conn: Any, defer: bool = False) -> PgConn:
+        return PgConn(conn, self.queries, self.channel, defer)
 
     async def run(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._run(False, True, True, op, args, kwargs)
@@ -333,11 +389,13 @@ class PostgresEngine(Engine):
             conn = None
             try:
                 async with pool.connection() as raw:
-                    conn = self._conn(raw)
+                    conn = self._conn(raw, defer=transaction)
                     if not transaction:
                         return await op(conn, *args, **kwargs)
                     async with raw.transaction():
-                        return await op(conn, *args, **kwargs)
+                        result = await op(conn, *args, **kwargs)
+                        await conn.flush_notifications()
+                        return result
             except _RETRYABLE:
                 # A rolled-back transaction is safe to run again; in autocommit mode only if
                 # the failing statement was the first (nothing committed before it).
@@ -375,6 +433,7 @@ class PostgresEngine(Engine):
                     timeout=self.connect_timeout,
                     open=False,
                     name="baton-sync",
+                    check=_check_sync,
                 )
                 try:
                     pool.open(wait=True, timeout=self.connect_timeout)
@@ -389,9 +448,12 @@ class PostgresEngine(Engine):
         for attempt in range(8):
             conn = None
             try:
-                with pool.connection() as raw, raw.transaction():
-                    conn = self._conn(raw)
-                    return drive(op(conn, *args, **kwargs))  # type: ignore[arg-type]
+                with pool.connection() as raw:
+                    conn = self._conn(raw, defer=True)
+                    with raw.transaction():
+                        result = drive(op(conn, *args, **kwargs))  # type: ignore[arg-type]
+                        drive(conn.flush_notifications())
+                        return result
             except _RETRYABLE:
                 if attempt == 7:
                     raise

@@ -1,5 +1,15 @@
--- The steps themselves; their dependencies' results come from workflow_upstream (joining
--- here would repeat a fan-in step's whole deps array on every one of its edges).
-SELECT job_id, name, deps, recorded, result::text AS result
-FROM workflow_nodes
-WHERE job_id = ANY (%(ids)s::bigint[])
+-- baton:prepare (hot path)
+-- Fetched steps in one statement: each step's own row (name, deps, the result an earlier
+-- attempt recorded), one row per dependency with its result (joined separately, not on the
+-- step's row, which would repeat a fan-in step's whole deps array on every edge), and the
+-- "executing" step event sent to every node (delivered at once: this runs in autocommit).
+SELECT n.job_id, false AS is_dep, n.name, n.deps, n.recorded, n.result::text AS result,
+       pg_notify(%(channel)s, json_build_object('type', 'step', 'workflow_id', n.workflow_id, 'step', n.name,
+                                                'job_id', n.job_id, 'event', 'executing')::text)::text AS notified
+FROM workflow_nodes n
+WHERE n.job_id = ANY (%(ids)s::bigint[])
+UNION ALL
+SELECT e.job_id, true, d.name, NULL, d.recorded, d.result::text, NULL
+FROM baton_workflow_deps e
+JOIN workflow_nodes d ON d.job_id = e.dep_job_id
+WHERE e.job_id = ANY (%(ids)s::bigint[])

@@ -6,4 +6,4 @@ WITH r AS MATERIALIZED (
 )
 UPDATE workflow_nodes SET resolution = r_outcome, reason = coalesce(r_reason, reason), resolved_at = ((julianday('now') - 2440587.5) * 86400.0)
 FROM r WHERE job_id = r_id AND resolution IS NULL
-RETURNING workflow_id, job_id, resolution
+RETURNING 'node' AS kind, workflow_id, job_id, resolution

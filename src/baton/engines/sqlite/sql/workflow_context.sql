@@ -1,4 +1,11 @@
--- The steps themselves; their dependencies' results come from workflow_upstream.
-SELECT job_id, name, deps, recorded, result
-FROM workflow_nodes
-WHERE job_id IN (SELECT value FROM json_each(:ids))
+-- Fetched steps in one statement: each step's own row (name, deps, the result an earlier
+-- attempt recorded) and one row per dependency with its result. (The "executing" step event
+-- is a separate notice row on SQLite.)
+SELECT n.job_id, 0 AS is_dep, n.name, n.deps, n.recorded, n.result
+FROM workflow_nodes n
+WHERE n.job_id IN (SELECT value FROM json_each(:ids))
+UNION ALL
+SELECT e.job_id, 1, d.name, NULL, d.recorded, d.result
+FROM baton_workflow_deps e
+JOIN workflow_nodes d ON d.job_id = e.dep_job_id
+WHERE e.job_id IN (SELECT value FROM json_each(:ids))

@@ -1,0 +1,1 @@
+-- Not used on SQLite: notifications are rows of baton_notices, written as they are sent.
