@@ -1,0 +1,1 @@
+"""Fault-injection suite (`pytest -m faults tests/faults`): see the module docstrings."""
