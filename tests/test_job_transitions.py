@@ -768,10 +768,12 @@ async def test_class_form_workers_sync_and_async(make_app, mode):
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_a_worker_calling_sys_exit_is_an_error_not_an_exit(app, kind):
     if kind == "sync":
+
         @app.worker(name="tr.exit_sync", max_attempts=2)
         def leave(job: baton.Job) -> None:
             sys.exit(3)
     else:
+
         @app.worker(name="tr.exit_async", max_attempts=2)
         async def leave(job: baton.Job) -> None:
             raise SystemExit(4)
@@ -783,7 +785,6 @@ async def test_a_worker_calling_sys_exit_is_an_error_not_an_exit(app, kind):
         raise AssertionError(f"SystemExit({exc.code}) escaped app.drain()") from None
     assert counts == {"retryable": 1}
     assert "SystemExit" in (await app.get_job(job.id)).errors[0]["error"]
-
 
 
 async def test_unknown_worker_on_the_node_errors_and_the_node_keeps_running(make_app):

@@ -166,7 +166,7 @@ async def test_job_start_stop_and_exception_carry_duration_queue_time_job_and_st
         assert metadata["worker"] == metadata["job"].worker
         assert metadata["node"] == app.node
 
-    (stop_m, stop_md), = events.of(STOP)
+    ((stop_m, stop_md),) = events.of(STOP)
     assert stop_md["job"].id == good.id
     assert stop_md["state"] == "completed"
     assert stop_md["worker"] == "ok"
@@ -202,7 +202,7 @@ async def test_duration_measures_the_attempt_and_queue_time_the_wait_after_due(
     await app.insert(slow.new({}, schedule_in=0.05))
     await asyncio.sleep(0.4)  # due after 0.05 s, picked up ~0.35 s later
     assert await app.drain() == {"completed": 1}
-    (measurements, _), = events.of(STOP)
+    ((measurements, _),) = events.of(STOP)
     assert measurements["duration"] >= 90  # milliseconds
     assert measurements["queue_time"] >= 200
 
@@ -240,7 +240,7 @@ async def test_a_late_ack_for_a_cancelled_job_emits_fenced(make_app: Callable[..
     events.attach(("baton", "job", "fenced"))
     job = await app.insert(self_cancel.new({}))
     await app.drain()
-    (measurements, metadata), = events.of(("baton", "job", "fenced"))
+    ((measurements, metadata),) = events.of(("baton", "job", "fenced"))
     assert measurements == {"count": 1}
     assert metadata["job_id"] == job.id
     assert metadata["job"].id == job.id
@@ -307,10 +307,10 @@ async def test_a_stager_sweep_emits_plugin_start_and_stop(make_app: Callable[...
     result = await baton.plugins.Stager().sweep(app)
     assert result == {"staged": {"default": 3}, "staged_count": 3}
 
-    (start_m, start_md), = events.of(("baton", "plugin", "start"))
+    ((start_m, start_md),) = events.of(("baton", "plugin", "start"))
     assert start_md == {"plugin": "stager", "node": app.node}
     assert isinstance(start_m["system_time"], float)
-    (stop_m, stop_md), = events.of(("baton", "plugin", "stop"))
+    ((stop_m, stop_md),) = events.of(("baton", "plugin", "stop"))
     assert stop_m["duration"] >= 0
     assert stop_md == {"plugin": "stager", "node": app.node, "staged": {"default": 3}, "staged_count": 3}
     assert events.of(("baton", "plugin", "exception")) == []
@@ -330,7 +330,7 @@ async def test_a_failing_sweep_emits_plugin_exception_and_raises(
     plugin = Broken()
     with caplog.at_level(logging.ERROR, logger="baton.plugins"), pytest.raises(RuntimeError, match="sweep failed"):
         await plugin.sweep(app)
-    (measurements, metadata), = events.of(("baton", "plugin", "exception"))
+    ((measurements, metadata),) = events.of(("baton", "plugin", "exception"))
     assert measurements["duration"] >= 0
     assert metadata == {"plugin": "broken", "node": app.node, "error": "RuntimeError: sweep failed"}
     assert events.of(("baton", "plugin", "stop")) == []
@@ -381,7 +381,7 @@ async def test_self_healing_sweeps_emit_rescued_failed_pruned_and_lifeline_jobs(
     await app.drain(queue="default")
 
     await baton.plugins.WorkflowHealth(prune=True).sweep(app)
-    (rescued_m, rescued_md), = events.of(("baton", "plugin", "rescued"))
+    ((rescued_m, rescued_md),) = events.of(("baton", "plugin", "rescued"))
     assert rescued_m == {"count": 1}
     assert rescued_md == {"job_ids": [step_b], "plugin": "workflow_health"}
 
@@ -395,11 +395,15 @@ async def test_self_healing_sweeps_emit_rescued_failed_pruned_and_lifeline_jobs(
     assert bad_md["cancelled_steps"] == ["y"]
     assert bad_md["discarded_steps"] == ["x"]
 
-    (pruned_m, pruned_md), = events.of(("baton", "plugin", "pruned"))
+    ((pruned_m, pruned_md),) = events.of(("baton", "plugin", "pruned"))
     assert pruned_m["count"] == sum(pruned_md.values()) >= 1
     assert set(pruned_md) <= {
-        "workflow_nodes", "baton_workflow_deps", "workflow_step_stats", "workflow_debug_logs",
-        "workflow_completions", "baton_workflows",
+        "workflow_nodes",
+        "baton_workflow_deps",
+        "workflow_step_stats",
+        "workflow_debug_logs",
+        "workflow_completions",
+        "baton_workflows",
     }
 
     await baton.plugins.Lifeline().sweep(app)
@@ -430,12 +434,12 @@ async def test_a_started_node_emits_producer_and_leader_events(
             "default": 3,
             "mailers": 1,
         }
-        (elected_m, elected_md), = events.of(("baton", "leader", "elected"))
+        ((elected_m, elected_md),) = events.of(("baton", "leader", "elected"))
         assert elected_m == {}
         assert elected_md["node"] == "events-node"
         assert elected_md["instance"] == app.instance
     stops = events.of(("baton", "producer", "stop"))
     assert sorted(md["queue"] for _, md in stops) == ["default", "mailers"]
     assert all(md["node"] == "events-node" and md["uuid"] for _, md in stops)
-    (_, resigned_md), = events.of(("baton", "leader", "resigned"))
+    ((_, resigned_md),) = events.of(("baton", "leader", "resigned"))
     assert resigned_md == {"node": "events-node", "instance": app.instance}
