@@ -144,7 +144,13 @@ def to_datetime(value: Any) -> datetime | None:
 
 
 def _json_column(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
+    if isinstance(value, str):
+        if value == "{}":  # the usual meta / args: no parser call
+            return {}
+        if value == "[]":  # the usual errors / tags
+            return []
+        return json.loads(value)
+    return json.loads(value) if isinstance(value, bytes) else value
 
 
 # --------------------------------------------------------------------------- worker results
@@ -444,6 +450,38 @@ class Job:
             workflow_id=row.get("workflow_id"),
             chain_key=row.get("chain_key"),
             step=row.get("step"),
+            decode_error=decode_error,
+        )
+
+    @classmethod
+    def fetched(cls, row: Mapping[str, Any], node: str, uuid: str) -> Job:
+        """Build a Job from a row `fetch_jobs` just moved to `executing` for producer `uuid`:
+        the row carries only what the fetch did not set itself."""
+        decode_error = None
+        try:
+            args = _json_column(row["args"])
+            if not isinstance(args, dict):
+                raise ValueError(f"args is a {type(args).__name__}, not a JSON object")
+        except ValueError as exc:
+            args, decode_error = {}, f"args do not decode: {exc}"
+        return cls(
+            id=row["id"],
+            state="executing",
+            queue=row["queue"],
+            worker=row["worker"],
+            args=args,
+            meta=_json_column(row["meta"]) or {},
+            tags=_json_column(row["tags"]) or [],
+            errors=_json_column(row["errors"]) or [],
+            attempt=row["attempt"],
+            max_attempts=row["max_attempts"],
+            priority=row["priority"],
+            inserted_at=to_datetime(row["inserted_at"]),
+            scheduled_at=to_datetime(row["scheduled_at"]),
+            attempted_at=to_datetime(row["attempted_at"]),
+            attempted_by=[node, uuid],
+            workflow_id=row["workflow_id"],
+            chain_key=row["chain_key"],
             decode_error=decode_error,
         )
 

@@ -236,7 +236,7 @@ async def fetch_jobs(conn: Conn, queue: str, node: str, uuid: str, limit: int) -
     rows = await conn.fetch("fetch_jobs", {"queue": queue, "node": node, "uuid": uuid, "limit": limit})
     if not rows:
         return []
-    jobs = [Job.from_row(r) for r in rows]
+    jobs = [Job.fetched(r, node, uuid) for r in rows]
     jobs.sort(key=lambda j: (j.priority, j.id))
     steps = [j for j in jobs if j.workflow_id is not None]
     if steps:
@@ -306,7 +306,23 @@ async def ack_jobs(conn: Conn, acks: Sequence[Ack], node: str, origin: str = "")
     result = AckResult(effects=workflows.Effects(origin=origin))
     if not acks:
         return result
-    rows = await conn.fetch("ack_jobs", {"acks": dumps([a.row() for a in acks])})
+    simple: list[Ack] = []
+    other: list[Ack] = []
+    for a in acks:
+        plain = a.state == "completed" and a.error is None and a.meta is None and not a.extra_attempts
+        (simple if plain else other).append(a)
+    rows: list[Row] = []
+    if simple:
+        rows += await conn.fetch(
+            "complete_jobs",
+            {
+                "ids": [a.job.id for a in simple],
+                "attempts": [a.job.attempt for a in simple],
+                "uuids": [(a.job.attempted_by or ["", ""])[-1] for a in simple],
+            },
+        )
+    if other:
+        rows += await conn.fetch("ack_jobs", {"acks": dumps([a.row() for a in other])})
     applied = {r["id"] for r in rows}
     by_id = {a.job.id: a for a in acks}
     result.acked = [by_id[i] for i in applied]

@@ -1,4 +1,6 @@
 -- baton:prepare (hot path)
+-- Returns only what the fetch does not already know (state, attempted_by and the end
+-- timestamps are set by Job.fetched).
 UPDATE baton_jobs
 SET state = 'executing', attempt = attempt + 1, attempted_at = ((julianday('now') - 2440587.5) * 86400.0), attempted_by = json_array(:node, :uuid)
 WHERE id IN (
@@ -7,4 +9,4 @@ WHERE id IN (
     ORDER BY priority, scheduled_at, id
     LIMIT :limit
 )
-RETURNING id, state, queue, worker, args, meta, tags, errors, attempt, max_attempts, priority, inserted_at, scheduled_at, attempted_at, completed_at, cancelled_at, discarded_at, attempted_by, workflow_id, chain_key
+RETURNING id, queue, worker, args, meta, tags, errors, attempt, max_attempts, priority, inserted_at, scheduled_at, attempted_at, workflow_id, chain_key
