@@ -286,11 +286,7 @@ async def _propagate(conn: Conn, edges: Sequence[Row], effects: Effects) -> list
         )
         ready = sorted(r["job_id"] for r in counted if r["pending"] <= 0)
         if ready:
-            if counted[0]["inline"]:  # PostgreSQL released them in the same statement
-                released = [r for r in counted if r["id"] is not None]
-            else:
-                released = await conn.fetch("release_jobs", {"ids": ready})
-            for r in released:
+            for r in await conn.fetch("release_jobs", {"ids": ready}):
                 effects.released_ids.append(r["id"])
                 effects.busy_workflows.add(r["workflow_id"])
                 if r["state"] == "available":

@@ -3,4 +3,4 @@ WITH c AS MATERIALIZED (
 )
 UPDATE workflow_nodes SET pending = pending - c_n
 FROM c WHERE job_id = c_id
-RETURNING job_id, pending, 0 AS inline
+RETURNING job_id, pending
