@@ -128,7 +128,7 @@ def find_python(minimum: tuple[int, int]) -> str | None:
     candidates: list[str] = []
     for minor in range(minimum[1], minimum[1] + 4):
         exe = shutil.which(f"python{minimum[0]}.{minor}")
-        if exe:
+        if exe and "/shims/" not in exe:  # a pyenv shim fails for versions not selected
             candidates.append(exe)
     pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     if pyenv.is_dir():
