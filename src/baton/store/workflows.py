@@ -410,9 +410,9 @@ async def summaries(conn: Conn, wids: Sequence[str]) -> list[dict[str, Any]]:
             },
         )
         state = r["state"]
-        p["counts"][state] = p["counts"].get(state, 0) + 1
+        p["counts"][state] = p["counts"].get(state, 0) + r["n"]
         if state in FAILED_STATES:
-            p["failed_steps"].append(r["name"])
+            p["failed_steps"].extend(_loads(r["names"]) or ())
             p["status"] = "failed"
     for p in out.values():
         p["failed_steps"].sort()
