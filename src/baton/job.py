@@ -136,6 +136,18 @@ def storable(text: str) -> str:
     return text
 
 
+def _decode_args(value: Any) -> tuple[dict[str, Any], str | None]:
+    """A row's args, or ({}, why) when they do not decode to a JSON object (the job then
+    errors with that reason instead of running on garbage)."""
+    try:
+        args = _json_column(value)
+        if not isinstance(args, dict):
+            raise ValueError(f"args is a {type(args).__name__}, not a JSON object")
+    except ValueError as exc:
+        return {}, f"args do not decode: {exc}"
+    return args, None
+
+
 def to_datetime(value: Any) -> datetime | None:
     """Read a timestamp column: PostgreSQL gives datetimes, SQLite unix seconds."""
     if value is None or isinstance(value, datetime):
@@ -419,13 +431,7 @@ class Job:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
         """Build a Job from a `baton_jobs` row of either engine."""
-        decode_error = None
-        try:
-            args = _json_column(row["args"])
-            if not isinstance(args, dict):
-                raise ValueError(f"args is a {type(args).__name__}, not a JSON object")
-        except ValueError as exc:
-            args, decode_error = {}, f"args do not decode: {exc}"
+        args, decode_error = _decode_args(row["args"])
         meta = _json_column(row.get("meta")) or {}
         attempted_by = row.get("attempted_by")
         return cls(
@@ -457,13 +463,7 @@ class Job:
     def fetched(cls, row: Mapping[str, Any], node: str, uuid: str) -> Job:
         """Build a Job from a row `fetch_jobs` just moved to `executing` for producer `uuid`:
         the row carries only what the fetch did not set itself."""
-        decode_error = None
-        try:
-            args = _json_column(row["args"])
-            if not isinstance(args, dict):
-                raise ValueError(f"args is a {type(args).__name__}, not a JSON object")
-        except ValueError as exc:
-            args, decode_error = {}, f"args do not decode: {exc}"
+        args, decode_error = _decode_args(row["args"])
         return cls(
             id=row["id"],
             state="executing",

@@ -45,8 +45,6 @@ class Effects:
     cascaded: list[Cascaded] = field(default_factory=list)
     finished: list[dict[str, Any]] = field(default_factory=list)
     step_events: list[dict[str, Any]] = field(default_factory=list)
-    # Workflows with a step released by this transaction: unfinished whatever else happens.
-    busy_workflows: set[str] = field(default_factory=set)
 
 
 # --------------------------------------------------------------------------- insert / append
@@ -127,8 +125,9 @@ async def append_workflow(
     new_ids = list(ids.values())
     resolved_edges = await conn.fetch("resolved_edges", {"ids": new_ids})
     if resolved_edges:
-        frontier = await _propagate(conn, resolved_edges, effects)
-        await _resolve_loop(conn, frontier, node, effects, {wid})
+        busy: set[str] = set()
+        frontier = await _propagate(conn, resolved_edges, effects, busy)
+        await _resolve_loop(conn, frontier, node, effects, {wid}, busy)
     await publish(conn, effects)
     return [s.name for s in plan], effects
 
@@ -264,10 +263,10 @@ def _satisfied(edge: Row) -> bool:
     )
 
 
-async def _propagate(conn: Conn, edges: Sequence[Row], effects: Effects) -> list[dict[str, Any]]:
+async def _propagate(conn: Conn, edges: Sequence[Row], effects: Effects, busy: set[str]) -> list[dict[str, Any]]:
     """Apply resolved dependency edges to their (unresolved) dependents: count satisfied ones
-    down and release steps with nothing left pending; cancel steps whose dep failed.
-    Returns the cancelled steps as the next resolution frontier."""
+    down and release steps with nothing left pending (adding their workflows to `busy`);
+    cancel steps whose dep failed. Returns the cancelled steps as the next resolution frontier."""
     satisfied: dict[int, int] = {}
     failing: dict[int, Row] = {}
     via_deleted: set[int] = set()
@@ -288,7 +287,7 @@ async def _propagate(conn: Conn, edges: Sequence[Row], effects: Effects) -> list
         if ready:
             for r in await conn.fetch("release_jobs", {"ids": ready}):
                 effects.released_ids.append(r["id"])
-                effects.busy_workflows.add(r["workflow_id"])
+                busy.add(r["workflow_id"])
                 if r["state"] == "available":
                     effects.released_queues.add(r["queue"])
             repaired = sorted(via_deleted.intersection(ready))
@@ -333,9 +332,14 @@ async def resolve(
 
 
 async def _resolve_loop(
-    conn: Conn, frontier: list[dict[str, Any]], node: str, effects: Effects, touched: set[str]
+    conn: Conn,
+    frontier: list[dict[str, Any]],
+    node: str,
+    effects: Effects,
+    touched: set[str],
+    busy: set[str] | None = None,
 ) -> None:
-    effects.busy_workflows = set()  # releases of this resolution only
+    busy = set() if busy is None else busy  # workflows with a step released in this resolution
     while frontier:
         found = await conn.fetch("resolve_nodes", {"rows": dumps(frontier)})
         rows = [r for r in found if r["kind"] == "node"]
@@ -345,10 +349,10 @@ async def _resolve_loop(
         # PostgreSQL returned the dependents with the resolved steps (dependents is a no-op there).
         edges = [r for r in found if r["kind"] == "edge"]
         edges += await conn.fetch("dependents", {"ids": [r["job_id"] for r in rows]})
-        frontier = await _propagate(conn, edges, effects) if edges else []
+        frontier = await _propagate(conn, edges, effects, busy) if edges else []
     # A workflow in which this transaction released a step cannot have terminated (that step
     # has not run yet): only the others need the lock and the termination check.
-    candidates = touched - effects.busy_workflows
+    candidates = touched - busy
     if candidates:
         await finish(conn, sorted(candidates), node, effects)
 
