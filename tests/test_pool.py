@@ -1,0 +1,60 @@
+"""Pooled PostgreSQL connections the server closed (a restart, pg_terminate_backend, an idle
+timeout) are replaced when handed out, not given to the caller: the next call succeeds at its
+first try, on the async and the sync pool, even in a process with more than FD_SETSIZE (1024)
+open descriptors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+
+import psycopg
+import pytest
+
+import baton
+from baton.store import jobs as store
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+def pooled_pids(app: baton.Baton) -> list[int]:
+    engine = app.engine
+    pools = [engine._pool, engine._relaxed, engine._sync_pool]  # type: ignore[attr-defined]
+    return [c.info.backend_pid for p in pools if p is not None for c in list(p._pool)]
+
+
+@pytest.mark.parametrize("many_fds", [False, True], ids=["few-descriptors", "beyond-FD_SETSIZE"])
+async def test_calls_after_the_server_closed_the_pooled_connections_succeed_first_time(pg_url, many_fds):
+    held: list[int] = []
+    if many_fds:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 2048:
+            pytest.skip(f"the descriptor limit ({hard}) cannot go beyond FD_SETSIZE here")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    app = baton.Baton(pg_url, plugins=[], log_events=False, pool_size=4)
+
+    @app.worker(name="pool.w")
+    def w(job: baton.Job) -> None:
+        return None
+
+    try:
+        # Warm both pools up: several idle connections each.
+        await asyncio.gather(*(app.insert_all([w.new({})] * 10) for _ in range(4)))
+        await asyncio.gather(*(asyncio.to_thread(app.insert_all_sync, [w.new({})] * 10) for _ in range(2)))
+        pids = pooled_pids(app)
+        assert len(pids) >= 3
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
+        await asyncio.sleep(0.2)  # the FATAL message and the end of stream reach the sockets
+
+        job = await app.insert(w.new({"after": "terminate"}))
+        job_sync = app.insert_sync(w.new({"after": "terminate"}))
+        assert {j.id for j in await app.list_jobs(ids=[job.id, job_sync.id])} == {job.id, job_sync.id}
+        # The relaxed pool (fetches) too: a statement on it works at the first try.
+        assert await app.engine.run_relaxed(store.executing_ids, "no-such-producer") == []
+    finally:
+        await app.close()
+        for fd in held:
+            os.close(fd)
