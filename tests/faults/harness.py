@@ -1237,8 +1237,14 @@ class Driver:
             for i, r in enumerate(restarts)
         ]
         after_up = [c for c in failed if any(lo < c["t0"] < hi for lo, hi in windows)]
+        # Calls that were under way while the server went down or was down: each of them
+        # either raised or returned ids that exist (checked above) - which one is a matter of
+        # timing (a call waiting for a connection rides out a short outage).
+        across = [c for c in calls if any(c["t0"] < r.up and c["t1"] > r.began for r in restarts)]
         return ids, {
             "insert calls": len(calls),
+            "insert calls under way during an outage": len(across),
+            "  of which returned ids": sum(1 for c in across if c["ok"]),
             "insert calls that returned ids": len(ok),
             "insert calls that raised": len(failed),
             "  of which not a BatonError": len(not_baton),
