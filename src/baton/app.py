@@ -680,13 +680,13 @@ class Baton:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
                 return
-            event = {
-                k: message[k] for k in ("workflow_id", "label", "status", "failed_steps", "counts") if k in message
-            }
+            fields: tuple[str, ...] = ("workflow_id", "label", "status", "failed_steps", "counts")
+            event = {k: message[k] for k in fields if k in message}
             for cb in list(self._finished_subscribers):
                 self._call(cb, event)
         elif kind == "step":
-            event = {k: message.get(k) for k in ("workflow_id", "step", "job_id", "event")}
+            step_fields: tuple[str, ...] = ("workflow_id", "step", "job_id", "event")
+            event = {k: message.get(k) for k in step_fields}
             for cb in list(self._step_subscribers.get(message.get("workflow_id"), ())) + list(
                 self._step_subscribers.get(None, ())
             ):

@@ -11,7 +11,7 @@ import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 from ..errors import BatonError
 
@@ -56,8 +56,9 @@ class Conn(Protocol):
 Op = Callable[Concatenate[Conn, P], Awaitable[T]]
 
 
-def drive(coro: Coroutine[Any, Any, T]) -> T:
+def drive(awaitable: Awaitable[T]) -> T:
     """Run a coroutine whose awaits never suspend (a blocking connection) to completion."""
+    coro = cast(Coroutine[Any, Any, T], awaitable)
     try:
         coro.send(None)
     except StopIteration as done:

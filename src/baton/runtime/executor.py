@@ -9,7 +9,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor as ThreadPool
 from typing import Any
 
 from .. import telemetry
@@ -25,6 +25,11 @@ STOP = ("baton", "job", "stop")
 EXCEPTION = ("baton", "job", "exception")
 
 
+def _mark_began(began: asyncio.Future[None]) -> None:
+    if not began.done():
+        began.set_result(None)
+
+
 class _TimedOut(Exception):
     """The worker's timeout elapsed."""
 
@@ -38,7 +43,7 @@ def _queue_ms(job: Job) -> float:
 class Executor:
     """Runs attempts for one node."""
 
-    def __init__(self, resolve: Callable[[str], WorkerDef | None], threads: ThreadPoolExecutor, node: str) -> None:
+    def __init__(self, resolve: Callable[[str], WorkerDef | None], threads: ThreadPool, node: str) -> None:
         self._resolve = resolve
         self._threads = threads
         self._node = node
@@ -111,7 +116,7 @@ class Executor:
         began: asyncio.Future[None] = loop.create_future()
 
         def run() -> Any:
-            loop.call_soon_threadsafe(lambda: began.done() or began.set_result(None))
+            loop.call_soon_threadsafe(_mark_began, began)
             return context.run(worker.perform, job)
 
         future = loop.run_in_executor(self._threads, run)

@@ -139,10 +139,10 @@ class Producer:
             f"producer {self.uuid} of node {self.node.name} was not running it (a lost fetch response)",
             "orphaned",
         )
-        if released:
-            ids = [j.id for j in released]
-            log.warning("queue %s: handed back %d stray jobs %s", self.queue, len(ids), ids[:20])
-        return [j.id for j in released]
+        handed_back = [j.id for j in released]
+        if handed_back:
+            log.warning("queue %s: handed back %d stray jobs %s", self.queue, len(handed_back), handed_back[:20])
+        return handed_back
 
     def cancel_local(self, ids: set[int]) -> int:
         """Cancel running tasks of these job ids; returns how many were running here."""

@@ -119,7 +119,7 @@ async def insert_jobs(
     """
     if not specs:
         return []
-    forced = list(states) if states is not None else [None] * len(specs)
+    forced: list[str | None] = list(states) if states is not None else [None] * len(specs)
     results: list[Job | None] = [None] * len(specs)
 
     unique_keys = sorted({k for s in specs if (k := s.unique_key()) is not None})
@@ -196,8 +196,8 @@ async def insert_jobs(
         for i, spec in enumerate(specs):
             if spec.unique is not None and results[i] is not None and not results[i].conflict:  # type: ignore[union-attr]
                 by_key.setdefault(spec.unique_key(), results[i])
-        for i, r in enumerate(results):
-            if r is None:
+        for i, result in enumerate(results):
+            if result is None:
                 twin = by_key[specs[i].unique_key()]
                 assert twin is not None
                 copy = Job.from_row({**_job_row(twin)})

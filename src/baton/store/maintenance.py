@@ -112,7 +112,8 @@ async def repair_workflows(conn: Conn, *, limit: int, timeout: float | None, nod
         by_step: dict[int, list[Row]] = {}
         for e in edges:
             by_step.setdefault(e["job_id"], []).append(e)
-        release, cancel = [], []
+        release: list[int] = []
+        cancel: list[dict[str, Any]] = []
         for job_id, step_edges in sorted(by_step.items()):
             failing = [e for e in step_edges if e["dep_name"] is not None and not workflows._satisfied(e)]
             if failing:
@@ -245,9 +246,10 @@ async def claim_failure_reports(conn: Conn, limit: int) -> list[dict[str, Any]]:
         rep["steps"].append(r)
     out = []
     for wid in wids:
-        rep = reports.get(wid)
-        if rep is None:
+        found = reports.get(wid)
+        if found is None:
             continue
+        rep = found
         steps = rep.pop("steps")
         failed = [s for s in steps if s["state"] in ("cancelled", "discarded")]
         own = [s for s in failed if not (s["reason"] or "").startswith("dep_")] or failed

@@ -296,7 +296,7 @@ async def _propagate(conn: Conn, edges: Sequence[Row], effects: Effects, busy: s
                 await conn.execute("mark_repaired", {"ids": repaired, "repair": "dep_deleted"})
     frontier: list[dict[str, Any]] = []
     if failing:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for job_id, e in sorted(failing.items()):
             what = e["dep_resolution"]
             rows.append(

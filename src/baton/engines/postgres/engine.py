@@ -451,7 +451,7 @@ class PostgresEngine(Engine):
                 with pool.connection() as raw:
                     conn = self._conn(raw, defer=True)
                     with raw.transaction():
-                        result = drive(op(conn, *args, **kwargs))  # type: ignore[arg-type]
+                        result = drive(op(conn, *args, **kwargs))
                         drive(conn.flush_notifications())
                         return result
             except _RETRYABLE:
