@@ -8,6 +8,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from .._tasks import cancel_and_wait
 from ..errors import DatabaseUnavailable
 from ..job import storable
 from ..store.jobs import Ack
@@ -120,13 +121,8 @@ class Acker:
             return False
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._buffer:
             log.error(
                 "%d acks could not be written before shutdown; those jobs will be rescued and run again: %s",

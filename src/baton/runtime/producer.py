@@ -10,6 +10,7 @@ import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
 
 from .. import telemetry
+from .._tasks import cancel_and_wait
 from ..job import Job
 from ..store import jobs as store
 
@@ -155,13 +156,8 @@ class Producer:
     async def stop_fetching(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def emit(self, action: str) -> None:
         telemetry.emit(

@@ -11,6 +11,22 @@ from typing import Any
 log = logging.getLogger("baton.telemetry")
 
 Event = tuple[str, ...]
+
+# The events the bridges listen to (docs/telemetry.md lists every event Baton emits).
+JOB_START: Event = ("baton", "job", "start")
+JOB_STOP: Event = ("baton", "job", "stop")
+JOB_EXCEPTION: Event = ("baton", "job", "exception")
+JOB_FENCED: Event = ("baton", "job", "fenced")
+WORKFLOW_FINISHED: Event = ("baton", "workflow", "finished")
+WORKFLOW_FAILED: Event = ("baton", "workflow", "failed")
+PLUGIN_STOP: Event = ("baton", "plugin", "stop")
+PLUGIN_EXCEPTION: Event = ("baton", "plugin", "exception")
+PLUGIN_RESCUED: Event = ("baton", "plugin", "rescued")
+PLUGIN_PRUNED: Event = ("baton", "plugin", "pruned")
+LEADER_ELECTED: Event = ("baton", "leader", "elected")
+LEADER_LOST: Event = ("baton", "leader", "lost")
+LEADER_RESIGNED: Event = ("baton", "leader", "resigned")
+
 Handler = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], Any]
 
 _lock = threading.Lock()

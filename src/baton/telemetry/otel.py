@@ -24,7 +24,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingExtraError
-from .events import Event, attach_many, list_handlers
+from .events import (
+    JOB_EXCEPTION,
+    JOB_FENCED,
+    JOB_STOP,
+    PLUGIN_EXCEPTION,
+    PLUGIN_PRUNED,
+    PLUGIN_RESCUED,
+    PLUGIN_STOP,
+    WORKFLOW_FAILED,
+    WORKFLOW_FINISHED,
+    Event,
+    attach_many,
+    list_handlers,
+)
 from .events import detach as _detach_handler
 
 if TYPE_CHECKING:
@@ -34,16 +47,6 @@ if TYPE_CHECKING:
 HANDLER_ID = "baton-otel"
 INSTRUMENTATION_NAME = "baton"
 
-JOB_START: Event = ("baton", "job", "start")
-JOB_STOP: Event = ("baton", "job", "stop")
-JOB_EXCEPTION: Event = ("baton", "job", "exception")
-JOB_FENCED: Event = ("baton", "job", "fenced")
-WORKFLOW_FINISHED: Event = ("baton", "workflow", "finished")
-WORKFLOW_FAILED: Event = ("baton", "workflow", "failed")
-PLUGIN_STOP: Event = ("baton", "plugin", "stop")
-PLUGIN_EXCEPTION: Event = ("baton", "plugin", "exception")
-PLUGIN_RESCUED: Event = ("baton", "plugin", "rescued")
-PLUGIN_PRUNED: Event = ("baton", "plugin", "pruned")
 
 # job.start is deliberately absent: spans are built at the end of an attempt (see the module
 # docstring), and not listening keeps the executor from building start metadata at all.

@@ -21,7 +21,23 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingExtraError
-from .events import Event, attach_many, list_handlers
+from .events import (
+    JOB_EXCEPTION,
+    JOB_FENCED,
+    JOB_STOP,
+    LEADER_ELECTED,
+    LEADER_LOST,
+    LEADER_RESIGNED,
+    PLUGIN_EXCEPTION,
+    PLUGIN_PRUNED,
+    PLUGIN_RESCUED,
+    PLUGIN_STOP,
+    WORKFLOW_FAILED,
+    WORKFLOW_FINISHED,
+    Event,
+    attach_many,
+    list_handlers,
+)
 from .events import detach as _detach_handler
 
 if TYPE_CHECKING:
@@ -29,18 +45,6 @@ if TYPE_CHECKING:
 
 HANDLER_ID = "baton-prometheus"
 
-JOB_STOP: Event = ("baton", "job", "stop")
-JOB_EXCEPTION: Event = ("baton", "job", "exception")
-JOB_FENCED: Event = ("baton", "job", "fenced")
-WORKFLOW_FINISHED: Event = ("baton", "workflow", "finished")
-WORKFLOW_FAILED: Event = ("baton", "workflow", "failed")
-PLUGIN_STOP: Event = ("baton", "plugin", "stop")
-PLUGIN_EXCEPTION: Event = ("baton", "plugin", "exception")
-PLUGIN_RESCUED: Event = ("baton", "plugin", "rescued")
-PLUGIN_PRUNED: Event = ("baton", "plugin", "pruned")
-LEADER_ELECTED: Event = ("baton", "leader", "elected")
-LEADER_LOST: Event = ("baton", "leader", "lost")
-LEADER_RESIGNED: Event = ("baton", "leader", "resigned")
 
 EVENTS: tuple[Event, ...] = (
     JOB_STOP,

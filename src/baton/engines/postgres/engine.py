@@ -20,6 +20,7 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from ..._tasks import cancel_and_wait
 from ...errors import DatabaseUnavailable, MigrationError, ValidationError
 from ..base import Engine, Listener, NotifyHandler, Op, P, Queries, Row, T, drive, migration_files
 
@@ -259,13 +260,8 @@ class _PgListener:
                 delay = min(delay * 2, 5.0)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 class PostgresEngine(Engine):

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..._tasks import cancel_and_wait
 from ...errors import DatabaseUnavailable, MigrationError, ValidationError
 from ..base import Conn, Engine, Listener, NotifyHandler, Op, P, Queries, Row, T, drive, migration_files
 
@@ -145,13 +146,8 @@ class _SqliteListener:
                     log.exception("baton notification handler failed for %s", row["channel"])
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 async def _last_notice(conn: Conn) -> int:
