@@ -91,6 +91,50 @@ async def test_insert_all_of_ten_thousand_returns_jobs_in_order_with_ids(app, mo
         assert stored is not None and stored.args == {"n": i}
 
 
+async def test_a_bulk_batch_stores_every_field_exactly_as_given(app):
+    """A batch big enough for the bulk path (COPY on PostgreSQL, several chunks of rows) with
+    text that needs escaping, repeated and distinct values, and every kind of schedule: each
+    stored row is what the caller passed, and what insert_all returned."""
+    w = app.worker(name="ins.bulk_fields")(_noop)
+    odd = ["tab\there", "line\nbreak", 'quote"d', "back\\slash", "com,ma", "{brace}", "NULL", "\\N", "ünï"]
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    future = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    specs = []
+    for i in range(2_345):
+        text = odd[i % len(odd)]
+        specs.append(
+            w.new(
+                {"n": i, "text": text, "nested": {"list": [text, i, None, 1.5]}},
+                queue=("q-a", "q-b", f"q-{text[:3]}")[i % 3],
+                priority=i % 10,
+                max_attempts=1 + i % 7,
+                tags=[] if i % 4 == 0 else [text, f"t{i % 5}"],
+                meta={} if i % 2 else {"who": text},
+                **({"schedule_in": 3600} if i % 11 == 0 else {"scheduled_at": past if i % 13 == 0 else future}
+                   if i % 13 in (0, 1) else {}),
+            )
+        )  # fmt: skip
+    jobs = await app.insert_all(specs)
+
+    assert [j.args["n"] for j in jobs] == list(range(len(specs)))
+    stored = {j.id: j for j in await app.list_jobs(ids=[j.id for j in jobs], limit=len(jobs))}
+    assert len(stored) == len(specs)
+    for spec, job in zip(specs, jobs, strict=True):
+        row = stored[job.id]
+        for name in ("queue", "worker", "args", "meta", "tags", "priority", "max_attempts", "state"):
+            assert getattr(row, name) == getattr(job, name), (name, spec)
+        assert (row.queue, row.args, row.meta, row.tags) == (spec.queue, spec.args, spec.meta, spec.tags)
+        assert (row.priority, row.max_attempts) == (spec.priority, spec.max_attempts)
+        assert row.scheduled_at is not None and job.scheduled_at is not None
+        assert abs((row.scheduled_at - job.scheduled_at).total_seconds()) < 0.001
+        if spec.schedule_in or spec.scheduled_at == future:
+            assert row.state == "scheduled", spec
+        else:
+            assert row.state == "available", spec
+        if spec.scheduled_at is not None:
+            assert abs((row.scheduled_at - spec.scheduled_at).total_seconds()) < 0.001
+
+
 async def test_insert_all_of_nothing_returns_nothing(app):
     assert await app.insert_all([]) == []
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -34,23 +34,14 @@ def _row_json(i: int, spec: JobSpec, state: str | None, workflow_id: str | None)
 def _new_job(
     spec: JobSpec, job_id: int, state: str, inserted_at: Any, scheduled_at: Any, workflow_id: str | None
 ) -> Job:
+    # Positional: a slots dataclass builds twice as fast so, and bulk inserts build one per row.
+    # Order: id, state, queue, worker, args, meta, tags, errors, attempt, max_attempts, priority,
+    # inserted_at, scheduled_at, then attempted/completed/cancelled/discarded_at and attempted_by.
     return Job(
-        id=job_id,
-        state=state,
-        queue=spec.queue,
-        worker=spec.worker,
-        args=spec.args,
-        meta=spec.meta,
-        tags=spec.tags,
-        errors=[],
-        attempt=0,
-        max_attempts=spec.max_attempts,
-        priority=spec.priority,
-        inserted_at=to_datetime(inserted_at),
-        scheduled_at=to_datetime(scheduled_at),
-        workflow_id=workflow_id,
-        chain_key=spec.chain_key,
-    )
+        job_id, state, spec.queue, spec.worker, spec.args, spec.meta, spec.tags, [], 0,
+        spec.max_attempts, spec.priority, to_datetime(inserted_at), to_datetime(scheduled_at),
+        None, None, None, None, None, workflow_id, spec.chain_key,
+    )  # fmt: skip
 
 
 COPY_AFTER = 200  # rows per batch from which COPY beats one INSERT ... SELECT statement
@@ -77,23 +68,28 @@ async def _copy_batch(
         ids = list(range(last - len(specs) + 1, last + 1))
     else:  # PostgreSQL handed out one sequence value per job, as an array literal "{1,2,3}"
         ids = [int(i) for i in reserved[0]["ids"][1:-1].split(",")]
-    rows, jobs = [], []
-    for job_id, spec, state in zip(ids, specs, forced, strict=True):
-        if spec.scheduled_at is not None:
-            scheduled_at = spec.scheduled_at
-        elif spec.schedule_in:
-            scheduled_at = now + timedelta(seconds=spec.schedule_in)
-        else:
-            scheduled_at = now
-        state = state or ("scheduled" if scheduled_at > now else "available")
-        rows.append(
-            (
+    jobs: list[Job] = []
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        # Taken by the engine chunk by chunk while the server ingests the previous chunk, so
+        # building the rows (and the jobs returned) overlaps with the server's work.
+        for job_id, spec, state in zip(ids, specs, forced, strict=True):
+            if spec.scheduled_at is not None:
+                scheduled_at = spec.scheduled_at
+            elif spec.schedule_in:
+                scheduled_at = now + timedelta(seconds=spec.schedule_in)
+            else:
+                scheduled_at = now
+            if state is None:
+                state = "available" if scheduled_at is now or scheduled_at <= now else "scheduled"
+            jobs.append(_new_job(spec, job_id, state, now, scheduled_at, workflow_id))
+            unique_key = None if spec.unique is None else spec.unique_key()
+            yield (
                 job_id, state, spec.queue, spec.worker, spec.args_json, spec.meta_json, spec.tags, spec.priority,
-                spec.max_attempts, scheduled_at, now, spec.unique_key(), spec.chain_key, workflow_id,
-            )
-        )  # fmt: skip
-        jobs.append(_new_job(spec, job_id, state, now, scheduled_at, workflow_id))
-    await conn.copy_rows("baton_jobs", COPY_COLUMNS, rows)
+                spec.max_attempts, scheduled_at, now, unique_key, spec.chain_key, workflow_id,
+            )  # fmt: skip
+
+    await conn.copy_rows("baton_jobs", COPY_COLUMNS, rows())
     return jobs
 
 

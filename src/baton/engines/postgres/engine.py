@@ -12,6 +12,7 @@ import select
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import psycopg
@@ -66,31 +67,41 @@ def _copy_lines(rows: Iterable[Sequence[Any]]) -> bytes:
     which is Python code and costs more than the server's whole insert for cheap rows; the
     same datetime object (a batch's shared clock) is formatted once."""
     stamps: dict[int, str] = {}
-    lines = []
+    texts: dict[str, str] = {}  # the few repeated strings of a batch (state, queue, worker)
+    lines: list[str] = []
     for row in rows:
-        fields = []
+        fields: list[str] = []
+        add = fields.append
         for value in row:
             kind = type(value)
             if kind is str:
-                fields.append(_copy_text(value))
+                text = texts.get(value)
+                if text is None:
+                    text = _copy_text(value)
+                    if len(texts) < 1024:
+                        texts[value] = text
+                add(text)
             elif value is None:
-                fields.append("\\N")
+                add("\\N")
             elif kind is int:
-                fields.append(str(value))
+                add(str(value))
             elif kind is datetime:
                 text = stamps.get(id(value))
                 if text is None:
                     text = stamps[id(value)] = value.isoformat()
-                fields.append(text)
+                add(text)
             elif kind is list or kind is tuple:
+                if not value:
+                    add("{}")
+                    continue
                 items = ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
-                fields.append(_copy_text("{" + items + "}"))
+                add(_copy_text("{" + items + "}"))
             elif kind is bool:
-                fields.append("t" if value else "f")
+                add("t" if value else "f")
             elif kind is float:
-                fields.append(repr(value))
+                add(repr(value))
             else:
-                fields.append(_copy_text(json.dumps(value, separators=(",", ":"))))
+                add(_copy_text(json.dumps(value, separators=(",", ":"))))
         lines.append("\t".join(fields))
     lines.append("")
     return "\n".join(lines).encode()
@@ -195,10 +206,10 @@ class PgConn:
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
             sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
         )
-        # Rows are formatted and sent in chunks, so the server ingests one chunk while the next
-        # is being formatted.
-        rows = list(rows)
-        chunks = (_copy_lines(rows[i : i + _COPY_ROWS]) for i in range(0, len(rows), _COPY_ROWS))
+        # Rows are taken (the caller may build them lazily), formatted and sent in chunks, so
+        # the server ingests one chunk while the next is being built and formatted.
+        pending = iter(rows)
+        chunks = (_copy_lines(chunk) for chunk in iter(lambda: list(islice(pending, _COPY_ROWS)), []))
         cur = self._conn.cursor()
         if isinstance(self._conn, psycopg.AsyncConnection):
             async with cur.copy(statement) as writer:
