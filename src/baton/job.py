@@ -31,9 +31,14 @@ UNIQUE_FIELDS: Final = ("worker", "queue", "args", "meta")
 JSON = Any
 
 
+# Built once: json.dumps with options builds a new encoder at every call.
+_DUMPS: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_STRICT_DUMPS: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def dumps(value: Any) -> str:
     """Compact JSON, the form every JSON column is written in."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _DUMPS(value)
 
 
 def check_json(field_name: str, value: Any) -> str:
@@ -41,7 +46,7 @@ def check_json(field_name: str, value: Any) -> str:
     every engine can store, so no NaN/Infinity, no NUL character and no lone surrogate in any
     string or key (see `storable_text_error`)."""
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _STRICT_DUMPS(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError(
             field_name,
@@ -310,12 +315,16 @@ class JobSpec:
             raise ValidationError("worker", "must be a non-empty worker name or import path")
         if (problem := storable_text_error(self.worker)) is not None:
             raise ValidationError("worker", f"{problem}; got {self.worker!r:.80}")
-        if not isinstance(self.args, Mapping):
-            raise ValidationError("args", f"must be a dict of JSON values, got {type(self.args).__name__}")
-        self.args_json = check_json("args", dict(self.args)) if self.args else "{}"
-        if not isinstance(self.meta, Mapping):
-            raise ValidationError("meta", f"must be a dict of JSON values, got {type(self.meta).__name__}")
-        self.meta_json = check_json("meta", dict(self.meta)) if self.meta else "{}"
+        if type(self.args) is not dict:  # the usual case costs no ABC check and no copy
+            if not isinstance(self.args, Mapping):
+                raise ValidationError("args", f"must be a dict of JSON values, got {type(self.args).__name__}")
+            self.args = dict(self.args)
+        self.args_json = check_json("args", self.args) if self.args else "{}"
+        if type(self.meta) is not dict:
+            if not isinstance(self.meta, Mapping):
+                raise ValidationError("meta", f"must be a dict of JSON values, got {type(self.meta).__name__}")
+            self.meta = dict(self.meta)
+        self.meta_json = check_json("meta", self.meta) if self.meta else "{}"
         if not isinstance(self.queue, str) or not self.queue.strip() or len(self.queue) > 128:
             raise ValidationError("queue", f"must be a non-empty name of at most 128 characters, got {self.queue!r}")
         if (problem := storable_text_error(self.queue)) is not None:
@@ -330,9 +339,10 @@ class JobSpec:
             raise ValidationError(
                 "max_attempts", f"must be an integer >= 1 and at most {MAX_INT4} (2**31 - 1), got {self.max_attempts!r}"
             )
-        if isinstance(self.tags, str) or not isinstance(self.tags, Iterable):
-            raise ValidationError("tags", "must be a list of strings")
-        self.tags = list(self.tags)
+        if type(self.tags) is not list:
+            if isinstance(self.tags, str) or not isinstance(self.tags, Iterable):
+                raise ValidationError("tags", "must be a list of strings")
+            self.tags = list(self.tags)
         for tag in self.tags:
             if not isinstance(tag, str):
                 raise ValidationError("tags", f"must be a list of strings, got {self.tags!r:.200}")

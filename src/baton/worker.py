@@ -118,11 +118,11 @@ class WorkerOptions:
         """Build a validated JobSpec for this worker; per-job options override the worker's."""
         if args is None:
             args = {}
-        if not isinstance(args, Mapping):
+        elif type(args) is not dict and not isinstance(args, Mapping):
             raise ValidationError("args", f"must be a dict of JSON values, got {type(args).__name__}")
-        if meta is not None and not isinstance(meta, Mapping):
+        if meta is not None and type(meta) is not dict and not isinstance(meta, Mapping):
             raise ValidationError("meta", f"must be a dict of JSON values, got {type(meta).__name__}")
-        meta = dict(meta or {})
+        meta = dict(meta) if meta else {}
         chain_key = self.chain_key(args, meta)
         if chain_key is not None:
             meta.setdefault("chain", {"on_discarded": self.on_discarded, "on_cancelled": self.on_cancelled})
