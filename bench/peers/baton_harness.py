@@ -162,25 +162,6 @@ async def m_info(p: dict[str, Any]) -> dict[str, Any]:
     return {"versions": common.versions("baton", "psycopg", "psycopg-binary", "psycopg-pool"), "settings": SETTINGS}
 
 
-async def m_insert(p: dict[str, Any]) -> dict[str, Any]:
-    return await common.measure_insert(BatonSystem(p), int(p["jobs"]))
-
-
-async def m_process(p: dict[str, Any]) -> dict[str, Any]:
-    return await common.measure_process(
-        BatonSystem(p),
-        int(p["jobs"]),
-        int(p["concurrency"]),
-        int(p.get("nodes", 1)),
-        analyze=bool(p.get("analyze", False)),
-        max_seconds=float(p.get("max_seconds", 600)),
-    )
-
-
-async def m_latency(p: dict[str, Any]) -> dict[str, Any]:
-    return await common.measure_latency(BatonSystem(p), int(p["samples"]), int(p.get("warmup", 10)))
-
-
 async def m_workflow(p: dict[str, Any]) -> dict[str, Any]:
     """1 root -> (steps - 2) parallel steps -> 1 fan-in, all no-op; one node at `concurrency`.
     steps/s from `go` to the workflow's completion row."""
@@ -230,7 +211,4 @@ async def m_workflow(p: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    common.main(
-        {"info": m_info, "insert": m_insert, "process": m_process, "latency": m_latency, "workflow": m_workflow},
-        node,
-    )
+    common.main({**common.measurements(BatonSystem, m_info), "workflow": m_workflow}, node)

@@ -390,6 +390,31 @@ async def measure_latency(
     }
 
 
+Measurement = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def measurements(make: Callable[[dict[str, Any]], System], info: Measurement) -> dict[str, Measurement]:
+    """The standard measurements of a harness whose client is `make(params)`."""
+
+    async def insert(p: dict[str, Any]) -> dict[str, Any]:
+        return await measure_insert(make(p), int(p["jobs"]))
+
+    async def process(p: dict[str, Any]) -> dict[str, Any]:
+        return await measure_process(
+            make(p),
+            int(p["jobs"]),
+            int(p["concurrency"]),
+            int(p.get("nodes", 1)),
+            analyze=bool(p.get("analyze", False)),
+            max_seconds=float(p.get("max_seconds", 600)),
+        )
+
+    async def latency(p: dict[str, Any]) -> dict[str, Any]:
+        return await measure_latency(make(p), int(p["samples"]), int(p.get("warmup", 10)))
+
+    return {"info": info, "insert": insert, "process": process, "latency": latency}
+
+
 def percentile(values: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile."""
     if not values:
@@ -411,10 +436,7 @@ def versions(*dists: str) -> dict[str, str]:
     return out
 
 
-def main(
-    measurements: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]],
-    node: Callable[[dict[str, Any]], None],
-) -> None:
+def main(measurements: dict[str, Measurement], node: Callable[[dict[str, Any]], None]) -> None:
     """The harness entry point: dispatch argv, print one JSON line."""
     if len(sys.argv) < 2:
         raise SystemExit(f"usage: {sys.argv[0]} <{'|'.join(['node', *measurements])}> '<json>'")

@@ -161,24 +161,5 @@ async def m_info(p: dict[str, Any]) -> dict[str, Any]:
     return {"versions": common.versions("oban", "psycopg", "psycopg-binary", "psycopg-pool"), "settings": SETTINGS}
 
 
-async def m_insert(p: dict[str, Any]) -> dict[str, Any]:
-    return await common.measure_insert(ObanSystem(p), int(p["jobs"]))
-
-
-async def m_process(p: dict[str, Any]) -> dict[str, Any]:
-    return await common.measure_process(
-        ObanSystem(p),
-        int(p["jobs"]),
-        int(p["concurrency"]),
-        int(p.get("nodes", 1)),
-        analyze=bool(p.get("analyze", False)),
-        max_seconds=float(p.get("max_seconds", 600)),
-    )
-
-
-async def m_latency(p: dict[str, Any]) -> dict[str, Any]:
-    return await common.measure_latency(ObanSystem(p), int(p["samples"]), int(p.get("warmup", 10)))
-
-
 if __name__ == "__main__":
-    common.main({"info": m_info, "insert": m_insert, "process": m_process, "latency": m_latency}, node)
+    common.main(common.measurements(ObanSystem, m_info), node)
