@@ -26,6 +26,18 @@ PLUGIN_PRUNED: Event = ("baton", "plugin", "pruned")
 LEADER_ELECTED: Event = ("baton", "leader", "elected")
 LEADER_LOST: Event = ("baton", "leader", "lost")
 LEADER_RESIGNED: Event = ("baton", "leader", "resigned")
+# How attempts, workflows and plugin sweeps ended: what the metrics and tracing bridges record.
+OUTCOMES: tuple[Event, ...] = (
+    JOB_STOP,
+    JOB_EXCEPTION,
+    JOB_FENCED,
+    WORKFLOW_FINISHED,
+    WORKFLOW_FAILED,
+    PLUGIN_STOP,
+    PLUGIN_EXCEPTION,
+    PLUGIN_RESCUED,
+    PLUGIN_PRUNED,
+)
 
 Handler = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], Any]
 

@@ -24,20 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingExtraError
-from .events import (
-    JOB_EXCEPTION,
-    JOB_FENCED,
-    JOB_STOP,
-    PLUGIN_EXCEPTION,
-    PLUGIN_PRUNED,
-    PLUGIN_RESCUED,
-    PLUGIN_STOP,
-    WORKFLOW_FAILED,
-    WORKFLOW_FINISHED,
-    Event,
-    attach_many,
-    list_handlers,
-)
+from . import events as ev
+from .events import Event, attach_many, list_handlers
 from .events import detach as _detach_handler
 
 if TYPE_CHECKING:
@@ -50,17 +38,7 @@ INSTRUMENTATION_NAME = "baton"
 
 # job.start is deliberately absent: spans are built at the end of an attempt (see the module
 # docstring), and not listening keeps the executor from building start metadata at all.
-EVENTS: tuple[Event, ...] = (
-    JOB_STOP,
-    JOB_EXCEPTION,
-    JOB_FENCED,
-    WORKFLOW_FINISHED,
-    WORKFLOW_FAILED,
-    PLUGIN_STOP,
-    PLUGIN_EXCEPTION,
-    PLUGIN_RESCUED,
-    PLUGIN_PRUNED,
-)
+EVENTS: tuple[Event, ...] = ev.OUTCOMES
 
 
 def _require_otel() -> None:
@@ -153,21 +131,21 @@ class _Bridge:
         self._error = StatusCode.ERROR
 
     def __call__(self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        if event in (JOB_STOP, JOB_EXCEPTION):
+        if event in (ev.JOB_STOP, ev.JOB_EXCEPTION):
             self._job(event, measurements, metadata)
-        elif event == JOB_FENCED:
+        elif event == ev.JOB_FENCED:
             job = metadata.get("job")
             attrs = {"queue": _text(getattr(job, "queue", None)), "reason": _text(metadata.get("reason"))}
             self.i.jobs_fenced.add(int(_number(measurements.get("count", 1))) or 1, attrs)
-        elif event == WORKFLOW_FINISHED:
+        elif event == ev.WORKFLOW_FINISHED:
             self.i.workflows_finished.add(1, {"status": _text(metadata.get("status"))})
-        elif event == WORKFLOW_FAILED:
+        elif event == ev.WORKFLOW_FAILED:
             self.i.workflows_failed.add(1)
-        elif event in (PLUGIN_STOP, PLUGIN_EXCEPTION):
+        elif event in (ev.PLUGIN_STOP, ev.PLUGIN_EXCEPTION):
             self._plugin(event, measurements, metadata)
-        elif event == PLUGIN_RESCUED:
+        elif event == ev.PLUGIN_RESCUED:
             self.i.plugin_rescued.add(int(_number(measurements.get("count"))), self._plugin_attrs(metadata))
-        elif event == PLUGIN_PRUNED:
+        elif event == ev.PLUGIN_PRUNED:
             self.i.plugin_pruned.add(int(_number(measurements.get("count"))), self._plugin_attrs(metadata))
 
     @staticmethod
@@ -204,7 +182,7 @@ class _Bridge:
             attributes=span_attrs,
             start_time=end_ns - int(duration_ms * 1_000_000),
         )
-        if event == JOB_EXCEPTION:
+        if event == ev.JOB_EXCEPTION:
             error = _text(metadata.get("error"), "job attempt failed")
             exc_type, _, message = error.partition(": ")
             exc_attrs = {"exception.type": exc_type, "exception.message": message or error}
@@ -221,7 +199,7 @@ class _Bridge:
 
     def _plugin(self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
         plugin = _text(metadata.get("plugin"))
-        outcome = "ok" if event == PLUGIN_STOP else "error"
+        outcome = "ok" if event == ev.PLUGIN_STOP else "error"
         self.i.plugin_duration.record(_number(measurements.get("duration")), {"plugin": plugin, "outcome": outcome})
         # Lifeline reports each job it rescued or discarded as {id, queue, state} in its stop event.
         counters = (("rescued_jobs", self.i.plugin_rescued_jobs), ("discarded_jobs", self.i.plugin_discarded_jobs))

@@ -21,23 +21,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingExtraError
-from .events import (
-    JOB_EXCEPTION,
-    JOB_FENCED,
-    JOB_STOP,
-    LEADER_ELECTED,
-    LEADER_LOST,
-    LEADER_RESIGNED,
-    PLUGIN_EXCEPTION,
-    PLUGIN_PRUNED,
-    PLUGIN_RESCUED,
-    PLUGIN_STOP,
-    WORKFLOW_FAILED,
-    WORKFLOW_FINISHED,
-    Event,
-    attach_many,
-    list_handlers,
-)
+from . import events as ev
+from .events import Event, attach_many, list_handlers
 from .events import detach as _detach_handler
 
 if TYPE_CHECKING:
@@ -46,20 +31,7 @@ if TYPE_CHECKING:
 HANDLER_ID = "baton-prometheus"
 
 
-EVENTS: tuple[Event, ...] = (
-    JOB_STOP,
-    JOB_EXCEPTION,
-    JOB_FENCED,
-    WORKFLOW_FINISHED,
-    WORKFLOW_FAILED,
-    PLUGIN_STOP,
-    PLUGIN_EXCEPTION,
-    PLUGIN_RESCUED,
-    PLUGIN_PRUNED,
-    LEADER_ELECTED,
-    LEADER_LOST,
-    LEADER_RESIGNED,
-)
+EVENTS: tuple[Event, ...] = (*ev.OUTCOMES, ev.LEADER_ELECTED, ev.LEADER_LOST, ev.LEADER_RESIGNED)
 
 # Jobs run from milliseconds to hours; the client's default buckets stop at 10 s.
 JOB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -203,34 +175,34 @@ class _Bridge:
                 pass
 
     def __call__(self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        if event in (JOB_STOP, JOB_EXCEPTION):
+        if event in (ev.JOB_STOP, ev.JOB_EXCEPTION):
             job = metadata.get("job")
             queue = _text(getattr(job, "queue", None))
             worker = _text(metadata.get("worker") or getattr(job, "worker", None))
             self.jobs.labels(queue, worker, _text(metadata.get("state"))).inc()
             self.job_duration.labels(queue, worker).observe(_number(measurements.get("duration")) / 1000)
             self.job_queue_time.labels(queue).observe(_number(measurements.get("queue_time")) / 1000)
-        elif event == JOB_FENCED:
+        elif event == ev.JOB_FENCED:
             self.jobs_fenced.inc(_number(measurements.get("count", 1)) or 1)
-        elif event == WORKFLOW_FINISHED:
+        elif event == ev.WORKFLOW_FINISHED:
             self.workflows_finished.labels(_text(metadata.get("status"))).inc()
-        elif event == WORKFLOW_FAILED:
+        elif event == ev.WORKFLOW_FAILED:
             self.workflows_failed.inc()
-        elif event in (PLUGIN_STOP, PLUGIN_EXCEPTION):
+        elif event in (ev.PLUGIN_STOP, ev.PLUGIN_EXCEPTION):
             self._plugin(event, measurements, metadata)
-        elif event == PLUGIN_RESCUED:
+        elif event == ev.PLUGIN_RESCUED:
             self.plugin_rescued.inc(max(0.0, _number(measurements.get("count"))))
-        elif event == PLUGIN_PRUNED:
+        elif event == ev.PLUGIN_PRUNED:
             self.plugin_pruned.inc(max(0.0, _number(measurements.get("count"))))
-        elif event == LEADER_ELECTED:
+        elif event == ev.LEADER_ELECTED:
             self.leader.labels(_text(metadata.get("node"))).set(1)
-        elif event in (LEADER_LOST, LEADER_RESIGNED):
+        elif event in (ev.LEADER_LOST, ev.LEADER_RESIGNED):
             self.leader.labels(_text(metadata.get("node"))).set(0)
 
     def _plugin(self, event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
         plugin = _text(metadata.get("plugin"))
         self.plugin_duration.labels(plugin).observe(_number(measurements.get("duration")) / 1000)
-        if event != PLUGIN_STOP:
+        if event != ev.PLUGIN_STOP:
             return
         self.plugin_last_success.labels(plugin).set(time.time())
         # Lifeline reports each job it rescued or discarded as {id, queue, state} in its stop event.
