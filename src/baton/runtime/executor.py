@@ -20,9 +20,7 @@ from ..worker import WorkerDef, default_backoff
 
 log = logging.getLogger("baton.executor")
 
-START = ("baton", "job", "start")
-STOP = ("baton", "job", "stop")
-EXCEPTION = ("baton", "job", "exception")
+START, STOP, EXCEPTION = telemetry.events.JOB_START, telemetry.events.JOB_STOP, telemetry.events.JOB_EXCEPTION
 
 
 def _mark_began(began: asyncio.Future[None]) -> None:
