@@ -19,6 +19,7 @@ from baton.telemetry.logging import detach_default_logger
 
 sys.path.insert(0, str(Path(__file__).parent))
 import pg
+from polling import wait_for  # noqa: F401 - tests import it from conftest
 
 BATON_TABLES = (
     "baton_jobs, baton_producers, baton_leaders, baton_workflows, workflow_nodes, baton_workflow_deps, "
@@ -114,20 +115,6 @@ def events() -> Any:
     yield collector
     for hid in collector.ids:
         baton.telemetry.detach(hid)
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll an async or sync predicate until it is truthy; fail after `timeout`."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 def pytest_configure(config: pytest.Config) -> None:

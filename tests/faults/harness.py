@@ -46,6 +46,7 @@ from fault_node import SideStore  # noqa: E402
 import baton  # noqa: E402
 import pg  # noqa: E402
 from baton.job import TERMINAL_STATES  # noqa: E402
+from polling import wait_for  # noqa: E402, F401 - the fault tests import it from here
 
 NODE_PROGRAM = str(HERE / "fault_node.py")
 NON_TERMINAL = ("available", "scheduled", "suspended", "executing", "retryable")
@@ -1252,20 +1253,6 @@ class Driver:
             "  of which started after PostgreSQL was back up": len(after_up),
             "inserter errors": dict(Counter(c["error"] for c in failed)),
         }
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll a sync or async predicate until it is truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def retrying(fn: Callable[..., Any], *args: Any, timeout: float = 60.0) -> Any:
