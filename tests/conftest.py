@@ -25,6 +25,15 @@ BATON_TABLES = (
     "baton_jobs, baton_producers, baton_leaders, baton_workflows, workflow_nodes, baton_workflow_deps, "
     "workflow_completions, workflow_step_stats, workflow_debug_logs, baton_cron"
 )
+# The workflow tables WorkflowHealth prunes (its ("baton", "plugin", "pruned") counts per table).
+WORKFLOW_TABLES = (
+    "workflow_nodes",
+    "baton_workflow_deps",
+    "workflow_step_stats",
+    "workflow_debug_logs",
+    "workflow_completions",
+    "baton_workflows",
+)
 
 
 @pytest.fixture(scope="session")

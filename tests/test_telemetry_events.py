@@ -17,6 +17,7 @@ import pytest
 import baton
 from baton import telemetry
 from baton.store import jobs as jobs_store
+from conftest import WORKFLOW_TABLES
 
 START = ("baton", "job", "start")
 STOP = ("baton", "job", "stop")
@@ -397,14 +398,7 @@ async def test_self_healing_sweeps_emit_rescued_failed_pruned_and_lifeline_jobs(
 
     ((pruned_m, pruned_md),) = events.of(("baton", "plugin", "pruned"))
     assert pruned_m["count"] == sum(pruned_md.values()) >= 1
-    assert set(pruned_md) <= {
-        "workflow_nodes",
-        "baton_workflow_deps",
-        "workflow_step_stats",
-        "workflow_debug_logs",
-        "workflow_completions",
-        "baton_workflows",
-    }
+    assert set(pruned_md) <= set(WORKFLOW_TABLES)
 
     await baton.plugins.Lifeline().sweep(app)
     stops = {md["plugin"]: md for _, md in events.of(("baton", "plugin", "stop"))}

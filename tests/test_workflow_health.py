@@ -13,21 +13,13 @@ import pytest
 import baton
 from baton.plugins import Pruner, WorkflowHealth
 from baton.store import workflows as wfstore
-from conftest import wait_for
+from conftest import WORKFLOW_TABLES, wait_for
 from heal_nodes import ago_sql, now_sql, side_sql
 
 RESCUED = ("baton", "plugin", "rescued")
 PRUNED = ("baton", "plugin", "pruned")
 FAILED = ("baton", "workflow", "failed")
 FINISHED = ("baton", "workflow", "finished")
-WORKFLOW_TABLES = (
-    "workflow_nodes",
-    "baton_workflow_deps",
-    "workflow_step_stats",
-    "workflow_debug_logs",
-    "workflow_completions",
-    "baton_workflows",
-)
 
 
 def rows(url: str, table: str) -> int:

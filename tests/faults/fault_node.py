@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,16 +222,22 @@ def _result(job: baton.Job) -> int:
     return 1 + sum(v for v in job.upstream_all().values() if isinstance(v, int))
 
 
+def _perform(job: baton.Job, result: Callable[[baton.Job], Any] = _result) -> Any:
+    """The body of the synchronous chaos workers: the planned fate, else sleep `args.sleep`
+    and return `result(job)`."""
+    outcome = _before(job)
+    if outcome is not None:
+        return outcome
+    time.sleep(float(job.args.get("sleep", 0.01)))
+    return result(job)
+
+
 def register(app: baton.Baton) -> dict[str, Any]:
     """Declare the chaos workers on `app`; returns the handles by name."""
 
     @app.worker(name="chaos.work", max_attempts=5, backoff=_backoff)
     def work(job: baton.Job) -> Any:
-        outcome = _before(job)
-        if outcome is not None:
-            return outcome
-        time.sleep(float(job.args.get("sleep", 0.01)))
-        return _result(job)
+        return _perform(job)
 
     @app.worker(name="chaos.awork", max_attempts=5, backoff=_backoff)
     async def awork(job: baton.Job) -> Any:
@@ -267,11 +273,7 @@ def register(app: baton.Baton) -> dict[str, Any]:
     @app.worker(name="chaos.link", max_attempts=5, backoff=_backoff, chain_by=["args.key"])
     def link(job: baton.Job) -> Any:
         """A chain link: one at a time per `args.key`, in insertion order."""
-        outcome = _before(job)
-        if outcome is not None:
-            return outcome
-        time.sleep(float(job.args.get("sleep", 0.01)))
-        return None
+        return _perform(job, lambda _: None)
 
     def cleanup_hook(reason: str, job: baton.Job) -> None:
         """A slow clean-up after the step was cancelled by the cascade (a sync hook)."""
@@ -281,11 +283,7 @@ def register(app: baton.Baton) -> dict[str, Any]:
 
     @app.worker(name="chaos.cleanup", max_attempts=5, backoff=_backoff, after_cancelled=cleanup_hook)
     def cleanup(job: baton.Job) -> Any:
-        outcome = _before(job)
-        if outcome is not None:
-            return outcome
-        time.sleep(float(job.args.get("sleep", 0.01)))
-        return _result(job)
+        return _perform(job)
 
     return {
         "chaos.work": work,
