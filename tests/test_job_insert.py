@@ -4,8 +4,10 @@ tags and meta; from sync code; inside the caller's own transaction; and unique j
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import sqlite3
+import types
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -133,6 +135,24 @@ async def test_a_bulk_batch_stores_every_field_exactly_as_given(app):
             assert row.state == "available", spec
         if spec.scheduled_at is not None:
             assert abs((row.scheduled_at - spec.scheduled_at).total_seconds()) < 0.001
+
+
+async def test_any_mapping_for_args_and_meta_and_any_iterable_of_tags_is_stored(app):
+    """Plain dicts and lists take a fast path when a job is built; other mappings and
+    iterables are copied into them, and the stored job is the same."""
+    w = app.worker(name="ins.mappings")(_noop)
+    args = types.MappingProxyType({"a": 1, "nested": {"b": [1, 2]}})
+    meta = collections.OrderedDict(who="x")
+    by_worker = w.new(args, meta=meta, tags=("t1", "t2"))
+    direct = baton.JobSpec(worker="ins.mappings", args=args, meta=meta, tags=iter(["t3"]))
+    for spec in (by_worker, direct):
+        assert type(spec.args) is dict and type(spec.meta) is dict and type(spec.tags) is list
+    jobs = await app.insert_all([by_worker, direct])
+    stored = [await app.get_job(j.id) for j in jobs]
+    assert [(s.args, s.meta, s.tags) for s in stored if s is not None] == [
+        ({"a": 1, "nested": {"b": [1, 2]}}, {"who": "x"}, ["t1", "t2"]),
+        ({"a": 1, "nested": {"b": [1, 2]}}, {"who": "x"}, ["t3"]),
+    ]
 
 
 async def test_insert_all_of_nothing_returns_nothing(app):
