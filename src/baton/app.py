@@ -492,10 +492,6 @@ class Baton:
         """Number of jobs by state."""
         return await self.engine.run(store.count_jobs, _text_or_none("queue", queue, "a queue name"))
 
-    @staticmethod
-    def _check_states(states: Sequence[str] | None) -> None:
-        _states(states)
-
     async def cancel_all_jobs(
         self,
         *,

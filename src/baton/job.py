@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -519,8 +519,3 @@ class Job:
         if level not in {"debug", "info", "warning", "error"}:
             raise ValidationError("level", f"must be one of debug, info, warning, error; got {level!r}")
         self._logs.append((level, storable(str(message))))
-
-
-def ids_of(jobs: Sequence[Job | int]) -> list[int]:
-    """Job ids from a mix of Jobs and ids."""
-    return [j.id if isinstance(j, Job) else int(j) for j in jobs]

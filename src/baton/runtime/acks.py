@@ -31,7 +31,6 @@ class Acker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
         self.flushed = 0
 
     def start(self) -> None:

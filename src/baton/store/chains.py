@@ -38,7 +38,7 @@ async def advance(conn: Conn, links: Sequence[tuple[Job, str]], effects: Effects
         return
     await conn.execute("lock_keys", {"keys": [f"c:{k}" for k in keys]})
     if halt:
-        rows = await conn.fetch(
+        await conn.execute(
             "chain_halt",
             {
                 "rows": dumps([{"key": k, "after": after} for k, after in halt.items()]),
@@ -47,7 +47,6 @@ async def advance(conn: Conn, links: Sequence[tuple[Job, str]], effects: Effects
                 ),
             },
         )
-        effects.cancelled_jobs.extend(Job.from_row(r) for r in rows)
     if release:
         await release_next(conn, sorted(release), effects)
 

@@ -446,7 +446,6 @@ async def cancel_jobs(
     jobs = [Job.from_row(r) for r in rows]
     prev = {t["id"]: t["state"] for t in targets}
     eff.signal_cancel.extend(j.id for j in jobs if prev.get(j.id) == "executing")
-    eff.cancelled_jobs.extend(jobs)
     if repair == "orphaned_step":
         # Cancelled because a dependency vanished: the worker's after_cancelled hook hears "deleted".
         eff.cascaded.extend(workflows.Cascaded(j, "deleted") for j in jobs if j.workflow_id is not None)

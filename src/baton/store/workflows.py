@@ -41,10 +41,8 @@ class Effects:
     released_queues: set[str] = field(default_factory=set)
     released_ids: list[int] = field(default_factory=list)
     signal_cancel: list[int] = field(default_factory=list)
-    cancelled_jobs: list[Job] = field(default_factory=list)
     cascaded: list[Cascaded] = field(default_factory=list)
     finished: list[dict[str, Any]] = field(default_factory=list)
-    step_events: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- insert / append
