@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import baton
 from baton import telemetry
-from baton.store import jobs as jobs_store
+from baton.store import transitions as jobs_store
 from baton.telemetry import otel as otel_bridge
 from baton.telemetry import prometheus as prom_bridge
 from baton.telemetry.logging import HANDLER_ID as LOGGER_ID

@@ -16,7 +16,7 @@ import pytest
 
 import baton
 from baton import telemetry
-from baton.store import jobs as jobs_store
+from baton.store import transitions as jobs_store
 from conftest import WORKFLOW_TABLES
 
 START = ("baton", "job", "start")

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import baton
-from baton.store import jobs as store
+from baton.store import transitions as store
 from baton.store import workflows as wfstore
 from conftest import wait_for
 from wf_nodes import is_postgres, query, scalar, sqlite_path

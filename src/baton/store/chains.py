@@ -4,13 +4,10 @@ order; a finished link releases the next (or holds, or halts the chain) in the a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from ..engines.base import Conn
 from ..job import Job, dumps
-
-if TYPE_CHECKING:
-    from .workflows import Effects
+from .effects import Effects
 
 
 def mode_for(job: Job, state: str) -> str:

@@ -11,8 +11,8 @@ from typing import Any
 from ..engines.base import Conn, Row
 from ..job import Job, dumps, to_datetime
 from . import chains, workflows
-from .jobs import publish, settle
-from .workflows import Effects
+from .effects import Cascaded, Effects, publish
+from .transitions import settle
 
 
 async def set_timeout(conn: Conn, seconds: float | None) -> None:
@@ -97,7 +97,7 @@ async def repair_workflows(conn: Conn, *, limit: int, timeout: float | None, nod
             }
             for r in missed
         ]
-        await workflows._resolve_loop(conn, frontier, node, effects, set())
+        await workflows.resolve_frontier(conn, frontier, node, effects, set())
         for r in missed:
             key = "dep_deleted" if r["outcome"] == "deleted" else "missed_release"
             out.repairs[key] = out.repairs.get(key, 0) + 1
@@ -115,7 +115,7 @@ async def repair_workflows(conn: Conn, *, limit: int, timeout: float | None, nod
         release: list[int] = []
         cancel: list[dict[str, Any]] = []
         for job_id, step_edges in sorted(by_step.items()):
-            failing = [e for e in step_edges if e["dep_name"] is not None and not workflows._satisfied(e)]
+            failing = [e for e in step_edges if e["dep_name"] is not None and not workflows.edge_satisfied(e)]
             if failing:
                 what = failing[0]["dep_resolution"]
                 cancel.append(
@@ -146,10 +146,10 @@ async def repair_workflows(conn: Conn, *, limit: int, timeout: float | None, nod
             for job in cancelled:
                 reason = next(c["reason"] for c in cancel if c["id"] == job.id)
                 out.cancelled_steps.append(job)
-                effects.cascaded.append(workflows.Cascaded(job, reason[4:]))
+                effects.cascaded.append(Cascaded(job, reason[4:]))
                 frontier.append({"id": job.id, "outcome": "cancelled", "reason": reason})
                 out.repairs[reason] = out.repairs.get(reason, 0) + 1
-            await workflows._resolve_loop(conn, frontier, node, effects, set())
+            await workflows.resolve_frontier(conn, frontier, node, effects, set())
     await publish(conn, effects)
     return out
 
@@ -204,7 +204,7 @@ async def resolve_deleted(conn: Conn, *, limit: int, node: str, origin: str) -> 
     rows = [r for r in await conn.fetch("unresolved_finished_nodes", {"limit": limit}) if r["outcome"] == "deleted"]
     if rows:
         frontier = [{"id": r["job_id"], "outcome": "deleted", "reason": "dep_deleted"} for r in rows]
-        await workflows._resolve_loop(conn, frontier, node, effects, set())
+        await workflows.resolve_frontier(conn, frontier, node, effects, set())
         await publish(conn, effects)
     return effects
 

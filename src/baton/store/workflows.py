@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import uuid as uuidlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..engines.base import Conn, Row
 from ..errors import WorkflowError
 from ..job import FAILED_STATES, Job, dumps
+from .effects import Cascaded, Effects, publish
+from .jobs import Ack, insert_jobs
 
 if TYPE_CHECKING:
     from ..workflows.builder import PlannedStep
-    from .jobs import Ack
 
 NOTIFY_LIMIT = 7_000
 ANALYZE_AFTER = 1_000  # steps  # PostgreSQL caps NOTIFY payloads at 8000 bytes
@@ -25,34 +25,12 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-@dataclass(slots=True)
-class Cascaded:
-    """A step cancelled because a dependency failed or vanished."""
-
-    job: Job
-    reason: str  # cancelled | discarded | deleted (what happened upstream)
-
-
-@dataclass(slots=True)
-class Effects:
-    """Side effects of one transaction, acted on by the caller after commit."""
-
-    origin: str = ""
-    released_queues: set[str] = field(default_factory=set)
-    released_ids: list[int] = field(default_factory=list)
-    signal_cancel: list[int] = field(default_factory=list)
-    cascaded: list[Cascaded] = field(default_factory=list)
-    finished: list[dict[str, Any]] = field(default_factory=list)
-
-
 # --------------------------------------------------------------------------- insert / append
 
 
 async def insert_workflow(conn: Conn, label: str | None, plan: Sequence[PlannedStep], origin: str) -> str:
     """Store a validated plan: the workflow row, a job per step (roots runnable, the rest
     `suspended`), its workflow_nodes and dependency edges. Returns the workflow id."""
-    from .jobs import insert_jobs
-
     wid = str(uuidlib.uuid4())
     await conn.execute("insert_workflow", {"id": wid, "label": label})
     states = [None if not step.edges else "suspended" for step in plan]
@@ -102,8 +80,6 @@ async def append_workflow(
 ) -> tuple[list[str], Effects]:
     """Add steps to a stored, unfinished workflow. `plan_for(existing_names)` validates and
     flattens the new steps. Steps whose deps already finished are resolved right here."""
-    from .jobs import insert_jobs, publish
-
     effects = Effects(origin=origin)
     wf = await conn.fetchone("lock_workflow", {"id": wid})
     if wf is None:
@@ -125,7 +101,7 @@ async def append_workflow(
     if resolved_edges:
         busy: set[str] = set()
         frontier = await _propagate(conn, resolved_edges, effects, busy)
-        await _resolve_loop(conn, frontier, node, effects, {wid}, busy)
+        await resolve_frontier(conn, frontier, node, effects, {wid}, busy)
     await publish(conn, effects)
     return [s.name for s in plan], effects
 
@@ -251,7 +227,7 @@ async def recorded_result(conn: Conn, job_id: int) -> tuple[Any] | None:
 # --------------------------------------------------------------------------- resolution
 
 
-def _satisfied(edge: Row) -> bool:
+def edge_satisfied(edge: Row) -> bool:
     res = edge["dep_resolution"]
     return bool(
         res == "completed"
@@ -269,7 +245,7 @@ async def _propagate(conn: Conn, edges: Sequence[Row], effects: Effects, busy: s
     failing: dict[int, Row] = {}
     via_deleted: set[int] = set()
     for e in edges:
-        if _satisfied(e):
+        if edge_satisfied(e):
             satisfied[e["job_id"]] = satisfied.get(e["job_id"], 0) + 1
             if e["dep_resolution"] == "deleted":
                 via_deleted.add(e["job_id"])
@@ -326,10 +302,10 @@ async def resolve(
     """Steps (by job id) reached terminal `outcomes`: mark them resolved (once), release or
     cancel their dependents recursively, then claim the announcement of finished workflows."""
     frontier = [{"id": i, "outcome": o, "reason": reason} for i, o in outcomes]
-    await _resolve_loop(conn, frontier, node, effects, set())
+    await resolve_frontier(conn, frontier, node, effects, set())
 
 
-async def _resolve_loop(
+async def resolve_frontier(
     conn: Conn,
     frontier: list[dict[str, Any]],
     node: str,

@@ -1,0 +1,152 @@
+"""State changes whose follow-ups reach beyond the jobs table, each in one transaction: fetch
+(loads the context of workflow steps), ack and cancel (which settle what a terminal job
+unblocks: workflow releases, cascades and completion claims, chain releases). This module sits
+above `jobs`, `workflows` and `chains` and ties them together; none of them imports it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..engines.base import Conn, Row
+from ..job import TERMINAL_STATES, Job, dumps
+from . import chains, workflows
+from .effects import Cascaded, Effects, publish
+from .jobs import Ack, Dropped
+
+# --------------------------------------------------------------------------- fetch
+
+
+async def fetch_jobs(conn: Conn, queue: str, node: str, uuid: str, limit: int) -> list[Job]:
+    """Move up to `limit` available jobs of `queue` to `executing` for producer `uuid`."""
+    rows = await conn.fetch("fetch_jobs", {"queue": queue, "node": node, "uuid": uuid, "limit": limit})
+    if not rows:
+        return []
+    jobs = [Job.fetched(r, node, uuid) for r in rows]
+    jobs.sort(key=lambda j: (j.priority, j.id))
+    steps = [j for j in jobs if j.workflow_id is not None]
+    if steps:
+        await workflows.load_context(conn, steps)
+    return jobs
+
+
+@dataclass(slots=True)
+class AckResult:
+    """What an ack transaction changed, for the caller's post-commit work."""
+
+    acked: list[Ack] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+    effects: Effects = field(default_factory=lambda: Effects())
+
+
+async def ack_jobs(conn: Conn, acks: Sequence[Ack], node: str, origin: str = "") -> AckResult:
+    """Apply attempt outcomes, fenced by state, attempt and producer; then release workflow
+    dependents and chain links, cascade failures, and claim finished workflows — one transaction."""
+    result = AckResult(effects=Effects(origin=origin))
+    if not acks:
+        return result
+    simple: list[Ack] = []
+    other: list[Ack] = []
+    for a in acks:
+        plain = a.state == "completed" and a.error is None and a.meta is None and not a.extra_attempts
+        (simple if plain else other).append(a)
+    rows: list[Row] = []
+    if simple:
+        rows += await conn.fetch(
+            "complete_jobs",
+            {
+                "ids": [a.job.id for a in simple],
+                "attempts": [a.job.attempt for a in simple],
+                "uuids": [(a.job.attempted_by or ["", ""])[-1] for a in simple],
+            },
+        )
+    if other:
+        rows += await conn.fetch("ack_jobs", {"acks": dumps([a.row() for a in other])})
+    applied = {r["id"] for r in rows}
+    by_id = {a.job.id: a for a in acks}
+    result.acked = [by_id[i] for i in applied]
+    missing = [a for a in acks if a.job.id not in applied]
+    if missing:
+        current = {r["id"]: r for r in await conn.fetch("job_states", {"ids": [a.job.id for a in missing]})}
+        for a in missing:
+            row = current.get(a.job.id)
+            if row is None:
+                reason, state = "missing", None
+            elif row["state"] == "cancelled":
+                reason, state = "cancelled", row["state"]
+            elif row["attempt"] != a.job.attempt or row["state"] == "executing":
+                reason, state = "rescued", row["state"]
+            else:
+                reason, state = "finished", row["state"]
+            result.dropped.append(Dropped(a.job, state, reason))
+
+    steps = [a for a in result.acked if a.job.workflow_id is not None]
+    if steps:
+        await workflows.record_attempts(conn, steps)
+    logs = [a for a in result.acked if a.job._logs]
+    if logs:
+        await workflows.insert_logs(conn, logs)
+    terminal = [(a.job, a.state) for a in result.acked if a.state in TERMINAL_STATES]
+    await settle(conn, terminal, node, result.effects)
+    return result
+
+
+async def settle(conn: Conn, terminal: Sequence[tuple[Job, str]], node: str, effects: Effects) -> None:
+    """Follow-ups of jobs that just reached a terminal state: workflow releases, cascades and
+    completion claims; chain releases and halts; wake-up notifications."""
+    steps = [(j.id, state) for j, state in terminal if j.workflow_id is not None]
+    links = [(j, state) for j, state in terminal if j.chain_key is not None]
+    if steps:
+        await workflows.resolve(conn, steps, node, effects)
+    if links:
+        await chains.advance(conn, links, effects)
+    await publish(conn, effects)
+
+
+# --------------------------------------------------------------------------- cancel
+
+
+async def cancel_jobs(
+    conn: Conn,
+    node: str,
+    origin: str = "",
+    *,
+    ids: Sequence[int] | None = None,
+    queue: str | None = None,
+    worker: str | None = None,
+    states: Sequence[str] | None = None,
+    workflow_id: str | None = None,
+    reason: str = "cancelled",
+    repair: str | None = None,
+) -> tuple[list[Job], Effects]:
+    """Cancel every non-terminal job matching the filters; executing ones are signalled.
+    Returns the cancelled jobs and the effects (cascades, releases) to act on after commit."""
+    targets = await conn.fetch(
+        "cancel_targets",
+        {
+            "ids": list(ids) if ids is not None else None,
+            "queue": queue,
+            "worker": worker,
+            "states": list(states) if states is not None else None,
+            "workflow_id": workflow_id,
+        },
+    )
+    eff = Effects(origin=origin)
+    if not targets:
+        return [], eff
+    error = {"error": reason, "traceback": None}
+    if repair is not None:
+        error["reason"] = repair
+    rows = await conn.fetch(
+        "cancel_jobs",
+        {"ids": [t["id"] for t in targets], "error": dumps(error), "repair": repair},
+    )
+    jobs = [Job.from_row(r) for r in rows]
+    prev = {t["id"]: t["state"] for t in targets}
+    eff.signal_cancel.extend(j.id for j in jobs if prev.get(j.id) == "executing")
+    if repair == "orphaned_step":
+        # Cancelled because a dependency vanished: the worker's after_cancelled hook hears "deleted".
+        eff.cascaded.extend(Cascaded(j, "deleted") for j in jobs if j.workflow_id is not None)
+    await workflows.announce_steps(conn, jobs, "cancelled")
+    await settle(conn, [(j, "cancelled") for j in jobs], node, eff)
+    return jobs, eff
