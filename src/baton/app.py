@@ -22,9 +22,10 @@ from .runtime.executor import Executor
 from .runtime.node import Node
 from .runtime.threads import DaemonThreadPool
 from .store import jobs as store
+from .store import transitions
 from .store import workflows as wfstore
-from .store.jobs import AckResult
-from .store.workflows import Effects
+from .store.effects import Effects
+from .store.transitions import AckResult
 from .worker import GLOBAL_REGISTRY, FunctionWorker, Worker, WorkerDef, WorkerOptions, import_worker
 from .workflows.builder import Workflow
 from .workflows.status import WorkflowStatus
@@ -391,7 +392,7 @@ class Baton:
             inserted = await self.engine.run_statement(store.insert_jobs, specs)
         else:
             inserted = await self.engine.run(store.insert_jobs, specs)
-        self._wake_local({j.queue for j in inserted if j.state == "available" and not j.conflict})
+        self.wake_producers({j.queue for j in inserted if j.state == "available" and not j.conflict})
         return inserted
 
     def insert_sync(self, job: JobSpec, *, conn: Any = None) -> Job:
@@ -405,7 +406,7 @@ class Baton:
             inserted = self.engine.run_on_sync(conn, store.insert_jobs, specs)
         else:
             inserted = self.engine.run_sync(store.insert_jobs, specs)
-        self._wake_local({j.queue for j in inserted if j.state == "available" and not j.conflict})
+        self.wake_producers({j.queue for j in inserted if j.state == "available" and not j.conflict})
         return inserted
 
     # -- workflows --------------------------------------------------------------------
@@ -424,7 +425,7 @@ class Baton:
             wid = await self.engine.run_on(conn, wfstore.insert_workflow, wf.label, plan, self.instance)
         else:
             wid = await self.engine.run(wfstore.insert_workflow, wf.label, plan, self.instance)
-        self._wake_local({s.job.queue for s in plan if not s.edges})
+        self.wake_producers({s.job.queue for s in plan if not s.edges})
         return wid
 
     def insert_workflow_sync(self, wf: Workflow, *, conn: Any = None) -> str:
@@ -434,7 +435,7 @@ class Baton:
             wid = self.engine.run_on_sync(conn, wfstore.insert_workflow, wf.label, plan, self.instance)
         else:
             wid = self.engine.run_sync(wfstore.insert_workflow, wf.label, plan, self.instance)
-        self._wake_local({s.job.queue for s in plan if not s.edges})
+        self.wake_producers({s.job.queue for s in plan if not s.edges})
         return wid
 
     async def append_workflow(self, workflow_id: str, wf: Workflow) -> list[str]:
@@ -450,8 +451,8 @@ class Baton:
         names, effects = await self.engine.run(
             wfstore.append_workflow, workflow_id, lambda existing: self._plan(wf, existing), self.node, self.instance
         )
-        await self._after_commit(effects)
-        self._wake_local({j.queue for j in await self.list_jobs(workflow_id=workflow_id, states=["available"])})
+        await self.publish_effects(effects)
+        self.wake_producers({j.queue for j in await self.list_jobs(workflow_id=workflow_id, states=["available"])})
         return names
 
     async def workflow_status(self, workflow_id: str) -> WorkflowStatus:
@@ -513,9 +514,9 @@ class Baton:
         reason = check_text("reason", reason)
         repair = _text_or_none("repair", repair, "a reason code such as 'orphaned_step'")
         jobs, effects = await self.engine.run(
-            store.cancel_jobs, self.node, self.instance, **filters, reason=reason, repair=repair
+            transitions.cancel_jobs, self.node, self.instance, **filters, reason=reason, repair=repair
         )
-        await self._after_commit(effects)
+        await self.publish_effects(effects)
         return len(jobs)
 
     def cancel_all_jobs_sync(self, **filters: Any) -> int:
@@ -532,9 +533,9 @@ class Baton:
         reason = check_text("reason", filters.get("reason", "cancelled"))
         repair = _text_or_none("repair", filters.get("repair"), "a reason code such as 'orphaned_step'")
         jobs, effects = self.engine.run_sync(
-            store.cancel_jobs, self.node, self.instance, **checked, reason=reason, repair=repair
+            transitions.cancel_jobs, self.node, self.instance, **checked, reason=reason, repair=repair
         )
-        self._after_commit_sync(effects)
+        self.publish_effects_sync(effects)
         return len(jobs)
 
     async def cancel_job(self, job_id: int) -> Job | None:
@@ -547,13 +548,13 @@ class Baton:
     async def retry_job(self, job_id: int) -> Job | None:
         """Move a terminal or retryable job back to `available`; None if it cannot be retried."""
         jobs = await self.engine.run(store.retry_jobs, [_job_id("job_id", job_id)])
-        self._wake_local({j.queue for j in jobs})
+        self.wake_producers({j.queue for j in jobs})
         return jobs[0] if jobs else None
 
     async def retry_all_jobs(self, ids: Sequence[int]) -> int:
         """`retry_job` for many ids; returns how many were moved back to available."""
         jobs = await self.engine.run(store.retry_jobs, _job_ids("ids", ids))
-        self._wake_local({j.queue for j in jobs})
+        self.wake_producers({j.queue for j in jobs})
         return len(jobs)
 
     # -- queues -----------------------------------------------------------------------
@@ -623,12 +624,12 @@ class Baton:
                 queues = [queue] if queue is not None else await self.engine.run(_available_queues)
                 ran = 0
                 for q in queues:
-                    jobs = await self.engine.run(store.fetch_jobs, q, self.node, uuid, batch)
+                    jobs = await self.engine.run(transitions.fetch_jobs, q, self.node, uuid, batch)
                     if not jobs:
                         continue
                     acks = [await executor.run(job) for job in jobs]
-                    result = await self.engine.run(store.ack_jobs, acks, self.node, self.instance)
-                    await self._after_ack(result)
+                    result = await self.engine.run(transitions.ack_jobs, acks, self.node, self.instance)
+                    await self.after_ack(result)
                     for ack in result.acked:
                         counts[ack.state] = counts.get(ack.state, 0) + 1
                     ran += len(jobs)
@@ -666,7 +667,10 @@ class Baton:
         except Exception:
             log.exception("workflow event callback %r failed", callback)
 
-    def _deliver_workflow_event(self, message: dict[str, Any]) -> None:
+    # -- the host seam (baton.host): what plugins and the runtime may ask for; not for application code
+
+    def deliver_workflow_event(self, message: dict[str, Any]) -> None:
+        """Deliver a workflow notification (finished or step event) to local subscribers."""
         kind = message.get("type")
         if kind == "finished":
             if message.get("origin") == self.instance:
@@ -693,9 +697,10 @@ class Baton:
             for cb in list(self._finished_subscribers):
                 self._call(cb, event)
 
-    async def _after_ack(self, result: AckResult) -> None:
+    async def after_ack(self, result: AckResult) -> None:
+        """Report fenced acks and publish the effects of an ack transaction."""
         self._report_fenced(result)
-        await self._after_commit(result.effects)
+        await self.publish_effects(result.effects)
 
     def _report_fenced(self, result: AckResult) -> None:
         for dropped in result.dropped:
@@ -718,7 +723,7 @@ class Baton:
                 },
             )
 
-    async def _after_commit(self, effects: Effects) -> None:
+    async def publish_effects(self, effects: Effects) -> None:
         """Act on what a committed transaction changed: wake queues, stop cancelled jobs,
         start after_cancelled hooks, deliver finished workflows to local subscribers, then
         confirm the claims and emit the finished telemetry events."""
@@ -730,10 +735,10 @@ class Baton:
             except Exception as exc:
                 log.warning(self._UNCONFIRMED, len(ids), exc)
                 return
-            self._emit_finished(effects.finished, confirmed)
+            self.announce_finished(effects.finished, confirmed)
 
-    def _after_commit_sync(self, effects: Effects) -> None:
-        """`_after_commit` for synchronous callers."""
+    def publish_effects_sync(self, effects: Effects) -> None:
+        """`publish_effects` for synchronous callers."""
         self._apply(effects)
         if effects.finished:
             ids = [e["workflow_id"] for e in effects.finished]
@@ -742,7 +747,7 @@ class Baton:
             except Exception as exc:
                 log.warning(self._UNCONFIRMED, len(ids), exc)
                 return
-            self._emit_finished(effects.finished, confirmed)
+            self.announce_finished(effects.finished, confirmed)
 
     _UNCONFIRMED = (
         "could not confirm the announcement of %d finished workflows (%s); the WorkflowHealth "
@@ -751,7 +756,7 @@ class Baton:
 
     def _apply(self, effects: Effects) -> None:
         if effects.released_queues:
-            self._wake_local(effects.released_queues)
+            self.wake_producers(effects.released_queues)
         if effects.signal_cancel and self._node is not None:
             self._node.cancel_local(set(effects.signal_cancel))
         for item in effects.cascaded:
@@ -763,7 +768,7 @@ class Baton:
             for cb in list(self._finished_subscribers):
                 self._call(cb, dict(event))
 
-    def _emit_finished(self, events: Iterable[dict[str, Any]], confirmed: Iterable[str]) -> None:
+    def announce_finished(self, events: Iterable[dict[str, Any]], confirmed: Iterable[str]) -> None:
         """The ("baton", "workflow", "finished") event of each workflow whose claim this node
         confirmed (exactly one node confirms a claim)."""
         ours = set(confirmed)
@@ -808,7 +813,8 @@ class Baton:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _wake_local(self, queues: Iterable[str] | Mapping[str, int]) -> None:
+    def wake_producers(self, queues: Iterable[str] | Mapping[str, int]) -> None:
+        """Wake this node's idle producers of `queues` (callable from any thread)."""
         node, loop = self._node, self._loop
         if node is None or loop is None:
             return

@@ -12,7 +12,7 @@ from ..errors import ValidationError
 from ..job import MAX_DELAY, MAX_INT4
 
 if TYPE_CHECKING:
-    from ..app import Baton
+    from ..host import Host
 
 log = logging.getLogger("baton.plugins")
 
@@ -74,10 +74,10 @@ class Plugin:
         self.last_success: float | None = None
         self.last_error: str | None = None
 
-    def validate(self, app: Baton) -> None:
+    def validate(self, app: Host) -> None:
         """Check options against the app at start (e.g. that workers exist); raise ValidationError."""
 
-    async def sweep(self, app: Baton) -> dict[str, Any]:
+    async def sweep(self, app: Host) -> dict[str, Any]:
         """Run one sweep now, with telemetry; returns the stop event's metadata."""
         meta = {"plugin": self.name, "node": app.node}
         telemetry.emit(("baton", "plugin", "start"), {"system_time": time.time()}, meta)
@@ -96,7 +96,7 @@ class Plugin:
         telemetry.emit(("baton", "plugin", "stop"), {"duration": duration}, {**meta, **result})
         return result
 
-    async def _sweep(self, app: Baton) -> dict[str, Any]:
+    async def _sweep(self, app: Host) -> dict[str, Any]:
         raise NotImplementedError
 
     def __repr__(self) -> str:

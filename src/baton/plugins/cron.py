@@ -22,7 +22,7 @@ from ..worker import FunctionWorker, Worker
 from .base import Plugin, positive
 
 if TYPE_CHECKING:
-    from ..app import Baton
+    from ..host import Host
 
 JOB_OPTIONS = {"queue", "priority", "max_attempts", "tags", "meta"}
 
@@ -119,7 +119,7 @@ class Cron(Plugin):
             self.entries.append(Entry(expression.strip(), worker_name, dict(args), options, f"{worker_name}@{digest}"))
         self._last_seen: dict[str, datetime] = {}
 
-    def validate(self, app: Baton) -> None:
+    def validate(self, app: Host) -> None:
         for entry in self.entries:
             if app.resolve_worker(entry.worker) is None:
                 raise ValidationError("crontab", f"unknown worker {entry.worker!r} in cron entry {entry.expression!r}")
@@ -130,7 +130,7 @@ class Cron(Plugin):
         probe = local + timedelta(microseconds=1)
         return croniter(entry.expression, probe).get_prev(datetime)  # type: ignore[no-any-return]
 
-    async def _sweep(self, app: Baton) -> dict[str, Any]:
+    async def _sweep(self, app: Host) -> dict[str, Any]:
         now = await app.engine.run(maintenance.db_now)
         due: list[tuple[Entry, datetime, JobSpec]] = []
         for entry in self.entries:
@@ -152,7 +152,7 @@ class Cron(Plugin):
             self._last_seen[entry.name] = slot
             if job is not None:
                 inserted.append({"id": job.id, "worker": job.worker, "slot": slot.isoformat()})
-                app._wake_local({job.queue})
+                app.wake_producers({job.queue})
         return {"inserted": inserted, "inserted_count": len(inserted)}
 
 

@@ -10,7 +10,7 @@ from ..store import maintenance
 from .base import Plugin, count, positive, statement_timeout
 
 if TYPE_CHECKING:
-    from ..app import Baton
+    from ..host import Host
 
 
 class Lifeline(Plugin):
@@ -45,7 +45,7 @@ class Lifeline(Plugin):
         self.retry_exhausted = retry_exhausted
         self.limit = count("limit", limit)
 
-    async def _sweep(self, app: Baton) -> dict[str, Any]:
+    async def _sweep(self, app: Host) -> dict[str, Any]:
         jobs = await app.engine.run(
             maintenance.rescue_orphans,
             stale_after=app.stale_after,
@@ -55,15 +55,15 @@ class Lifeline(Plugin):
             node=app.node,
             origin=app.instance,
         )
-        await app._after_commit(jobs.effects)
+        await app.publish_effects(jobs.effects)
         steps = await app.engine.run(
             maintenance.repair_workflows, limit=self.limit, timeout=self.timeout, node=app.node, origin=app.instance
         )
-        await app._after_commit(steps.effects)
+        await app.publish_effects(steps.effects)
         links = await app.engine.run(
             maintenance.repair_chains, limit=self.limit, timeout=self.timeout, origin=app.instance
         )
-        await app._after_commit(links.effects)
+        await app.publish_effects(links.effects)
         repairs: dict[str, int] = {}
         for part in (jobs, steps, links):
             for reason, n in part.repairs.items():

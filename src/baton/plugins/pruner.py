@@ -13,7 +13,7 @@ from ..store import maintenance
 from .base import Plugin, count, flag, positive, statement_timeout
 
 if TYPE_CHECKING:
-    from ..app import Baton
+    from ..host import Host
 
 
 class Pruner(Plugin):
@@ -61,7 +61,7 @@ class Pruner(Plugin):
         self.keep_workflow_deps = flag("keep_workflow_deps", keep_workflow_deps)
         self.timeout = statement_timeout("timeout", timeout, allow_none=True)
 
-    async def _sweep(self, app: Baton) -> dict[str, Any]:
+    async def _sweep(self, app: Host) -> dict[str, Any]:
         pruned = await app.engine.run(
             maintenance.prune_jobs,
             ages=self.ages,

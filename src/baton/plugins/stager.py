@@ -8,7 +8,7 @@ from ..store import jobs as store
 from .base import Plugin, count
 
 if TYPE_CHECKING:
-    from ..app import Baton
+    from ..host import Host
 
 
 class Stager(Plugin):
@@ -20,7 +20,7 @@ class Stager(Plugin):
         super().__init__(interval)
         self.limit = count("limit", limit)
 
-    async def _sweep(self, app: Baton) -> dict[str, Any]:
+    async def _sweep(self, app: Host) -> dict[str, Any]:
         staged: dict[str, int] = {}
         while True:
             batch = await app.engine.run(store.stage_jobs, self.limit)
@@ -28,5 +28,5 @@ class Stager(Plugin):
                 staged[queue] = staged.get(queue, 0) + n
             if sum(batch.values()) < self.limit:
                 break
-        app._wake_local(staged)
+        app.wake_producers(staged)
         return {"staged": staged, "staged_count": sum(staged.values())}

@@ -23,7 +23,7 @@ from ..store import maintenance
 from .base import Plugin, count, flag, positive
 
 if TYPE_CHECKING:
-    from ..app import Baton
+    from ..host import Host
 
 
 class WorkflowHealth(Plugin):
@@ -45,7 +45,7 @@ class WorkflowHealth(Plugin):
         self.debug_log_max_age = positive("debug_log_max_age", debug_log_max_age, allow_none=True)
         self.limit = count("limit", limit)
 
-    async def _sweep(self, app: Baton) -> dict[str, Any]:
+    async def _sweep(self, app: Host) -> dict[str, Any]:
         # 1. orphaned waiting steps, through the public API.
         orphans = await app.engine.run(maintenance.orphaned_waiting_steps, self.limit)
         rescued: list[int] = []
@@ -67,18 +67,18 @@ class WorkflowHealth(Plugin):
         resolved = await app.engine.run(
             maintenance.resolve_deleted, limit=self.limit, node=app.node, origin=app.instance
         )
-        await app._after_commit(resolved)
+        await app.publish_effects(resolved)
         # 2. completion backstop (before failure telemetry, which needs the completion row).
         effects = await app.engine.run(
             maintenance.announce_terminated, limit=self.limit, node=app.node, origin=app.instance
         )
-        await app._after_commit(effects)
+        await app.publish_effects(effects)
         # Claims whose node died before it emitted the finished event (it confirms within a
         # round trip of its commit, so a claim unconfirmed for stale_after is orphaned).
         taken = await app.engine.run(
             maintenance.take_over_announcements, stale=app.stale_after, limit=self.limit, node=app.node
         )
-        app._emit_finished(taken, [e["workflow_id"] for e in taken])
+        app.announce_finished(taken, [e["workflow_id"] for e in taken])
         # 3. failure telemetry, once per workflow.
         reports = await app.engine.run(maintenance.claim_failure_reports, self.limit)
         for rep in reports:

@@ -14,7 +14,7 @@ from ..job import storable
 from ..store.jobs import Ack
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .parts import NodeParts
 
 log = logging.getLogger("baton.acker")
 
@@ -24,7 +24,7 @@ MAX_BATCH = 1_000
 class Acker:
     """Buffers acks for one node and flushes them in batches, retrying through outages."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeParts) -> None:
         self.node = node
         self._buffer: list[Ack] = []
         self._event = asyncio.Event()

@@ -10,7 +10,7 @@ from .. import telemetry
 from ..store import jobs as store
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .parts import NodeParts
 
 log = logging.getLogger("baton.leader")
 
@@ -18,7 +18,7 @@ log = logging.getLogger("baton.leader")
 class Leadership:
     """This node's view of the lease."""
 
-    def __init__(self, node: Node, ttl: float) -> None:
+    def __init__(self, node: NodeParts, ttl: float) -> None:
         self.node = node
         self.ttl = ttl
         self.is_leader = False

@@ -11,6 +11,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from ..store import jobs as store
+from ..store import transitions
 from ..store.jobs import Ack
 from .acks import Acker
 from .executor import Executor
@@ -19,8 +20,8 @@ from .producer import Producer
 from .threads import DaemonThreadPool
 
 if TYPE_CHECKING:
-    from ..app import Baton
     from ..engines.base import Listener
+    from ..host import Host
     from ..plugins.base import Plugin
 
 log = logging.getLogger("baton.node")
@@ -29,7 +30,7 @@ log = logging.getLogger("baton.node")
 class Node:
     """The runtime of one started `Baton` app."""
 
-    def __init__(self, app: Baton) -> None:
+    def __init__(self, app: Host) -> None:
         self.app = app
         self.engine = app.engine
         self.name = app.node
@@ -133,7 +134,7 @@ class Node:
         if channel == "signal":
             self.on_signal(message)
         elif channel == "workflow":
-            self.app._deliver_workflow_event(message)
+            self.app.deliver_workflow_event(message)
         elif channel == "leader" and message.get("action") == "resigned" and message.get("instance") != self.instance:
             self._elect_soon.set()
 
@@ -164,8 +165,8 @@ class Node:
         # debug logs need their follow-up writes in the same transaction.
         plain = all(a.job.workflow_id is None and a.job.chain_key is None and not a.job._logs for a in batch)
         run = self.engine.run_autocommit if plain else self.engine.run
-        result = await run(store.ack_jobs, batch, self.name, self.instance)
-        await self.app._after_ack(result)
+        result = await run(transitions.ack_jobs, batch, self.name, self.instance)
+        await self.app.after_ack(result)
 
     # -- stop -------------------------------------------------------------------------
 

@@ -13,9 +13,10 @@ from .. import telemetry
 from .._tasks import cancel_and_wait
 from ..job import Job
 from ..store import jobs as store
+from ..store import transitions
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .parts import NodeParts
 
 log = logging.getLogger("baton.producer")
 
@@ -23,7 +24,7 @@ log = logging.getLogger("baton.producer")
 class Producer:
     """Fetches and runs the jobs of one queue on one node."""
 
-    def __init__(self, node: Node, queue: str, limit: int, paused: bool = False) -> None:
+    def __init__(self, node: NodeParts, queue: str, limit: int, paused: bool = False) -> None:
         self.node = node
         self.queue = queue
         self.limit = limit
@@ -83,7 +84,7 @@ class Producer:
                 signals = self._signals
                 try:
                     jobs = await self.node.engine.run_relaxed(
-                        store.fetch_jobs, self.queue, self.node.name, self.uuid, free
+                        transitions.fetch_jobs, self.queue, self.node.name, self.uuid, free
                     )
                     backoff = 0.05
                 except asyncio.CancelledError:
