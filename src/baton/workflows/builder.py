@@ -8,6 +8,8 @@ from typing import Any
 
 from ..errors import WorkflowError
 from ..job import JobSpec, storable_text_error
+from . import render
+from .render import Graph, GraphStep
 
 IGNORE_FLAGS = ("ignore_cancelled", "ignore_discarded", "ignore_deleted")
 
@@ -263,14 +265,24 @@ class Workflow:
 
     # -- drawing ----------------------------------------------------------------------
 
+    def graph(self) -> Graph:
+        """The workflow as plain data to draw (`baton.workflows.render`)."""
+        return Graph(
+            self.label,
+            {
+                name: GraphStep(
+                    step.job.worker if step.job is not None else "",
+                    step.deps,
+                    step.sub.graph() if step.sub is not None else None,
+                )
+                for name, step in self._steps.items()
+            },
+        )
+
     def to_mermaid(self) -> str:
         """The graph as a Mermaid flowchart (sub-workflows as subgraphs)."""
-        from .render import to_mermaid
-
-        return to_mermaid(self)
+        return render.to_mermaid(self.graph())
 
     def to_dot(self) -> str:
         """The graph in Graphviz DOT (sub-workflows as clusters)."""
-        from .render import to_dot
-
-        return to_dot(self)
+        return render.to_dot(self.graph())

@@ -1,13 +1,28 @@
-"""Draw a workflow: Mermaid and Graphviz DOT (sub-workflows as subgraphs/clusters), and a
-terminal tree for the CLI."""
+"""Draw a workflow graph as Mermaid or Graphviz DOT (sub-workflows as subgraphs/clusters).
+It draws a plain `Graph` (step name -> worker, deps, nested graph), so it knows nothing of
+how a workflow is built; `Workflow.graph()` makes one."""
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
-if TYPE_CHECKING:
-    from .builder import Workflow
+
+@dataclass(slots=True)
+class GraphStep:
+    """One step to draw: its worker (empty for a sub-workflow), its deps, its nested graph."""
+
+    worker: str
+    deps: tuple[str, ...]
+    sub: Graph | None = None
+
+
+@dataclass(slots=True)
+class Graph:
+    """A workflow as data to draw: its label and its steps in declaration order."""
+
+    label: str | None
+    steps: dict[str, GraphStep] = field(default_factory=dict)
 
 
 class _Ids:
@@ -35,41 +50,41 @@ def _label(text: str) -> str:
     return text.replace('"', "'")
 
 
-def _sinks(wf: Workflow, prefix: str, name: str) -> list[str]:
-    step = wf._steps[name]
+def _sinks(wf: Graph, prefix: str, name: str) -> list[str]:
+    step = wf.steps[name]
     if step.sub is None:
         return [prefix + name]
     inner = step.sub
-    depended = {d for s in inner._steps.values() for d in s.deps}
-    return [m for s in inner._steps if s not in depended for m in _sinks(inner, prefix + name + ".", s)]
+    depended = {d for s in inner.steps.values() for d in s.deps}
+    return [m for s in inner.steps if s not in depended for m in _sinks(inner, prefix + name + ".", s)]
 
 
-def _roots(wf: Workflow, prefix: str, name: str) -> list[str]:
-    step = wf._steps[name]
+def _roots(wf: Graph, prefix: str, name: str) -> list[str]:
+    step = wf.steps[name]
     if step.sub is None:
         return [prefix + name]
     inner = step.sub
-    return [m for s, st in inner._steps.items() if not st.deps for m in _roots(inner, prefix + name + ".", s)]
+    return [m for s, st in inner.steps.items() if not st.deps for m in _roots(inner, prefix + name + ".", s)]
 
 
-def to_mermaid(wf: Workflow) -> str:
+def to_mermaid(wf: Graph) -> str:
     """A `flowchart TD` diagram."""
     lines = ["flowchart TD"]
     _id = _Ids()
 
-    def emit(w: Workflow, prefix: str, indent: str) -> None:
-        for name, step in w._steps.items():
+    def emit(w: Graph, prefix: str, indent: str) -> None:
+        for name, step in w.steps.items():
             full = prefix + name
             if step.sub is not None:
                 lines.append(f'{indent}subgraph {_id(full)} ["{_label(name)}"]')
                 emit(step.sub, full + ".", indent + "    ")
                 lines.append(f"{indent}end")
             else:
-                worker = step.job.worker.rsplit(".", 1)[-1] if step.job else ""
+                worker = step.worker.rsplit(".", 1)[-1]
                 lines.append(f'{indent}{_id(full)}["{_label(name)}<br/><small>{_label(worker)}</small>"]')
-        for name, step in w._steps.items():
+        for name, step in w.steps.items():
             for dep in step.deps:
-                if dep not in w._steps:
+                if dep not in w.steps:
                     continue
                 for src in _sinks(w, prefix, dep):
                     for dst in _roots(w, prefix, name):
@@ -79,14 +94,14 @@ def to_mermaid(wf: Workflow) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_dot(wf: Workflow) -> str:
+def to_dot(wf: Graph) -> str:
     """A `digraph` for Graphviz."""
     title = _label(wf.label or "workflow")
     lines = [f'digraph "{title}" {{', "    rankdir=TB;", "    node [shape=box, style=rounded];"]
     _id = _Ids()
 
-    def emit(w: Workflow, prefix: str, indent: str) -> None:
-        for name, step in w._steps.items():
+    def emit(w: Graph, prefix: str, indent: str) -> None:
+        for name, step in w.steps.items():
             full = prefix + name
             if step.sub is not None:
                 lines.append(f"{indent}subgraph cluster_{_id(full)} {{")
@@ -95,9 +110,9 @@ def to_dot(wf: Workflow) -> str:
                 lines.append(f"{indent}}}")
             else:
                 lines.append(f'{indent}{_id(full)} [label="{_label(name)}"];')
-        for name, step in w._steps.items():
+        for name, step in w.steps.items():
             for dep in step.deps:
-                if dep not in w._steps:
+                if dep not in w.steps:
                     continue
                 for src in _sinks(w, prefix, dep):
                     for dst in _roots(w, prefix, name):
