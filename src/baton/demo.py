@@ -20,9 +20,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .app import Baton
-from .cli import STATE_STYLES, counts_text, state_text, workflow_tree
 from .job import Job
 from .plugins.stager import Stager
+from .terminal import STATE_STYLES, counts_text, state_text, workflow_tree
 from .workflows.builder import Workflow
 from .workflows.status import WorkflowStatus
 
