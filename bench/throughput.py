@@ -48,13 +48,24 @@ EXCEPTION = ("baton", "job", "exception")
 LATENCY_CONCURRENCY = 10
 
 
-def make_app(url: str, queues: Mapping[str, int] | None = None) -> baton.Baton:
-    """An app with nothing but the Stager plugin and no event logging, and the no-op worker."""
-    app = baton.Baton(url, queues=queues, plugins=[baton.plugins.Stager()], log_events=False)
+KINDS = ("async", "sync")  # worker functions: `async def` (run on the loop) or `def` (in threads)
 
-    @app.worker(name=WORKER, queue=QUEUE)
-    async def noop(job: baton.Job) -> None:
-        return None
+
+def make_app(url: str, queues: Mapping[str, int] | None = None, kind: str = "async") -> baton.Baton:
+    """An app with nothing but the Stager plugin and no event logging, and the no-op worker
+    (an `async def` or a plain `def`, by `kind`)."""
+    app = baton.Baton(url, queues=queues, plugins=[baton.plugins.Stager()], log_events=False)
+    if kind == "sync":
+
+        @app.worker(name=WORKER, queue=QUEUE)
+        def noop_sync(job: baton.Job) -> None:
+            return None
+
+    else:
+
+        @app.worker(name=WORKER, queue=QUEUE)
+        async def noop(job: baton.Job) -> None:
+            return None
 
     return app
 
@@ -122,10 +133,10 @@ class ProcessRun:
         return self.jobs / self.seconds
 
 
-async def process(base_url: str, jobs: int, concurrency: int) -> ProcessRun:
+async def process(base_url: str, jobs: int, concurrency: int, kind: str = "async") -> ProcessRun:
     """Insert `jobs` no-op jobs, then time one node at `concurrency` running them all."""
     async with benchlib.fresh_database(base_url) as url:
-        app = make_app(url, {QUEUE: concurrency})
+        app = make_app(url, {QUEUE: concurrency}, kind)
         await app.insert_all(specs(app, jobs))
         loop = asyncio.get_running_loop()
         executed = loop.create_future()
@@ -173,25 +184,36 @@ class LatencyRun:
     others: float = math.nan  # other processes' CPU share during the run
 
 
-async def latency(base_url: str, samples: int, warmup: int, concurrency: int) -> list[LatencyRun]:
+async def latency(base_url: str, samples: int, warmup: int, concurrency: int, kind: str = "async") -> list[LatencyRun]:
     """Start a node on an idle queue and time insert -> worker start, one job at a time, for an
     insert through the node's own app (`local`) and through another app (`remote`)."""
     async with benchlib.fresh_database(base_url) as url:
         started: dict[int, asyncio.Future[float]] = {}
+        loop = asyncio.get_running_loop()
+
+        def arrived(n: int, t: float) -> None:
+            fut = started.get(n)
+            if fut is not None and not fut.done():
+                fut.set_result(t)
 
         def register(app: baton.Baton) -> None:
-            @app.worker(name=PROBE, queue=QUEUE)
-            async def probe(job: baton.Job) -> None:
-                t = now()  # the first line of the worker function
-                fut = started.get(job.args["n"])
-                if fut is not None and not fut.done():
-                    fut.set_result(t)
+            if kind == "sync":
+
+                @app.worker(name=PROBE, queue=QUEUE)
+                def probe_sync(job: baton.Job) -> None:
+                    t = now()  # the first line of the worker function, in a worker thread
+                    loop.call_soon_threadsafe(arrived, job.args["n"], t)
+
+            else:
+
+                @app.worker(name=PROBE, queue=QUEUE)
+                async def probe(job: baton.Job) -> None:
+                    arrived(job.args["n"], now())  # the first line of the worker function
 
         node = make_app(url, {QUEUE: concurrency})
         register(node)
         other = make_app(url)
         register(other)
-        loop = asyncio.get_running_loop()
         runs = [LatencyRun("local"), LatencyRun("remote")]
         seq = 0
         try:
@@ -236,8 +258,8 @@ class Results:
     """Everything one invocation measured, per repeat."""
 
     inserts: list[InsertRun] = field(default_factory=list)
-    processing: dict[int, list[ProcessRun]] = field(default_factory=dict)
-    latencies: dict[str, list[LatencyRun]] = field(default_factory=dict)
+    processing: dict[tuple[str, int], list[ProcessRun]] = field(default_factory=dict)  # (kind, concurrency)
+    latencies: dict[tuple[str, str], list[LatencyRun]] = field(default_factory=dict)  # (kind, mode)
     background: list[float] = field(default_factory=list)  # other processes' CPU before each run
 
 
@@ -253,19 +275,20 @@ def report(results: Results, jobs: int, samples: int) -> str:
                 f"{Summary([r.build_seconds for r in results.inserts]).cell(secs)} more",
             ]
         )
-    for concurrency, runs in sorted(results.processing.items()):
+    for (kind, concurrency), runs in sorted(results.processing.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         errors = sum(r.errors for r in runs)
         rows.append(
             [
-                f"processed no-op jobs, {jobs:,} at concurrency {concurrency}",
+                f"processed no-op {kind} jobs, {jobs:,} at concurrency {concurrency}",
                 Summary([r.per_second for r in runs]).cell(rate) + " jobs/s",
                 f"start to all completed {Summary([r.seconds for r in runs]).cell(secs)}; last worker return "
                 f"at {Summary([r.executed_seconds for r in runs]).cell(secs)}"
                 + (f"; {errors} errors" if errors else ""),
             ]
         )
-    for mode, lruns in results.latencies.items():
+    for (kind, mode), lruns in results.latencies.items():
         label = "same app (in-process wake-up)" if mode == "local" else "other app (notification wake-up)"
+        label += f", {kind} worker"
         p50 = Summary([benchlib.percentile(r.latencies, 50) for r in lruns])
         p99 = Summary([benchlib.percentile(r.latencies, 99) for r in lruns])
         calls = Summary([benchlib.percentile(r.insert_calls, 50) for r in lruns])
@@ -304,7 +327,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="insert,process,latency",
         help="comma-separated subset of insert,process,latency (%(default)s)",
     )
+    parser.add_argument(
+        "--kinds",
+        default="async",
+        help="worker kinds to process and time, comma-separated subset of async,sync (%(default)s)",
+    )
     args = parser.parse_args(argv)
+    args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not args.kinds or set(args.kinds) - set(KINDS):
+        parser.error(f"--kinds: choose from {', '.join(KINDS)}")
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = args.only - {"insert", "process", "latency"}
     if unknown:
@@ -343,28 +374,32 @@ async def main(argv: Sequence[str] | None = None) -> int:
             )
         if "process" in args.only:
             for c in args.concurrency:
-                prun, before = await benchlib.measure(
-                    functools.partial(process, args.url, args.jobs, c), lambda x: x.others, quiet, f"concurrency {c}"
-                )
-                results.background.append(before)
-                results.processing.setdefault(c, []).append(prun)
-                print(
-                    f"{tag} processed at concurrency {c}: {rate(prun.per_second)} jobs/s "
-                    f"({secs(prun.seconds)}); other processes' CPU {benchlib.pct(prun.others)}",
-                    flush=True,
-                )
-        if "latency" in args.only:
+                for kind in args.kinds:
+                    prun, before = await benchlib.measure(
+                        functools.partial(process, args.url, args.jobs, c, kind),
+                        lambda x: x.others,
+                        quiet,
+                        f"{kind} concurrency {c}",
+                    )
+                    results.background.append(before)
+                    results.processing.setdefault((kind, c), []).append(prun)
+                    print(
+                        f"{tag} processed {kind} at concurrency {c}: {rate(prun.per_second)} jobs/s "
+                        f"({secs(prun.seconds)}); other processes' CPU {benchlib.pct(prun.others)}",
+                        flush=True,
+                    )
+        for kind in args.kinds if "latency" in args.only else ():
             lruns, before = await benchlib.measure(
-                lambda: latency(args.url, args.samples, args.warmup, LATENCY_CONCURRENCY),
+                functools.partial(latency, args.url, args.samples, args.warmup, LATENCY_CONCURRENCY, kind),
                 lambda runs: max(x.others for x in runs),
                 quiet,
-                "latency",
+                f"{kind} latency",
             )
             results.background.append(before)
             for lrun in lruns:
-                results.latencies.setdefault(lrun.mode, []).append(lrun)
+                results.latencies.setdefault((kind, lrun.mode), []).append(lrun)
                 print(
-                    f"{tag} latency {lrun.mode}: p50 {ms(benchlib.percentile(lrun.latencies, 50))}, "
+                    f"{tag} {kind} latency {lrun.mode}: p50 {ms(benchlib.percentile(lrun.latencies, 50))}, "
                     f"p99 {ms(benchlib.percentile(lrun.latencies, 99))}; "
                     f"other processes' CPU {benchlib.pct(lrun.others)}",
                     flush=True,

@@ -17,6 +17,7 @@ from ..errors import ValidationError
 from ..job import Cancel, Discard, Job, Snooze, check_json, storable
 from ..store.jobs import Ack
 from ..worker import WorkerDef, default_backoff
+from .threads import DaemonThreadPool, LoopHandoff
 
 log = logging.getLogger("baton.executor")
 
@@ -45,6 +46,7 @@ class Executor:
         self._resolve = resolve
         self._threads = threads
         self._node = node
+        self._handoff: LoopHandoff | None = None
 
     async def run(self, job: Job) -> Ack:
         """Run `job`'s current attempt; never raises except CancelledError."""
@@ -110,6 +112,11 @@ class Executor:
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         if timeout is None:
+            if isinstance(self._threads, DaemonThreadPool):
+                handoff = self._handoff
+                if handoff is None or handoff.loop is not loop:
+                    handoff = self._handoff = LoopHandoff(self._threads, loop)
+                return await handoff.run(context.run, worker.perform, job)
             return await loop.run_in_executor(self._threads, context.run, worker.perform, job)
         began: asyncio.Future[None] = loop.create_future()
 

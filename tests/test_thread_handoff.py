@@ -1,0 +1,70 @@
+"""Sync work handed to pool threads comes back to the event loop with its result or exception,
+many outcomes per wake-up of the loop, and a cancelled waiter never receives one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from baton.runtime.threads import DaemonThreadPool, LoopHandoff
+
+
+async def test_results_and_exceptions_come_back_to_their_futures() -> None:
+    pool = DaemonThreadPool(4, "test-handoff")
+    handoff = LoopHandoff(pool, asyncio.get_running_loop())
+
+    def boom() -> None:
+        raise ValueError("no")
+
+    try:
+        assert await handoff.run(lambda a, b: a + b, 2, 3) == 5
+        with pytest.raises(ValueError, match="no"):
+            await handoff.run(boom)
+        with pytest.raises(SystemExit):
+            await handoff.run(lambda: (_ for _ in ()).throw(SystemExit(3)))
+        results = await asyncio.gather(*(handoff.run(lambda i=i: i * i) for i in range(500)))
+        assert results == [i * i for i in range(500)]
+    finally:
+        pool.shutdown(wait=True)
+
+
+async def test_outcomes_that_finish_together_share_one_wake_up() -> None:
+    pool = DaemonThreadPool(8, "test-handoff")
+    loop = asyncio.get_running_loop()
+    handoff = LoopHandoff(pool, loop)
+    gate = threading.Event()
+    deliveries = 0
+    original = handoff._deliver
+
+    def counting_deliver() -> None:
+        nonlocal deliveries
+        deliveries += 1
+        original()
+
+    handoff._deliver = counting_deliver  # type: ignore[method-assign]
+    try:
+        futures = [handoff.run(gate.wait, 5) for _ in range(8)]
+        await asyncio.sleep(0.05)  # every thread is blocked on the gate
+        gate.set()
+        time.sleep(0.2)  # hold the loop: all eight finish before it can run a delivery
+        assert await asyncio.gather(*futures) == [True] * 8
+        assert deliveries == 1
+    finally:
+        pool.shutdown(wait=True)
+
+
+async def test_a_cancelled_waiter_is_skipped() -> None:
+    pool = DaemonThreadPool(2, "test-handoff")
+    handoff = LoopHandoff(pool, asyncio.get_running_loop())
+    gate = threading.Event()
+    try:
+        future = handoff.run(gate.wait, 5)
+        future.cancel()
+        gate.set()
+        assert await handoff.run(lambda: "after") == "after"
+        assert future.cancelled()
+    finally:
+        pool.shutdown(wait=True)
