@@ -14,6 +14,7 @@ from .._tasks import cancel_and_wait
 from ..job import Job
 from ..store import jobs as store
 from ..store import transitions
+from ..store.transitions import FetchKey
 
 if TYPE_CHECKING:
     from .parts import NodeParts
@@ -34,6 +35,7 @@ class Producer:
         self._wake = asyncio.Event()
         self._more = True
         self._signals = 0  # bumped by every wake-up, so one arriving mid-fetch is not lost
+        self._after: FetchKey | None = None  # where the next fetch may start (see fetch_next)
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._stray: set[int] = set()
@@ -59,7 +61,9 @@ class Producer:
         self._task = asyncio.create_task(self._run(), name=f"baton-producer-{self.queue}")
 
     def wake(self) -> None:
-        """Jobs may be waiting: fetch as soon as there is capacity."""
+        """Jobs may be waiting: fetch as soon as there is capacity (scanning from the start of
+        the queue, since they may sort before the last job fetched)."""
+        self._after = None
         self._more = True
         self._signals += 1
         self._wake.set()
@@ -78,14 +82,23 @@ class Producer:
     async def _run(self) -> None:
         poll = self.node.app.poll_interval
         backoff = 0.05
+        loop = asyncio.get_running_loop()
+        full_scan_at = -poll
         while not self._stopping:
             free = 0 if self.paused else self.limit - len(self.running)
             if free > 0 and self._more:
                 signals = self._signals
+                # Continue after the last job fetched while batches come back full, scanning
+                # from the start at least once per poll interval (see fetch_next).
+                after = self._after if loop.time() - full_scan_at < poll else None
                 try:
-                    jobs = await self.node.engine.run_relaxed(
-                        transitions.fetch_jobs, self.queue, self.node.name, self.uuid, free
+                    jobs, last = await self.node.engine.run_relaxed(
+                        transitions.fetch_next, self.queue, self.node.name, self.uuid, free, after
                     )
+                    if after is None:
+                        full_scan_at = loop.time()
+                    if self._signals == signals:
+                        self._after = last if len(jobs) == free else None
                     backoff = 0.05
                 except asyncio.CancelledError:
                     raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..engines.base import Conn, Row
 from ..job import TERMINAL_STATES, Job, dumps
@@ -17,17 +18,43 @@ from .jobs import Ack, Dropped
 # --------------------------------------------------------------------------- fetch
 
 
+# A position in a queue's fetch order: (priority, scheduled_at, id) of a fetched job, with
+# scheduled_at exactly as the database returned it.
+FetchKey = tuple[int, Any, int]
+
+
 async def fetch_jobs(conn: Conn, queue: str, node: str, uuid: str, limit: int) -> list[Job]:
     """Move up to `limit` available jobs of `queue` to `executing` for producer `uuid`."""
-    rows = await conn.fetch("fetch_jobs", {"queue": queue, "node": node, "uuid": uuid, "limit": limit})
+    return (await fetch_next(conn, queue, node, uuid, limit))[0]
+
+
+async def fetch_next(
+    conn: Conn, queue: str, node: str, uuid: str, limit: int, after: FetchKey | None = None
+) -> tuple[list[Job], FetchKey | None]:
+    """`fetch_jobs`, optionally only among jobs after `after` in fetch order; also returns the
+    position of the last job fetched.
+
+    Why: on PostgreSQL every fetched job leaves a dead entry at the head of the fetch index
+    until VACUUM removes it, and a scan from the start steps over all of them — with a backlog
+    of a million jobs, more each second. A producer that keeps fetching full batches starts
+    its next scan after its last job instead; it scans from the start again whenever it is
+    woken (a job may have become available before that position) and at least once per poll
+    interval, so a job released or inserted behind the position waits no longer than polling."""
+    params: dict[str, Any] = {"queue": queue, "node": node, "uuid": uuid, "limit": limit}
+    if after is None:
+        rows = await conn.fetch("fetch_jobs", params)
+    else:
+        params.update(after_priority=after[0], after_scheduled_at=after[1], after_id=after[2])
+        rows = await conn.fetch("fetch_jobs_after", params)
     if not rows:
-        return []
+        return [], None
+    last = max((r["priority"], r["scheduled_at"], r["id"]) for r in rows)
     jobs = [Job.fetched(r, node, uuid) for r in rows]
     jobs.sort(key=lambda j: (j.priority, j.id))
     steps = [j for j in jobs if j.workflow_id is not None]
     if steps:
         await workflows.load_context(conn, steps)
-    return jobs
+    return jobs, last
 
 
 @dataclass(slots=True)
