@@ -13,7 +13,8 @@ Figures per system (each the median of --repeat runs):
     (building the job objects included);
   - processing: N no-op jobs inserted first, then worker node process(es) started; jobs/s from
     `go` to every job finished (acked in the database; Celery: counted by the workers), at
-    concurrency 10 and 50 on one node, and on two nodes at 50 each; a run still going after
+    concurrency 10 and 50 on one node (at 50 also with sync `def` workers: each system runs
+    them in threads), and on two nodes at 50 each; a run still going after
     --max-seconds (30) is rated on the jobs finished by then, so one slow system cannot
     stretch the comparison;
   - insert-to-start latency p50/p99 on an idle queue: one node running, one job inserted at a
@@ -385,6 +386,14 @@ FIGURES = [
         fmt_rate,
     ),
     Figure(
+        "process_sync_c50_n1",
+        "processed, sync workers, 1 node, concurrency 50",
+        "jobs/s",
+        True,
+        lambda r: _vals(r, "process_sync_c50_n1", "jobs_per_s"),
+        fmt_rate,
+    ),
+    Figure(
         "process_c50_n2",
         "processed, 2 nodes, concurrency 50 each",
         "jobs/s",
@@ -441,7 +450,15 @@ class Plan:
         return {"always": True, "never": False}.get(self.analyze, s.analyze)
 
 
-KEYS = ("insert", "process_c10_n1", "process_c50_n1", "process_c50_n2", "latency", "workflow")
+KEYS = (
+    "insert",
+    "process_c10_n1",
+    "process_c50_n1",
+    "process_sync_c50_n1",
+    "process_c50_n2",
+    "latency",
+    "workflow",
+)
 
 
 def measurements_for(s: SystemDef, plan: Plan) -> list[tuple[str, str, dict[str, Any], float]]:
@@ -452,6 +469,7 @@ def measurements_for(s: SystemDef, plan: Plan) -> list[tuple[str, str, dict[str,
         ("insert", "insert", {"jobs": jobs}, 300.0),
         ("process_c10_n1", "process", {**proc, "concurrency": 10, "nodes": 1}, 900.0),
         ("process_c50_n1", "process", {**proc, "concurrency": 50, "nodes": 1}, 900.0),
+        ("process_sync_c50_n1", "process", {**proc, "concurrency": 50, "nodes": 1, "kind": "sync"}, 900.0),
         ("process_c50_n2", "process", {**proc, "concurrency": 50, "nodes": 2}, 900.0),
         ("latency", "latency", {"samples": plan.samples, "warmup": plan.warmup}, 600.0),
     ]
@@ -525,7 +543,7 @@ def details(plan: Plan, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> lis
                 f"insert call alone {median([x['insert_only_jobs_per_s'] for x in ins]):,.0f} jobs/s, "
                 f"building the jobs {median([x['build_seconds'] for x in ins]) * 1000:.0f} ms"
             )
-        for key in ("process_c10_n1", "process_c50_n1", "process_c50_n2"):
+        for key in ("process_c10_n1", "process_c50_n1", "process_sync_c50_n1", "process_c50_n2"):
             ps = [x for x in r.get(key, []) if x.get("ok")]
             if ps:
                 first = [x["first_job_s"] for x in ps if x.get("first_job_s") is not None]

@@ -43,12 +43,19 @@ SETTINGS = [
 _first = common.FirstJob()
 
 
-def make_app(url: str, queues: dict[str, int] | None = None) -> baton.Baton:
+def make_app(url: str, queues: dict[str, int] | None = None, kind: str = "async") -> baton.Baton:
     app = baton.Baton(url, queues=queues, log_events=False)
+    if kind == "sync":
 
-    @app.worker(name=NOOP, queue=QUEUE)
-    async def noop(job: baton.Job) -> None:
-        _first()
+        @app.worker(name=NOOP, queue=QUEUE)
+        def noop_sync(job: baton.Job) -> None:
+            _first()
+
+    else:
+
+        @app.worker(name=NOOP, queue=QUEUE)
+        async def noop(job: baton.Job) -> None:
+            _first()
 
     @app.worker(name=PROBE, queue=QUEUE)
     async def probe(job: baton.Job) -> None:
@@ -62,7 +69,7 @@ def make_app(url: str, queues: dict[str, int] | None = None) -> baton.Baton:
 
 def node(cfg: dict[str, Any]) -> None:
     common.quiet_logging("baton", "psycopg", "psycopg.pool")
-    app = make_app(cfg["url"], {QUEUE: int(cfg["concurrency"])})
+    app = make_app(cfg["url"], {QUEUE: int(cfg["concurrency"])}, cfg.get("kind", "async"))
     common.wait_for_go()
     asyncio.run(_run_node(app))
 

@@ -241,11 +241,13 @@ class System(Protocol):
     async def close(self) -> None: ...
 
 
-async def start_nodes(system: System, count: int, concurrency: int, probe: bool = False) -> list[Node]:
-    nodes = [
-        await Node.spawn(system.script, system.node_config(concurrency, probe), label=f"{system.name}-node{i}")
-        for i in range(count)
-    ]
+async def start_nodes(
+    system: System, count: int, concurrency: int, probe: bool = False, kind: str = "async"
+) -> list[Node]:
+    """Spawn `count` node processes; `kind` says whether their no-op worker is an `async def`
+    or a plain `def` (a sync worker, run however the system runs those)."""
+    config = {**system.node_config(concurrency, probe), "kind": kind}
+    nodes = [await Node.spawn(system.script, config, label=f"{system.name}-node{i}") for i in range(count)]
     try:
         for node in nodes:
             await node.expect("ready", timeout=60)
@@ -296,6 +298,7 @@ async def measure_process(
     nodes: int,
     max_seconds: float = 600,
     analyze: bool = False,
+    kind: str = "async",
 ) -> dict[str, Any]:
     """Insert `jobs` no-op jobs, start `nodes` nodes at `concurrency` (all imports and setup
     done before the clock starts), time `go` -> every job finished (acked in the database).
@@ -310,7 +313,7 @@ async def measure_process(
         await (seed(jobs) if seed is not None else system.bulk_insert(jobs))
         if analyze:
             await system.analyze()
-        running = await start_nodes(system, nodes, concurrency)
+        running = await start_nodes(system, nodes, concurrency, kind=kind)
         cpu0 = [n.cpu_seconds() for n in running]
         t0 = time.perf_counter()
         wall0 = time.time()
@@ -407,6 +410,7 @@ def measurements(make: Callable[[dict[str, Any]], System], info: Measurement) ->
             int(p.get("nodes", 1)),
             analyze=bool(p.get("analyze", False)),
             max_seconds=float(p.get("max_seconds", 600)),
+            kind=str(p.get("kind", "async")),
         )
 
     async def latency(p: dict[str, Any]) -> dict[str, Any]:

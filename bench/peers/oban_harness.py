@@ -42,12 +42,16 @@ SETTINGS = [
 ]
 
 _first = common.FirstJob()
+_SYNC = {"on": False}  # a "sync" node: oban-py workers are async, so sync code goes to a thread
 
 
 @worker(queue=QUEUE)
 class Noop:
     async def process(self, job: Any) -> None:
-        _first()
+        if _SYNC["on"]:
+            await asyncio.to_thread(_first)
+        else:
+            _first()
 
 
 @worker(queue=QUEUE)
@@ -61,6 +65,7 @@ class Probe:
 
 def node(cfg: dict[str, Any]) -> None:
     common.quiet_logging("oban", "psycopg", "psycopg.pool")
+    _SYNC["on"] = cfg.get("kind") == "sync"
     common.wait_for_go()
     asyncio.run(_run_node(cfg))
 

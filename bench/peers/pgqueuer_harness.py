@@ -60,9 +60,18 @@ async def _run_node(cfg: dict[str, Any]) -> None:
     conn = await asyncpg.connect(_dsn(cfg["url"]))
     pgq = PgQueuer(AsyncpgDriver(conn))
 
-    @pgq.entrypoint(NOOP)
-    async def noop(job: Job) -> None:
-        _first()
+    if cfg.get("kind") == "sync":
+
+        @pgq.entrypoint(NOOP)
+        async def noop_sync(job: Job) -> None:
+            # PgQueuer dropped sync entrypoints; its documented way is asyncio.to_thread.
+            await asyncio.to_thread(_first)
+
+    else:
+
+        @pgq.entrypoint(NOOP)
+        async def noop(job: Job) -> None:
+            _first()
 
     @pgq.entrypoint(PROBE)
     async def probe(job: Job) -> None:

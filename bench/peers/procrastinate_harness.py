@@ -38,15 +38,23 @@ SETTINGS = [
 _first = common.FirstJob()
 
 
-def make_app(url: str, pool_max: int | None = None) -> procrastinate.App:
+def make_app(url: str, pool_max: int | None = None, kind: str = "async") -> procrastinate.App:
     kwargs: dict[str, Any] = {"conninfo": url}
     if pool_max is not None:
         kwargs.update(min_size=min(4, pool_max), max_size=pool_max)
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(**kwargs))
 
-    @app.task(name="bench_noop", queue=QUEUE)
-    async def noop(n: int) -> None:
-        _first()
+    if kind == "sync":
+
+        @app.task(name="bench_noop", queue=QUEUE)
+        def noop(n: int) -> None:  # procrastinate runs sync tasks in a thread
+            _first()
+
+    else:
+
+        @app.task(name="bench_noop", queue=QUEUE)
+        async def noop(n: int) -> None:  # type: ignore[misc]
+            _first()
 
     @app.task(name="bench_probe", queue=QUEUE)
     async def probe(n: int) -> None:
@@ -63,7 +71,7 @@ def make_app(url: str, pool_max: int | None = None) -> procrastinate.App:
 def node(cfg: dict[str, Any]) -> None:
     common.quiet_logging("procrastinate", "psycopg", "psycopg.pool")
     concurrency = int(cfg["concurrency"])
-    app = make_app(cfg["url"], pool_max=concurrency + 2)
+    app = make_app(cfg["url"], pool_max=concurrency + 2, kind=cfg.get("kind", "async"))
     common.wait_for_go()
     asyncio.run(_run_node(app, concurrency))
 
