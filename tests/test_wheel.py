@@ -2,12 +2,14 @@
 `baton-jobs` that `twine check` accepts; the wheel holds every file of `src/baton` (SQL,
 migrations, dashboard templates and assets, JSON Schemas); installed into a fresh virtualenv,
 away from this checkout, it runs `baton --version`, `baton migrate` on SQLite and on a fresh
-PostgreSQL database, and `baton demo`."""
+PostgreSQL database, `baton demo`, and the getting-started steps of the docs (a worker node
+included)."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -22,6 +24,7 @@ import baton
 
 sys.path.insert(0, str(Path(__file__).parent))
 import pg
+from polling import wait_for
 from test_demo import assert_demo_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,3 +179,49 @@ def test_install_hints_name_the_distribution_and_an_extra_it_declares() -> None:
             if name != "baton-jobs" or not wanted <= extras:
                 wrong.append(f"{path.relative_to(ROOT)}: {match.group(0)}")
     assert not wrong, f"install hints must read baton-jobs[<one of {sorted(extras)}>]: {wrong}"
+
+
+TASKS = """
+import baton
+
+app = baton.Baton(queues={"default": 5})   # $BATON_DATABASE_URL, else ./baton.db
+
+
+@app.worker(max_attempts=3)
+def greet(job: baton.Job) -> str:
+    return f"hello, {job.args['name']}"
+"""
+
+
+async def test_the_getting_started_steps_work_from_the_installed_wheel(
+    venv_bin: Path, tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    """docs/getting-started.md, section 2: a tasks module, `baton migrate`, an insert from sync
+    code, `baton worker --app tasks:app` until SIGTERM, `baton jobs list`."""
+    (tmp_path / "tasks.py").write_text(TASKS)
+    env = {**user_env, "BATON_DATABASE_URL": f"sqlite:///{tmp_path}/tasks.db"}
+    assert run([str(venv_bin / "baton"), "migrate"], cwd=tmp_path, env=env).returncode == 0
+    insert = "from tasks import app, greet; print(app.insert_sync(greet.new({'name': 'Ada'})).id)"
+    inserted = run([str(venv_bin / "python"), "-c", insert], cwd=tmp_path, env=env)
+    assert inserted.stdout.strip() == "1", inserted.stdout + inserted.stderr
+
+    node = subprocess.Popen(
+        [str(venv_bin / "baton"), "worker", "--app", "tasks:app"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def completed() -> bool:
+            listing = run([str(venv_bin / "baton"), "jobs", "list"], cwd=tmp_path, env=env)
+            return bool(re.search(r"^\s*1\s+completed\s+default\s+tasks\.greet\s+1/3", listing.stdout, re.M))
+
+        await wait_for(completed, timeout=30, interval=0.5)
+    finally:
+        node.send_signal(signal.SIGTERM)
+        output, _ = node.communicate(timeout=60)
+    assert node.returncode == 0, output
+    assert "stopped" in output
