@@ -50,6 +50,14 @@ def source_files() -> list[str]:
     return files
 
 
+def clean_env() -> dict[str, str]:
+    """The environment of a user's shell: no PYTHONPATH into this checkout (pip would take the
+    checkout's egg-info for an installed baton-jobs), no virtualenv, no database set."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BATON_DATABASE_URL", "VIRTUAL_ENV")}
+    env["COLUMNS"] = "160"
+    return env
+
+
 def schema_version(engine: str) -> int:
     """The highest migration number shipped for an engine (`NNN_name.sql`)."""
     return max(int(p.name.split("_", 1)[0]) for p in (PACKAGE / "engines" / engine / "migrations").glob("*.sql"))
@@ -77,17 +85,14 @@ def venv_bin(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("venv") / "venv"
     proc = run([sys.executable, "-m", "venv", str(venv)])
     assert proc.returncode == 0, proc.stderr
-    proc = run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)])
+    proc = run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)], env=clean_env())
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return venv / "bin"
 
 
 @pytest.fixture
-def user_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of a user's shell: no PYTHONPATH into this checkout, no database set."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BATON_DATABASE_URL", "VIRTUAL_ENV")}
-    env["COLUMNS"] = "160"
-    return env
+def user_env() -> dict[str, str]:
+    return clean_env()
 
 
 def test_build_makes_an_sdist_and_a_wheel_of_baton_jobs_at_the_package_version(dist: Path) -> None:
