@@ -264,7 +264,7 @@ def test_otel_attach_twice_is_an_error_and_detach_says_whether_it_was_attached()
 
 def test_otel_without_the_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # makes `import opentelemetry` fail
-    with pytest.raises(ImportError, match=r"pip install 'baton\[otel\]'") as info:
+    with pytest.raises(ImportError, match=r"pip install 'baton-jobs\[otel\]'") as info:
         otel_bridge.attach()
     assert isinstance(info.value, baton.BatonError)
     assert otel_bridge.HANDLER_ID not in telemetry.list_handlers()
@@ -417,7 +417,7 @@ def test_prometheus_detach_unregisters_and_attach_again_works() -> None:
 
 def test_prometheus_without_the_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    with pytest.raises(ImportError, match=r"pip install 'baton\[prometheus\]'") as info:
+    with pytest.raises(ImportError, match=r"pip install 'baton-jobs\[prometheus\]'") as info:
         prom_bridge.attach(CollectorRegistry())
     assert isinstance(info.value, baton.BatonError)
     assert prom_bridge.HANDLER_ID not in telemetry.list_handlers()

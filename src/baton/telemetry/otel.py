@@ -1,4 +1,4 @@
-"""The OpenTelemetry bridge (`pip install 'baton[otel]'`): one span per job attempt and metrics
+"""The OpenTelemetry bridge (`pip install 'baton-jobs[otel]'`): one span per job attempt and metrics
 for jobs, workflows and plugins, recorded through the providers you pass (or the global ones).
 
 ```python
@@ -46,7 +46,7 @@ def _require_otel() -> None:
         from opentelemetry import metrics, trace  # noqa: F401
     except ImportError as exc:
         raise MissingExtraError(
-            "the OpenTelemetry bridge needs opentelemetry-api: pip install 'baton[otel]' "
+            "the OpenTelemetry bridge needs opentelemetry-api: pip install 'baton-jobs[otel]' "
             f"(plus opentelemetry-sdk or another SDK to export anything) ({exc})"
         ) from exc
 

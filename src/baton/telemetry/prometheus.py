@@ -1,4 +1,4 @@
-"""The Prometheus bridge (`pip install 'baton[prometheus]'`): counters, histograms and gauges
+"""The Prometheus bridge (`pip install 'baton-jobs[prometheus]'`): counters, histograms and gauges
 for jobs, workflows, plugins and leadership, registered in a registry you choose.
 
 ```python
@@ -43,7 +43,7 @@ def _require_prometheus() -> None:
         import prometheus_client  # noqa: F401
     except ImportError as exc:
         raise MissingExtraError(
-            f"the Prometheus bridge needs prometheus-client: pip install 'baton[prometheus]' ({exc})"
+            f"the Prometheus bridge needs prometheus-client: pip install 'baton-jobs[prometheus]' ({exc})"
         ) from exc
 
 
