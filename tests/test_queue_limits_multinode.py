@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -156,7 +157,7 @@ async def check_rate(db_url: str, make_app: Callable[..., baton.Baton], allowed:
     # No stall: every window after the first started jobs (a gap of a whole window would mean
     # the nodes stopped fetching while jobs waited).
     starts.sort()
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert max(gaps) < 2 * period, f"a gap of {max(gaps):.2f}s between starts"
 
 
