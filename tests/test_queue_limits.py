@@ -403,3 +403,64 @@ async def test_bad_limits_given_to_scale_queue(make_app: Callable[..., baton.Bat
         with pytest.raises(baton.ValidationError) as info:
             await app.scale_queue("nope", global_limit=2, local=True)
         assert info.value.field == "queues.nope"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+async def test_cli_lists_usage_against_limits_and_scales_them(make_app: Callable[..., baton.Baton], db_url: str):
+    from click.testing import CliRunner
+
+    from baton.cli import cli
+
+    def invoke(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["--url", db_url, *args], env={"COLUMNS": "200"})
+
+    partition = {"fields": ["args"], "keys": ["tenant"]}
+    app = make_app(
+        queues={
+            "api": {"limit": 10, "global_limit": {"allowed": 2, "partition": partition}},
+            "llm": {"limit": 5, "rate_limit": {"allowed": 60, "period": 60}},
+        }
+    )
+    hold = asyncio.Event()
+
+    @app.worker(queue="api")
+    async def call(job: baton.Job) -> None:
+        await hold.wait()
+
+    @app.worker(queue="llm")
+    async def ask(job: baton.Job) -> None:
+        return None
+
+    await app.insert_all([call.new({"tenant": t}) for t in ("a", "a", "a", "b")] + [ask.new({}) for _ in range(3)])
+    async with app:
+        await wait_for(lambda: app.count_jobs(), 5)
+
+        async def settled() -> bool:
+            counts = await app.count_jobs()
+            return counts.get("executing") == 3 and counts.get("completed") == 3
+
+        await wait_for(settled, 10)
+        listed = await asyncio.to_thread(invoke, "queues", "list")
+        assert listed.exit_code == 0, listed.output
+        api = next(line for line in listed.output.splitlines() if line.startswith("api"))
+        llm = next(line for line in listed.output.splitlines() if line.startswith("llm"))
+        assert "2/2 per args tenant (3 in 2 partitions)" in api
+        assert "3/60 per 60s" in llm
+
+        scaled = await asyncio.to_thread(invoke, "queues", "scale", "api", "--global-limit", "3")
+        assert scaled.exit_code == 0, scaled.output
+        # The partition is kept: tenant a now runs 3, tenant b still 1.
+        await wait_for(lambda: app.queue_state()["api"]["global_limit"] == {"allowed": 3, "partition": partition}, 5)
+
+        async def four_running() -> bool:
+            return (await app.count_jobs()).get("executing") == 4
+
+        await wait_for(four_running, 5)
+        bad = await asyncio.to_thread(invoke, "queues", "scale", "llm", "--rate-limit", "10")
+        assert bad.exit_code != 0 and "ALLOWED/PERIOD" in bad.output
+        rate = await asyncio.to_thread(invoke, "queues", "scale", "llm", "--rate-limit", "10/2")
+        assert rate.exit_code == 0, rate.output
+        await wait_for(lambda: app.queue_state()["llm"]["rate_limit"] == {"allowed": 10, "period": 2.0}, 5)
+        hold.set()

@@ -79,6 +79,13 @@ def _queue_options(queues: Mapping[str, Any] | None) -> dict[str, dict[str, Any]
     return out
 
 
+def _explicit(given: Any, parsed: dict[str, Any]) -> dict[str, Any]:
+    """The parsed limit, saying "partition": None when the caller removed the partition."""
+    if isinstance(given, Mapping) and "partition" in given and given["partition"] is None:
+        parsed["partition"] = None
+    return parsed
+
+
 def _limit_dicts(limits: QueueLimits) -> dict[str, Any]:
     meta = limits.meta()
     return {"global_limit": meta["global_limit"], "rate_limit": meta["rate_limit"]}
@@ -598,7 +605,8 @@ class Baton:
     ) -> None:
         """Change a queue's concurrency limit (per node) at run time, and/or its limits across
         nodes (`global_limit`, `rate_limit`, as in `queues=`; every node obeys them, at once when
-        the signal arrives and at the latest after one refresh interval)."""
+        the signal arrives and at the latest after one refresh interval). A limit given without
+        `partition` keeps the queue's current partition; `"partition": None` removes it."""
         if limit is None and global_limit is None and rate_limit is None:
             raise ValidationError("limit", "give a limit, a global_limit or a rate_limit to change")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_INT4):
@@ -612,10 +620,15 @@ class Baton:
             field = f"queues.{queue}" if isinstance(queue, str) else "queue"
             if local and self._node is not None and queue not in self._node.producers:
                 raise ValidationError(field, f"this node runs no queue {queue!r}; its queues are {list(self.queues)}")
+            # A limit given without "partition" keeps the queue's current partition.
             if global_limit is not None:
-                message["global_limit"] = parse_global_limit(f"{field}.global_limit", global_limit).to_dict()
+                message["global_limit"] = _explicit(
+                    global_limit, parse_global_limit(f"{field}.global_limit", global_limit).to_dict()
+                )
             if rate_limit is not None:
-                message["rate_limit"] = parse_rate_limit(f"{field}.rate_limit", rate_limit).to_dict()
+                message["rate_limit"] = _explicit(
+                    rate_limit, parse_rate_limit(f"{field}.rate_limit", rate_limit).to_dict()
+                )
             message["limits_set_at"] = time.time()
         await self._queue_signal(message, local)
 

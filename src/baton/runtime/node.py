@@ -193,6 +193,10 @@ class Node:
         try:
             g = message.get("global_limit", current.global_limit and current.global_limit.to_dict())
             r = message.get("rate_limit", current.rate_limit and current.rate_limit.to_dict())
+            # A new limit that names no partition keeps the current one.
+            for new, old in ((g, current.global_limit), (r, current.rate_limit)):
+                if isinstance(new, dict) and "partition" not in new and old is not None and old.partition:
+                    new["partition"] = old.partition.to_dict()
             limits = QueueLimits(
                 None if g is None else parse_global_limit("global_limit", g),
                 None if r is None else parse_rate_limit("rate_limit", r),
