@@ -371,6 +371,10 @@ G, R = "queues.api.global_limit", "queues.api.rate_limit"
         ({"global_limit": {"allowed": 2, "partition": {"fields": []}}}, f"{G}.partition.fields"),
         ({"global_limit": {"allowed": 2, "partition": {"fields": ["worker"], "keys": ["t"]}}}, f"{G}.partition.keys"),
         ({"global_limit": {"allowed": 2, "per": 1}}, G),
+        (
+            {"global_limit": {"allowed": 2, "partition": {"fields": ["args"], "keys": list("abcde")}}},
+            f"{G}.partition.keys",
+        ),
         ({"rate_limit": {"allowed": 5, "period": 0}}, f"{R}.period"),
         ({"rate_limit": {"allowed": 5, "period": -1}}, f"{R}.period"),
         ({"rate_limit": {"allowed": 0, "period": 1}}, f"{R}.allowed"),

@@ -13,6 +13,7 @@ from .errors import ValidationError
 from .job import MAX_DELAY, MAX_INT4
 
 PARTITION_FIELDS = ("worker", "args")
+MAX_KEYS = 4  # the partition key is one SQL expression the planner can inline (migration 004)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,8 @@ def parse_partition(field_name: str, value: Any) -> Partition:
         raise ValidationError(f"{field_name}.keys", f"must be non-empty arg names, got {list(keys)!r:.120}")
     if keys and "args" not in fields:
         raise ValidationError(f"{field_name}.keys", "keys name args: add 'args' to fields (or drop keys)")
+    if len(keys) > MAX_KEYS:
+        raise ValidationError(f"{field_name}.keys", f"at most {MAX_KEYS} keys, got {list(keys)!r:.120}")
     if len(set(keys)) != len(keys):
         raise ValidationError(f"{field_name}.keys", f"lists a key twice: {list(keys)}")
     return Partition(tuple(f for f in PARTITION_FIELDS if f in fields), keys)

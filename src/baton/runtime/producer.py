@@ -109,7 +109,7 @@ class Producer:
                 try:
                     if self.limits:
                         # A transaction: the queue's turn is held until the fetch commits.
-                        limited = await self.node.engine.run(
+                        limited = await self.node.engine.run_relaxed_transaction(
                             limits_store.fetch_limited_jobs, self.queue, self.node.name, self.uuid, free, self.limits
                         )
                         jobs, self._capped, self._reopen_in = limited.jobs, limited.capped, limited.reopen_in

@@ -47,7 +47,7 @@ async def fetch_limited_jobs(
     params.update(node=node, uuid=uuid, limit=limit, scan=PARTITION_SCAN if limits.partitioned else limit)
     await conn.execute("lock_queue", params)
     await conn.execute("prune_rate_window", params)
-    rows = await conn.fetch("fetch_limited_jobs", params)
+    rows = await conn.fetch("fetch_limited_jobs" if limits.partitioned else "fetch_limited_simple", params)
     fetched = [r for r in rows if r["id"] is not None]
     jobs = [Job.fetched(r, node, uuid) for r in fetched]
     jobs.sort(key=lambda j: (j.priority, j.id))
