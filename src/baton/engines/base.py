@@ -157,12 +157,6 @@ class Engine(abc.ABC):
         and the (durable) ack that follows a fetch flushes it anyway."""
         return await self.run_autocommit(op, *args, **kwargs)
 
-    async def run_relaxed_transaction(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """`run` (one transaction) without waiting for the commit to reach disk: for a fetch
-        that needs a transaction (a limited queue's turn, docs/limits.md); its loss in a server
-        crash is as harmless as that of a `run_relaxed` fetch."""
-        return await self.run(op, *args, **kwargs)
-
     @abc.abstractmethod
     def run_sync(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `op` in its own transaction from synchronous code (no event loop needed)."""

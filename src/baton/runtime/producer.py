@@ -108,8 +108,9 @@ class Producer:
                 signals = self._signals
                 try:
                     if self.limits:
-                        # A transaction: the queue's turn is held until the fetch commits.
-                        limited = await self.node.engine.run_relaxed_transaction(
+                        # One statement on PostgreSQL (its function holds the queue's turn
+                        # until it commits), one BEGIN IMMEDIATE transaction on SQLite.
+                        limited = await self.node.engine.run_relaxed(
                             limits_store.fetch_limited_jobs, self.queue, self.node.name, self.uuid, free, self.limits
                         )
                         jobs, self._capped, self._reopen_in = limited.jobs, limited.capped, limited.reopen_in

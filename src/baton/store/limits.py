@@ -12,9 +12,16 @@ from ..job import Job
 from ..limits import QueueLimits
 from . import workflows
 
-PARTITION_SCAN = 1_000
-"""How many available jobs (in fetch order) a partitioned fetch considers: partitions whose
-first job lies deeper wait until the head of the queue moves on."""
+PARTITION_SCAN = (100, 10, 1_000)
+"""How many available jobs (in fetch order) a partitioned fetch considers: 10 per free slot,
+at least 100, at most 1 000. Partitions whose first job lies deeper wait until the head of
+the queue moves on; reading more rows would cost every fetch more."""
+
+
+def partition_scan(limit: int) -> int:
+    """The number of available jobs a partitioned fetch of `limit` jobs considers."""
+    low, per_slot, high = PARTITION_SCAN
+    return max(low, min(high, per_slot * limit))
 
 
 @dataclass(slots=True)
@@ -42,9 +49,10 @@ async def fetch_limited_jobs(
     conn: Conn, queue: str, node: str, uuid: str, limit: int, limits: QueueLimits
 ) -> LimitedFetch:
     """Move up to `limit` available jobs of `queue` to `executing` for producer `uuid`, as many
-    as `limits` allow across every node. Must run in a transaction."""
+    as `limits` allow across every node. One statement on PostgreSQL (run it in autocommit or a
+    transaction); several on SQLite, which must run in one (BEGIN IMMEDIATE) transaction."""
     params = _params(queue, limits)
-    params.update(node=node, uuid=uuid, limit=limit, scan=PARTITION_SCAN if limits.partitioned else limit)
+    params.update(node=node, uuid=uuid, limit=limit, scan=partition_scan(limit) if limits.partitioned else limit)
     await conn.execute("lock_queue", params)
     await conn.execute("prune_rate_window", params)
     rows = await conn.fetch("fetch_limited_jobs" if limits.partitioned else "fetch_limited_simple", params)

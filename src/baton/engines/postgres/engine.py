@@ -370,9 +370,6 @@ class PostgresEngine(Engine):
     async def run_relaxed(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._run(True, False, True, op, args, kwargs)
 
-    async def run_relaxed_transaction(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._run(True, True, True, op, args, kwargs)
-
     async def run_statement(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._run(False, False, False, op, args, kwargs)
 
