@@ -13,9 +13,11 @@ CREATE INDEX baton_rate_window_idx ON baton_rate_window (queue, started_at);
 
 -- The partition a job falls in, as JSON text: [worker?, value of each key...] (the whole args
 -- when `args` is partitioned without keys); '[]' for an unpartitioned limit. One expression
--- without a subquery (hence at most 4 keys), so the planner inlines it into the fetch.
+-- without a subquery (hence at most 4 keys), and STABLE like jsonb_build_array (a SQL
+-- function claiming more than its body is never inlined), so the planner inlines it into the
+-- fetch: ten times cheaper per row than a call.
 CREATE FUNCTION baton_partition_key(worker text, args jsonb, fields text[], keys text[]) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN cardinality(fields) = 0 THEN '[]' ELSE
         (CASE WHEN 'worker' = ANY (fields) THEN jsonb_build_array(worker) ELSE '[]'::jsonb END
          || CASE WHEN NOT 'args' = ANY (fields) THEN '[]'::jsonb
