@@ -23,7 +23,8 @@ from polling import wait_for  # noqa: F401 - tests import it from conftest
 
 BATON_TABLES = (
     "baton_jobs, baton_producers, baton_leaders, baton_workflows, workflow_nodes, baton_workflow_deps, "
-    "workflow_completions, workflow_step_stats, workflow_debug_logs, baton_cron"
+    "workflow_completions, workflow_step_stats, workflow_debug_logs, baton_cron, "
+    "baton_rate_window"
 )
 # The workflow tables WorkflowHealth prunes (its ("baton", "plugin", "pruned") counts per table).
 WORKFLOW_TABLES = (

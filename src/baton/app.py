@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import os
 import socket
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
@@ -16,12 +18,14 @@ from . import telemetry
 from .engines import create_engine, resolve_url
 from .errors import BatonError, ValidationError
 from .job import MAX_BIGINT, MAX_DELAY, MAX_INT4, STATES, Job, JobSpec, check_text, dumps, storable_text_error
+from .limits import QueueLimits, effective, parse_global_limit, parse_rate_limit
 from .plugins.base import Plugin
 from .plugins.stager import Stager
 from .runtime.executor import Executor
 from .runtime.node import Node
 from .runtime.threads import DaemonThreadPool
 from .store import jobs as store
+from .store import limits as limits_store
 from .store import transitions
 from .store import workflows as wfstore
 from .store.effects import Effects
@@ -47,15 +51,23 @@ def _queue_options(queues: Mapping[str, Any] | None) -> dict[str, dict[str, Any]
             raise ValidationError("queues", f"queue names must be non-empty strings, got {name!r:.80}")
         if (problem := storable_text_error(name)) is not None:
             raise ValidationError("queues", f"the queue name {name!r} {problem}")
+        limits: QueueLimits | None = None
         if isinstance(value, Mapping):
             limit, paused = value.get("limit", 10), value.get("paused", False)
-            unknown = set(value) - {"limit", "paused"}
+            unknown = set(value) - {"limit", "paused", "global_limit", "rate_limit"}
             if unknown:
                 raise ValidationError(
-                    f"queues.{name}", f"unknown option(s) {sorted(unknown, key=repr)}; use limit and paused"
+                    f"queues.{name}",
+                    f"unknown option(s) {sorted(unknown, key=repr)}; use limit, paused, global_limit and rate_limit",
                 )
             if not isinstance(paused, bool):
                 raise ValidationError(f"queues.{name}", f"paused must be True or False, got {paused!r:.80}")
+            g, r = value.get("global_limit"), value.get("rate_limit")
+            if g is not None or r is not None:
+                limits = QueueLimits(
+                    None if g is None else parse_global_limit(f"queues.{name}.global_limit", g),
+                    None if r is None else parse_rate_limit(f"queues.{name}.rate_limit", r),
+                )
         else:
             limit, paused = value, False
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_INT4:
@@ -63,7 +75,21 @@ def _queue_options(queues: Mapping[str, Any] | None) -> dict[str, dict[str, Any]
                 f"queues.{name}", f"concurrency limit must be an integer from 1 to {MAX_INT4}, got {limit!r:.80}"
             )
         out[name] = {"limit": limit, "paused": paused}
+        if limits is not None:
+            out[name]["limits"] = limits
     return out
+
+
+def _explicit(given: Any, parsed: dict[str, Any]) -> dict[str, Any]:
+    """The parsed limit, saying "partition": None when the caller removed the partition."""
+    if isinstance(given, Mapping) and "partition" in given and given["partition"] is None:
+        parsed["partition"] = None
+    return parsed
+
+
+def _limit_dicts(limits: QueueLimits) -> dict[str, Any]:
+    meta = limits.meta()
+    return {"global_limit": meta["global_limit"], "rate_limit": meta["rate_limit"]}
 
 
 def _seconds(field: str, value: Any, minimum: float = 0.0) -> float:
@@ -568,11 +594,44 @@ class Baton:
         """Resume fetching a paused queue."""
         await self._queue_signal({"action": "resume", "queue": queue, "node": node}, local)
 
-    async def scale_queue(self, queue: str, limit: int, *, node: str | None = None, local: bool = False) -> None:
-        """Change a queue's concurrency limit at run time."""
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_INT4:
+    async def scale_queue(
+        self,
+        queue: str,
+        limit: int | None = None,
+        *,
+        global_limit: int | Mapping[str, Any] | None = None,
+        rate_limit: Mapping[str, Any] | None = None,
+        node: str | None = None,
+        local: bool = False,
+    ) -> None:
+        """Change a queue's concurrency limit (per node) at run time, and/or its limits across
+        nodes (`global_limit`, `rate_limit`, as in `queues=`; every node obeys them, at once when
+        the signal arrives and at the latest after one refresh interval). A limit given without
+        `partition` keeps the queue's current partition; `"partition": None` removes it."""
+        if limit is None and global_limit is None and rate_limit is None:
+            raise ValidationError("limit", "give a limit, a global_limit or a rate_limit to change")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_INT4):
             raise ValidationError("limit", f"must be an integer from 1 to {MAX_INT4}, got {limit!r:.80}")
-        await self._queue_signal({"action": "scale", "queue": queue, "node": node, "limit": limit}, local)
+        message: dict[str, Any] = {"action": "scale", "queue": queue, "node": node, "limit": limit}
+        if global_limit is not None or rate_limit is not None:
+            if node is not None:
+                raise ValidationError(
+                    "node", "global_limit and rate_limit hold across every node: scale them without node="
+                )
+            field = f"queues.{queue}" if isinstance(queue, str) else "queue"
+            if local and self._node is not None and queue not in self._node.producers:
+                raise ValidationError(field, f"this node runs no queue {queue!r}; its queues are {list(self.queues)}")
+            # A limit given without "partition" keeps the queue's current partition.
+            if global_limit is not None:
+                message["global_limit"] = _explicit(
+                    global_limit, parse_global_limit(f"{field}.global_limit", global_limit).to_dict()
+                )
+            if rate_limit is not None:
+                message["rate_limit"] = _explicit(
+                    rate_limit, parse_rate_limit(f"{field}.rate_limit", rate_limit).to_dict()
+                )
+            message["limits_set_at"] = time.time()
+        await self._queue_signal(message, local)
 
     async def _queue_signal(self, message: dict[str, Any], local: bool) -> None:
         if not isinstance(message["queue"], str) or not message["queue"]:
@@ -589,13 +648,44 @@ class Baton:
         await self.engine.run(_notify, "signal", [dumps(message)])
 
     def queue_state(self) -> dict[str, dict[str, Any]]:
-        """This node's queues: limit, paused, running."""
+        """This node's queues: limit, paused, running, and the limits across nodes the queue
+        obeys (`global_limit`, `rate_limit`: dicts as in `queues=`, or None)."""
         if self._node is None:
-            return {q: {**o, "running": 0} for q, o in self.queues.items()}
+            state: dict[str, dict[str, Any]] = {}
+            for q, o in self.queues.items():
+                limits = o.get("limits") or QueueLimits()
+                state[q] = {"limit": o["limit"], "paused": o["paused"], "running": 0, **_limit_dicts(limits)}
+            return state
         return {
-            q: {"limit": p.limit, "paused": p.paused, "running": len(p.running)}
+            q: {"limit": p.limit, "paused": p.paused, "running": len(p.running), **_limit_dicts(p.limits)}
             for q, p in self._node.producers.items()
         }
+
+    async def queue_usage(self) -> dict[str, dict[str, Any]]:
+        """Every queue a live node runs, from the database: its nodes (`nodes`: name -> limit,
+        paused, running), the limits across nodes it obeys (`global_limit`, `rate_limit`) and
+        their current usage: `executing` (on every node) and `window` (starts in the current
+        rate window), each also per partition (`executing_by_partition`, `window_by_partition`,
+        busiest first, keys are JSON arrays of the partition's values)."""
+        rows = await self.engine.run(store.list_producers)
+        by_queue: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            meta = row["meta"]
+            meta = json.loads(meta) if isinstance(meta, str) else dict(meta or {})
+            if meta.get("drain"):
+                continue
+            by_queue.setdefault(row["queue"], []).append({**row, "meta": meta})
+        out: dict[str, dict[str, Any]] = {}
+        for queue in sorted(by_queue):
+            producers = by_queue[queue]
+            limits = effective(producers)
+            usage = await self.engine.run(limits_store.queue_usage, queue, limits)
+            out[queue] = {
+                "nodes": {p["node"]: {k: p["meta"].get(k) for k in ("limit", "paused", "running")} for p in producers},
+                **_limit_dicts(limits),
+                **usage,
+            }
+        return out
 
     # -- draining (tests, scripts) ----------------------------------------------------
 

@@ -233,7 +233,13 @@ def worker(
     if settings.schema != "public" and settings.schema != app_schema:
         raise SetupFailure(f"{app_ref} uses schema {app_schema!r}, not {settings.schema!r}; set schema= on the app")
     if queues is not None:
-        app.queues = {name: {"limit": limit, "paused": False} for name, limit in queues.items()}
+        # --queues sets each queue's concurrency on this node; the limits across nodes the app
+        # declares for a queue of the same name (global_limit, rate_limit) still hold.
+        app.queues = {
+            name: {"limit": limit, "paused": False}
+            | ({"limits": app.queues[name]["limits"]} if "limits" in app.queues.get(name, {}) else {})
+            for name, limit in queues.items()
+        }
         # The pool was sized for the app's own queues; each producer may hold a connection.
         pool_size = getattr(app.engine, "pool_size", None)
         if isinstance(pool_size, int):

@@ -8,8 +8,11 @@ import asyncio
 import json
 import logging
 import random
+import time
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from ..limits import QueueLimits, effective, parse_global_limit, parse_rate_limit
 from ..store import jobs as store
 from ..store import transitions
 from ..store.jobs import Ack
@@ -53,9 +56,14 @@ class Node:
     # -- start ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        started = time.time()
         for queue, opts in self.app.queues.items():
-            self.producers[queue] = Producer(self, queue, opts["limit"], opts["paused"])
+            declared: QueueLimits | None = opts.get("limits")
+            if declared is not None:
+                declared = QueueLimits(declared.global_limit, declared.rate_limit, set_at=started)
+            self.producers[queue] = Producer(self, queue, opts["limit"], opts["paused"], declared)
         await self.engine.run(store.upsert_producers, [p.row() for p in self.producers.values()])
+        await self.follow_limits()
         self._listener = await self.engine.listen(self.on_notification, on_reconnect=self.wake_all)
         self.acker.start()
         for producer in self.producers.values():
@@ -83,6 +91,7 @@ class Node:
             except TimeoutError:
                 try:
                     await self.engine.run_autocommit(store.upsert_producers, [p.row() for p in self.producers.values()])
+                    await self.follow_limits()
                     pending = self.acker.pending_ids()
                     for producer in self.producers.values():
                         await producer.reconcile(pending)
@@ -90,6 +99,26 @@ class Node:
                     log.warning("producer heartbeat failed (%s)", exc)
             self._elect_soon.clear()
             await self.leadership.tick()
+
+    async def follow_limits(self) -> None:
+        """Make every producer obey the newest limits any live node declares for its queue
+        (nodes configured differently, a node that declares none, a missed scale signal)."""
+        rows = await self.engine.run(store.list_producers)
+        by_queue: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            meta = row["meta"]
+            by_queue[row["queue"]].append({**row, "meta": json.loads(meta) if isinstance(meta, str) else meta})
+        for queue, producer in self.producers.items():
+            newest = effective(by_queue.get(queue, []))
+            declared = producer.declared
+            if declared is not None and newest not in (declared, producer.limits):
+                log.warning(
+                    "queue %s: this node declares limits %s but a newer declaration %s holds across nodes",
+                    queue,
+                    declared.meta(),
+                    newest.meta(),
+                )
+            producer.follow(newest)
 
     async def _plugin_loop(self, plugin: Plugin) -> None:
         # Stagger the first sweep so plugins of one leader do not all hit the database at once.
@@ -154,8 +183,30 @@ class Node:
         elif action == "resume":
             producer.resume()
         elif action == "scale":
-            producer.scale(int(message["limit"]))
+            if message.get("limit") is not None:
+                producer.scale(int(message["limit"]))
+            if "global_limit" in message or "rate_limit" in message:
+                self._declare(producer, message)
         log.info("queue %s on node %s: %s %s", producer.queue, self.name, action, message.get("limit", ""))
+
+    def _declare(self, producer: Producer, message: dict[str, Any]) -> None:
+        current = producer.limits
+        try:
+            g = message.get("global_limit", current.global_limit and current.global_limit.to_dict())
+            r = message.get("rate_limit", current.rate_limit and current.rate_limit.to_dict())
+            # A new limit that names no partition keeps the current one.
+            for new, old in ((g, current.global_limit), (r, current.rate_limit)):
+                if isinstance(new, dict) and "partition" not in new and old is not None and old.partition:
+                    new["partition"] = old.partition.to_dict()
+            limits = QueueLimits(
+                None if g is None else parse_global_limit("global_limit", g),
+                None if r is None else parse_rate_limit("rate_limit", r),
+                set_at=float(message.get("limits_set_at") or time.time()),
+            )
+        except Exception as exc:
+            log.warning("ignoring a scale signal with bad limits for queue %s: %s", producer.queue, exc)
+            return
+        producer.declare(limits)
 
     # -- acks -------------------------------------------------------------------------
 
@@ -166,6 +217,10 @@ class Node:
         plain = all(a.job.workflow_id is None and a.job.chain_key is None and not a.job._logs for a in batch)
         run = self.engine.run_autocommit if plain else self.engine.run
         result = await run(transitions.ack_jobs, batch, self.name, self.instance)
+        for queue in {a.job.queue for a in batch}:
+            producer = self.producers.get(queue)
+            if producer is not None:
+                producer.slots_freed()
         await self.app.after_ack(result)
 
     # -- stop -------------------------------------------------------------------------

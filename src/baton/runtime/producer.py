@@ -1,6 +1,7 @@
 """A producer runs one queue on one node: it fetches up to `limit - running` jobs in one
 statement, starts them, and fetches again when woken (insert notification, freed capacity
-while more jobs may wait, or the poll timer as fallback)."""
+while more jobs may wait, or the poll timer as fallback). A queue with limits across nodes
+(docs/limits.md) fetches through the limited fetch instead, which takes the queue's turn."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from .. import telemetry
 from .._tasks import cancel_and_wait
 from ..job import Job
+from ..limits import QueueLimits
 from ..store import jobs as store
+from ..store import limits as limits_store
 from ..store import transitions
 from ..store.transitions import FetchKey
 
@@ -25,11 +28,19 @@ log = logging.getLogger("baton.producer")
 class Producer:
     """Fetches and runs the jobs of one queue on one node."""
 
-    def __init__(self, node: NodeParts, queue: str, limit: int, paused: bool = False) -> None:
+    def __init__(
+        self, node: NodeParts, queue: str, limit: int, paused: bool = False, limits: QueueLimits | None = None
+    ) -> None:
         self.node = node
         self.queue = queue
         self.limit = limit
         self.paused = paused
+        # What this node declares (published in its row; None: it follows the other nodes) and
+        # what the queue obeys: the newest declaration of any live node (limits.effective).
+        self.declared = limits
+        self.limits = limits or QueueLimits()
+        self._capped = False  # the last fetch left jobs waiting because of a limit
+        self._reopen_in: float | None = None
         self.uuid = str(uuidlib.uuid4())  # new at every start: acks are fenced on it
         self.running: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -54,6 +65,7 @@ class Producer:
                 "paused": self.paused,
                 "running": len(self.running),
                 "stale_after": self.node.app.stale_after,
+                **({} if self.declared is None else self.declared.meta()),
             },
         }
 
@@ -79,6 +91,19 @@ class Producer:
         self.limit = limit
         self.wake()
 
+    def declare(self, limits: QueueLimits) -> None:
+        """Declare new limits for the queue (`scale_queue`): they are the newest, so every node
+        obeys them, at once when the signal arrives, else from its next refresh."""
+        self.declared = limits
+        self.follow(limits)
+
+    def follow(self, limits: QueueLimits) -> None:
+        """Obey `limits` (the newest any live node declares) from the next fetch on."""
+        if limits != self.limits:
+            log.info("queue %s now obeys %s", self.queue, limits.meta())
+            self.limits = limits
+            self.wake()
+
     async def _run(self) -> None:
         poll = self.node.app.poll_interval
         backoff = 0.05
@@ -92,13 +117,22 @@ class Producer:
                 # from the start at least once per poll interval (see fetch_next).
                 after = self._after if loop.time() - full_scan_at < poll else None
                 try:
-                    jobs, last = await self.node.engine.run_relaxed(
-                        transitions.fetch_next, self.queue, self.node.name, self.uuid, free, after
-                    )
-                    if after is None:
-                        full_scan_at = loop.time()
-                    if self._signals == signals:
-                        self._after = last if len(jobs) == free else None
+                    if self.limits:
+                        # One statement on PostgreSQL (its function holds the queue's turn
+                        # until it commits), one BEGIN IMMEDIATE transaction on SQLite.
+                        limited = await self.node.engine.run_relaxed(
+                            limits_store.fetch_limited_jobs, self.queue, self.node.name, self.uuid, free, self.limits
+                        )
+                        jobs, self._capped, self._reopen_in = limited.jobs, limited.capped, limited.reopen_in
+                    else:
+                        jobs, last = await self.node.engine.run_relaxed(
+                            transitions.fetch_next, self.queue, self.node.name, self.uuid, free, after
+                        )
+                        if after is None:
+                            full_scan_at = loop.time()
+                        if self._signals == signals:
+                            self._after = last if len(jobs) == free else None
+                        self._capped = False
                     backoff = 0.05
                 except asyncio.CancelledError:
                     raise
@@ -115,8 +149,12 @@ class Producer:
                     # Let finished tasks hand back their slots so the next fetch is a batch.
                     await asyncio.sleep(0)
                     continue
+            timeout = poll
+            if self._capped and self._reopen_in is not None:
+                # Held back by the rate limit: fetch again when the oldest start leaves the window.
+                timeout = min(poll, self._reopen_in + 0.005)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=poll)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except TimeoutError:
                 self._more = True  # polling fallback
             self._wake.clear()
@@ -128,6 +166,7 @@ class Producer:
             # Cancelled by a cancel signal (the job is already `cancelled`) or by shutdown
             # (release_on_shutdown hands it back); either way there is nothing to ack.
             self.running.pop(job.id, None)
+            self.slots_freed()
             return
         except Exception:  # pragma: no cover - the executor turns errors into acks
             log.exception("executor failed on job %s", job.id)
@@ -137,6 +176,12 @@ class Producer:
         self.running.pop(job.id, None)
         if self._more:
             self._wake.set()
+
+    def slots_freed(self) -> None:
+        """Jobs of this queue left `executing` in the database (acked, cancelled): if a limit
+        held jobs back, their turn may have come."""
+        if self._capped and not self._stopping:
+            self.wake()
 
     async def reconcile(self, pending_acks: set[int]) -> list[int]:
         """Hand back jobs the database says this producer is executing but it is not running

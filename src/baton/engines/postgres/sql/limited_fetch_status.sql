@@ -1,0 +1,1 @@
+-- No-op: fetch_limited_jobs returns its status with its rows.

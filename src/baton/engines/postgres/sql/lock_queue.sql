@@ -1,0 +1,2 @@
+-- No-op: the functions the limited fetch calls take the queue's turn themselves
+-- (pg_advisory_xact_lock, migration 004), so the fetch stays one statement.

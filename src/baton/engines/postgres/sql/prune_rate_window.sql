@@ -1,0 +1,1 @@
+-- No-op: fetch_limited_jobs prunes the window in its own statement.

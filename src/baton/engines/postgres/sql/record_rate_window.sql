@@ -1,0 +1,1 @@
+-- No-op: fetch_limited_jobs records its starts in its own statement.

@@ -1,0 +1,1 @@
+-- No-op: BEGIN IMMEDIATE already makes every fetch take its turn (one writer at a time).
