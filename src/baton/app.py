@@ -422,9 +422,11 @@ class Baton:
         """Validate and insert every step of `wf` in one transaction; returns the workflow id."""
         plan = self._plan(wf)
         if conn is not None:
-            wid = await self.engine.run_on(conn, wfstore.insert_workflow, wf.label, plan, self.instance)
+            wid = await self.engine.run_on(
+                conn, wfstore.insert_workflow, wf.label, plan, self.instance, wf.context_json
+            )
         else:
-            wid = await self.engine.run(wfstore.insert_workflow, wf.label, plan, self.instance)
+            wid = await self.engine.run(wfstore.insert_workflow, wf.label, plan, self.instance, wf.context_json)
         self.wake_producers({s.job.queue for s in plan if not s.edges})
         return wid
 
@@ -432,9 +434,9 @@ class Baton:
         """`insert_workflow` from synchronous code."""
         plan = self._plan(wf)
         if conn is not None:
-            wid = self.engine.run_on_sync(conn, wfstore.insert_workflow, wf.label, plan, self.instance)
+            wid = self.engine.run_on_sync(conn, wfstore.insert_workflow, wf.label, plan, self.instance, wf.context_json)
         else:
-            wid = self.engine.run_sync(wfstore.insert_workflow, wf.label, plan, self.instance)
+            wid = self.engine.run_sync(wfstore.insert_workflow, wf.label, plan, self.instance, wf.context_json)
         self.wake_producers({s.job.queue for s in plan if not s.edges})
         return wid
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import WorkflowError
-from ..job import JobSpec, storable_text_error
+from ..errors import ValidationError, WorkflowError
+from ..job import JobSpec, check_json, storable_text_error
 from . import render
 from .render import Graph, GraphStep
 
@@ -34,6 +35,7 @@ class Step:
     ignore_cancelled: bool | None
     ignore_discarded: bool | None
     ignore_deleted: bool | None
+    graft: bool = False  # added with add_graft: its job returns the steps that come next
 
 
 @dataclass(slots=True)
@@ -47,6 +49,7 @@ class PlannedStep:
     ignore_cancelled: bool
     ignore_discarded: bool
     ignore_deleted: bool
+    graft: bool = False
 
 
 class Workflow:
@@ -59,17 +62,32 @@ class Workflow:
     ```
     `ignore_cancelled` / `ignore_discarded` / `ignore_deleted` (workflow-wide defaults, or per
     step) make a cancelled / discarded / deleted dependency count as satisfied instead of
-    cancelling its dependents.
+    cancelling its dependents. `context` is a JSON mapping every step reads as `job.context`.
     """
 
     def __init__(
         self,
         label: str | None = None,
         *,
+        context: Mapping[str, Any] | None = None,
         ignore_cancelled: bool = False,
         ignore_discarded: bool = False,
         ignore_deleted: bool = False,
     ) -> None:
+        if context is not None:
+            if not isinstance(context, Mapping):
+                raise WorkflowError(
+                    "context must be a dict of JSON values, e.g. context={'tenant': 'acme'}; "
+                    f"got {type(context).__name__}",
+                    field="context",
+                )
+            try:
+                self.context_json: str | None = check_json("context", dict(context))
+            except ValidationError as exc:
+                raise WorkflowError(str(exc).removeprefix("context: "), field="context") from None
+        else:
+            self.context_json = None
+        self.context: dict[str, Any] | None = None if self.context_json is None else json.loads(self.context_json)
         if label is not None and not isinstance(label, str):
             raise WorkflowError(f"label must be a string, got {type(label).__name__}", field="label")
         if label is not None and (problem := storable_text_error(label)) is not None:
@@ -123,6 +141,27 @@ class Workflow:
         ignore_deleted: bool | None = None,
     ) -> Workflow:
         """Add step `name` running `job` once every step in `deps` has completed."""
+        return self._add_job(name, job, deps, (ignore_cancelled, ignore_discarded, ignore_deleted), graft=False)
+
+    def add_graft(
+        self,
+        name: str,
+        job: JobSpec,
+        deps: Sequence[str] = (),
+        *,
+        ignore_cancelled: bool | None = None,
+        ignore_discarded: bool | None = None,
+        ignore_deleted: bool | None = None,
+    ) -> Workflow:
+        """Add graft step `name`: its job runs after `deps` and returns `baton.Graft(sub)` or
+        `baton.Graft.map(worker, items)`, the steps inserted (as `name.<step>`, `name.0`, ...)
+        when its attempt is acked. Its dependents wait for every grafted step."""
+        return self._add_job(name, job, deps, (ignore_cancelled, ignore_discarded, ignore_deleted), graft=True)
+
+    def _add_job(
+        self, name: str, job: JobSpec, deps: Sequence[str], flags: tuple[bool | None, ...], *, graft: bool
+    ) -> Workflow:
+        ignore_cancelled, ignore_discarded, ignore_deleted = flags
         dep_names = self._check_new(name, deps)
         if not isinstance(job, JobSpec):
             raise WorkflowError(f"needs a job built with worker.new(args), got {type(job).__name__}", step=name)
@@ -130,7 +169,9 @@ class Workflow:
             _check_flag(flag, value, step=name, allow_none=True)
         if job.unique is not None:
             raise WorkflowError("unique jobs cannot be workflow steps; drop unique= for this step", step=name)
-        self._steps[name] = Step(name, job, None, dep_names, ignore_cancelled, ignore_discarded, ignore_deleted)
+        self._steps[name] = Step(
+            name, job, None, dep_names, ignore_cancelled, ignore_discarded, ignore_deleted, graft=graft
+        )
         return self
 
     def add_workflow(self, name: str, workflow: Workflow, deps: Sequence[str] = ()) -> Workflow:
@@ -259,6 +300,7 @@ class Workflow:
                     ignore_cancelled=self.ignore_cancelled if step.ignore_cancelled is None else step.ignore_cancelled,
                     ignore_discarded=self.ignore_discarded if step.ignore_discarded is None else step.ignore_discarded,
                     ignore_deleted=self.ignore_deleted if step.ignore_deleted is None else step.ignore_deleted,
+                    graft=step.graft,
                 )
             )
         return out
@@ -274,6 +316,7 @@ class Workflow:
                     step.job.worker if step.job is not None else "",
                     step.deps,
                     step.sub.graph() if step.sub is not None else None,
+                    graft=step.graft,
                 )
                 for name, step in self._steps.items()
             },
@@ -286,3 +329,97 @@ class Workflow:
     def to_dot(self) -> str:
         """The graph in Graphviz DOT (sub-workflows as clusters)."""
         return render.to_dot(self.graph())
+
+
+# --------------------------------------------------------------------------- grafts
+
+
+class Graft:
+    """What the worker of a graft step (`wf.add_graft`) returns: the steps that come next.
+
+    ```python
+    return baton.Graft.map(resize, [{"file": f} for f in files])  # steps "process.0", "process.1", ...
+    sub = baton.Workflow(); sub.add("a", a.new({})); return baton.Graft(sub)  # steps "process.a", ...
+    ```
+    The steps are inserted in the transaction that acks the graft step's attempt, so they exist
+    exactly once; the graft step's dependents wait for every one of them.
+    """
+
+    __slots__ = ("_specs", "workflow")
+
+    def __init__(self, workflow: Workflow) -> None:
+        if not isinstance(workflow, Workflow):
+            raise WorkflowError(
+                f"Graft needs a baton.Workflow (or use Graft.map(worker, items)), got {type(workflow).__name__}",
+                field="graft",
+            )
+        if workflow.context is not None:
+            raise WorkflowError(
+                "a grafted workflow shares the context of the workflow it grows; drop context= from it", field="graft"
+            )
+        self.workflow = workflow
+        self._specs: list[JobSpec] | None = None
+
+    @classmethod
+    def map(cls, worker: Any, items: Iterable[Mapping[str, Any]], **job_options: Any) -> Graft:
+        """One step per item, named `<graft>.0`, `<graft>.1`, ...: the job `worker.new(item,
+        **job_options)` (`worker` is a worker or a registered worker name)."""
+        if isinstance(items, str | bytes | Mapping) or not isinstance(items, Iterable):
+            raise WorkflowError(f"Graft.map needs a list of args dicts, got {items!r:.80}", field="graft.items")
+        if isinstance(worker, str):
+
+            def new(args: Mapping[str, Any]) -> JobSpec:
+                return JobSpec(worker=worker, args=dict(args), **job_options)
+
+        elif callable(getattr(worker, "new", None)):
+
+            def new(args: Mapping[str, Any]) -> JobSpec:
+                return worker.new(args, **job_options)  # type: ignore[no-any-return]
+
+        else:
+            raise WorkflowError(
+                f"Graft.map needs a worker (or its registered name), got {type(worker).__name__}", field="graft.worker"
+            )
+        specs: list[JobSpec] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise WorkflowError(
+                    f"item {i} must be a dict of args for the worker, got {type(item).__name__}",
+                    field=f"graft.items[{i}]",
+                )
+            spec = new(item)
+            if not isinstance(spec, JobSpec):
+                raise WorkflowError(f"{worker!r:.80}.new() did not return a job", field="graft.worker")
+            if spec.unique is not None:
+                raise WorkflowError("unique jobs cannot be workflow steps; drop unique=", field="graft.unique")
+            specs.append(spec)
+        graft = cls.__new__(cls)
+        graft.workflow = Workflow()
+        graft._specs = specs
+        return graft
+
+    def __len__(self) -> int:
+        return len(self._specs) if self._specs is not None else len(self.workflow)
+
+    def __repr__(self) -> str:
+        kind = "map" if self._specs is not None else "workflow"
+        return f"<Graft {kind} of {len(self)} steps>"
+
+    def plan(self, graft: str) -> list[PlannedStep]:
+        """Validate and flatten into steps named under the graft step `graft`, in dependency
+        order; grafted steps keep their own deps (prefixed) and nothing else waits for them here."""
+        prefix = graft + "."
+        if self._specs is not None:
+            return [
+                PlannedStep(f"{prefix}{i}", spec, (), (), False, False, False) for i, spec in enumerate(self._specs)
+            ]
+        sub = self.workflow
+        if not sub._steps:
+            return []
+        sub._validate(set(), prefix)
+        flat = sub._flatten(prefix, (), set())
+        seen: set[str] = set()
+        dupes = {p.name for p in flat if p.name in seen or seen.add(p.name)}  # type: ignore[func-returns-value]
+        if dupes:
+            raise WorkflowError("name collides with a sub-workflow step name", step=sorted(dupes)[0])
+        return flat
