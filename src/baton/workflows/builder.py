@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import ValidationError, WorkflowError
 from ..job import JobSpec, check_json, storable_text_error
-from . import render
+from . import render, template
 from .render import Graph, GraphStep
 
 IGNORE_FLAGS = ("ignore_cancelled", "ignore_discarded", "ignore_deleted")
@@ -36,6 +36,7 @@ class Step:
     ignore_discarded: bool | None
     ignore_deleted: bool | None
     graft: bool = False  # added with add_graft: its job returns the steps that come next
+    template: dict[str, Any] | None = None  # the step as given to from_dict (to_dict returns it)
 
 
 @dataclass(slots=True)
@@ -305,6 +306,105 @@ class Workflow:
             )
         return out
 
+    # -- templates --------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], params: Mapping[str, Any] | None = None, app: Any = None) -> Workflow:
+        """Build a workflow from template data (JSON), substituting `${param}`s with `params`.
+        With `app` (a `baton.Baton`) workers are resolved by name — an unknown one is an error —
+        and each step gets its worker's options. Any mistake is a `WorkflowError` whose `path`
+        names the JSON path, e.g. `steps[2].deps[0]`."""
+        resolve = None
+        if app is not None:
+            resolve = getattr(app, "resolve_worker", None)
+            if not callable(resolve):
+                raise WorkflowError(f"app= must be a baton.Baton, got {type(app).__name__}", field="app")
+        concrete = template.check(data, params, resolve)
+        flags = {k: concrete[k] for k in IGNORE_FLAGS if k in concrete}
+        try:
+            wf = cls(label=concrete.get("label"), context=concrete.get("context"), **flags)
+        except WorkflowError as exc:
+            raise _at(exc.field if exc.field in ("label", "context") else "$", exc) from None
+        wf._fill(concrete["steps"], "steps", resolve)
+        return wf
+
+    def _fill(self, steps: list[dict[str, Any]], path: str, resolve: Any) -> None:
+        for i, step in enumerate(steps):
+            here = f"{path}[{i}]"
+            deps = step.get("deps", [])
+            if "workflow" in step:
+                inner = step["workflow"]
+                sub = Workflow(**{k: inner[k] for k in IGNORE_FLAGS if k in inner})
+                sub._fill(inner["steps"], f"{here}.workflow.steps", resolve)
+                try:
+                    self.add_workflow(step["name"], sub, deps=deps)
+                except WorkflowError as exc:
+                    raise _at(here, exc) from None
+                continue
+            options = {k: step[k] for k in template.JOB_OPTIONS if k in step}
+            try:
+                definition = resolve(step["worker"]) if resolve is not None else None
+                if definition is not None:
+                    spec = definition.options.new(step.get("args", {}), **options)
+                else:
+                    spec = JobSpec(worker=step["worker"], args=step.get("args", {}), **options)
+            except WorkflowError as exc:
+                raise _at(here, exc) from None
+            except ValidationError as exc:
+                message = str(exc).removeprefix(f"{exc.field}: ")
+                raise _at(f"{here}.{exc.field}", WorkflowError(message)) from None
+            flags = {k: step[k] for k in IGNORE_FLAGS if k in step}
+            try:
+                (self.add_graft if step.get("graft") else self.add)(step["name"], spec, deps, **flags)
+            except WorkflowError as exc:
+                raise _at(here, exc) from None
+            self._steps[step["name"]].template = step
+
+    def to_dict(self) -> dict[str, Any]:
+        """The workflow as template data (`from_dict(wf.to_dict())` builds the same workflow):
+        params already substituted, options only where they differ from the defaults."""
+        out: dict[str, Any] = {}
+        if self.label is not None:
+            out["label"] = self.label
+        if self.context is not None:
+            out["context"] = json.loads(self.context_json or "null")
+        for flag in IGNORE_FLAGS:
+            if getattr(self, flag):
+                out[flag] = True
+        out["steps"] = [self._step_dict(step) for step in self._steps.values()]
+        return out
+
+    def _step_dict(self, step: Step) -> dict[str, Any]:
+        if step.template is not None:
+            return json.loads(json.dumps(step.template))
+        out: dict[str, Any] = {"name": step.name}
+        if step.sub is not None:
+            inner = step.sub.to_dict()
+            out["workflow"] = {k: v for k, v in inner.items() if k in ("steps", *IGNORE_FLAGS)}
+        else:
+            job = step.job
+            assert job is not None
+            if job.scheduled_at is not None:
+                raise WorkflowError("has scheduled_at, which a template cannot hold; use schedule_in", step=step.name)
+            out["worker"] = job.worker
+            if job.args:
+                out["args"] = json.loads(job.args_json)
+            if step.graft:
+                out["graft"] = True
+            defaults = {"queue": "default", "priority": 0, "max_attempts": 20, "tags": [], "meta": {}}
+            for key, default in defaults.items():
+                value = getattr(job, key)
+                if value != default:
+                    out[key] = json.loads(job.meta_json) if key == "meta" else value
+            if job.schedule_in:
+                out["schedule_in"] = job.schedule_in
+            for flag in IGNORE_FLAGS:
+                if getattr(step, flag) is not None:
+                    out[flag] = getattr(step, flag)
+        if step.deps:
+            out["deps"] = list(step.deps)
+        return out
+
     # -- drawing ----------------------------------------------------------------------
 
     def graph(self) -> Graph:
@@ -329,6 +429,12 @@ class Workflow:
     def to_dot(self) -> str:
         """The graph in Graphviz DOT (sub-workflows as clusters)."""
         return render.to_dot(self.graph())
+
+
+def _at(path: str, exc: WorkflowError) -> WorkflowError:
+    """`exc` again, naming the JSON path of the template it came from."""
+    message = str(exc).split(": ", 1)[-1]
+    return WorkflowError(message, field=path, path=path)
 
 
 # --------------------------------------------------------------------------- grafts
