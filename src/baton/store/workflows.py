@@ -160,7 +160,7 @@ async def graft(conn: Conn, acks: Sequence[Ack], effects: Effects) -> None:
                 "graft_edges",
                 {"workflow_id": wid, "ids": [j.id for j in jobs], "dependents": sorted(r["job_id"] for r in waiting)},
             )
-        if len(plan) >= ANALYZE_AFTER:
+        if len(plan) >= ANALYZE_AFTER:  # after the edges too: the planner must see them (insert_workflow)
             await conn.execute("analyze_workflow_tables")
 
 
