@@ -142,9 +142,9 @@ async def run_once(base_url: str, shape: str, steps: int, concurrency: int) -> W
                     marks["last_stop"] = now()
                 if job is not None and job.step == "process" and tuple(event) == STOP:
                     marks["graft_stop"] = now()
-                if tuple(event) == START and job is not None and math.isnan(marks["grafted"]):
-                    if (job.step or "").startswith("process."):
-                        marks["grafted"] = now()
+                started = tuple(event) == START and job is not None and (job.step or "").startswith("process.")
+                if started and math.isnan(marks["grafted"]):
+                    marks["grafted"] = now()
 
             app.on_workflow_finished(on_finished)
             handler = f"bench-workflow-{id(app)}"
@@ -219,7 +219,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "default $BATON_BENCH_URL or %(default)s",
     )
     parser.add_argument("--shape", choices=sorted(DEFAULT_STEPS), default="fanout", help="graph shape (%(default)s)")
-    parser.add_argument("--steps", type=int, default=None, help="steps in the workflow (fanout: 10000, chain: 2000, map: 10003)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps in the workflow (fanout: 10000, chain: 2000, map: 10003)"
+    )
     parser.add_argument("--concurrency", type=int, default=50, help="queue concurrency of the node (%(default)s)")
     benchlib.Quiet().add_arguments(parser)
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is shown (%(default)s)")
