@@ -296,3 +296,31 @@ async def test_status_tree_and_drawings_show_grafted_steps_under_their_graft(app
     assert "subgraph cluster_n_process__grafted" in dot and "n_process_0 -> n_report;" in dot
     # Before it ran, the builder draws the graft step as one (hexagon) node.
     assert 'n_process{{"process' in _ingest(app, []).to_mermaid()
+
+
+@pytest.mark.parametrize("ignore_deleted", [False, True])
+async def test_workflow_health_heals_a_graft_whose_grafted_step_was_deleted(app, ignore_deleted):
+    from baton.plugins import WorkflowHealth
+    from wf_nodes import query
+
+    expand = app.worker(name="h.expand")(lambda job: baton.Graft.map("h.item", [{}, {}], queue="parked"))
+    app.worker(name="h.item")(lambda job: None)
+    app.worker(name="h.report")(lambda job: sorted(job.upstream("g")))
+    wf = baton.Workflow()
+    wf.add_graft("g", expand.new({}))
+    wf.add("r", app.new("h.report", {}), deps=["g"], ignore_deleted=ignore_deleted)
+    wid = await app.insert_workflow(wf)
+    await app.drain("default")  # the graft runs; its grafted steps wait in the unserved queue
+    status = await app.workflow_status(wid)
+    assert status.steps == {"g": "completed", "g.0": "available", "g.1": "available", "r": "suspended"}
+    query(app.url, "DELETE FROM baton_jobs WHERE id = ?", [status.details["g.0"].job_id])
+    await app.drain("parked")  # g.1 completes; g.0 is gone and never will
+    assert (await app.workflow_status(wid)).steps["r"] == "suspended"
+    await WorkflowHealth().sweep(app)
+    await app.drain()
+    status = await app.workflow_status(wid)
+    assert status.finished
+    if ignore_deleted:
+        assert status.steps["r"] == "completed" and status.details["r"].result == ["g.0", "g.1"]  # g.0: None
+    else:
+        assert status.steps["r"] == "cancelled" and status.status == "failed"
