@@ -324,3 +324,24 @@ async def test_workflow_health_heals_a_graft_whose_grafted_step_was_deleted(app,
         assert status.steps["r"] == "completed" and status.details["r"].result == ["g.0", "g.1"]  # g.0: None
     else:
         assert status.steps["r"] == "cancelled" and status.status == "failed"
+
+
+async def test_names_under_a_graft_step_are_reserved_for_its_grafted_steps(app):
+    step = app.worker(name="r.step")(lambda job: None)
+    wf = baton.Workflow()
+    wf.add_graft("process", step.new({}))
+    wf.add("process.0", step.new({}))
+    with pytest.raises(baton.WorkflowError, match="reserved for the steps it grafts"):
+        wf.plan()
+    sub = baton.Workflow()
+    sub.add_graft("inner", step.new({}))
+    sub.add("inner.x", step.new({}))
+    with pytest.raises(baton.WorkflowError, match="reserved"):
+        baton.Graft(sub).plan("process")
+    ok = baton.Workflow()
+    ok.add_graft("process", step.new({}))
+    wid = await app.insert_workflow(ok)
+    late = baton.Workflow()
+    late.add("process.7", step.new({}))
+    with pytest.raises(baton.WorkflowError, match="reserved"):
+        await app.append_workflow(wid, late)

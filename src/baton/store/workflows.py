@@ -14,6 +14,8 @@ from ..job import FAILED_STATES, Job, dumps, freeze
 from .effects import Cascaded, Effects, publish
 from .jobs import Ack, insert_jobs
 
+from ..workflows.builder import check_graft_names
+
 if TYPE_CHECKING:
     from ..workflows.builder import PlannedStep
 
@@ -94,6 +96,7 @@ async def append_workflow(
         raise WorkflowError(f"workflow {wid} has already finished; insert a new workflow instead", field="workflow_id")
     existing = {r["name"]: r for r in await conn.fetch("workflow_node_names", {"id": wid})}
     plan: list[PlannedStep] = plan_for(existing.keys())
+    check_graft_names(plan, [n for n, r in existing.items() if r["graft"]])
     declared = {s.name: s.edges for s in plan}
     locked: set[str] = set()
     while True:

@@ -207,6 +207,7 @@ class Workflow:
         dupes = {p.name for p in flat if p.name in seen or seen.add(p.name)}  # type: ignore[func-returns-value]
         if dupes:
             raise WorkflowError("name collides with a sub-workflow step name", step=sorted(dupes)[0])
+        check_graft_names(flat)
         return flat
 
     def _validate(self, outside: set[str], prefix: str) -> None:
@@ -431,6 +432,22 @@ class Workflow:
         return render.to_dot(self.graph())
 
 
+def check_graft_names(plan: Iterable[PlannedStep], grafts: Iterable[str] = ()) -> None:
+    """Names under a graft step (`process.0`, `process.x`) are its grafted steps': no other
+    step may take one. `grafts` names graft steps already stored."""
+    steps = list(plan)
+    prefixes = sorted({s.name + "." for s in steps if s.graft} | {g + "." for g in grafts})
+    if not prefixes:
+        return
+    for step in steps:
+        for prefix in prefixes:
+            if step.name.startswith(prefix):
+                raise WorkflowError(
+                    f"names under graft step {prefix[:-1]!r} are reserved for the steps it grafts; rename this step",
+                    step=step.name,
+                )
+
+
 def _at(path: str, exc: WorkflowError) -> WorkflowError:
     """`exc` again, naming the JSON path of the template it came from."""
     message = str(exc).split(": ", 1)[-1]
@@ -528,4 +545,5 @@ class Graft:
         dupes = {p.name for p in flat if p.name in seen or seen.add(p.name)}  # type: ignore[func-returns-value]
         if dupes:
             raise WorkflowError("name collides with a sub-workflow step name", step=sorted(dupes)[0])
+        check_graft_names(flat)
         return flat
