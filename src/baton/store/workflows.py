@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Any
 from ..engines.base import Conn, Row
 from ..errors import WorkflowError
 from ..job import FAILED_STATES, Job, dumps, freeze
+from ..workflows.builder import check_graft_names
 from .effects import Cascaded, Effects, publish
 from .jobs import Ack, insert_jobs
-
-from ..workflows.builder import check_graft_names
 
 if TYPE_CHECKING:
     from ..workflows.builder import PlannedStep
