@@ -345,3 +345,28 @@ async def test_names_under_a_graft_step_are_reserved_for_its_grafted_steps(app):
     late.add("process.7", step.new({}))
     with pytest.raises(baton.WorkflowError, match="reserved"):
         await app.append_workflow(wid, late)
+
+
+async def test_a_graft_inside_a_sub_workflow_holds_the_sub_workflows_dependents(app):
+    order: list[str] = []
+
+    @app.worker(name="s.step")
+    def step(job: baton.Job) -> Any:
+        order.append(job.step or "")
+        return job.step
+
+    expand = app.worker(name="s.expand")(lambda job: baton.Graft.map(step, [{}, {}]))
+    final = app.worker(name="s.final")(lambda job: (order.append("final"), job.upstream("sub"))[1])
+    inner = baton.Workflow()
+    inner.add("a", step.new({}))
+    inner.add_graft("g", expand.new({}), deps=["a"])
+    wf = baton.Workflow()
+    wf.add_workflow("sub", inner)
+    wf.add("final", final.new({}), deps=["sub"])
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    status = await app.workflow_status(wid)
+    assert status.status == "completed"
+    assert set(status.steps) == {"sub.a", "sub.g", "sub.g.0", "sub.g.1", "final"}
+    assert order[-1] == "final"
+    assert status.details["final"].result == {"a": "sub.a", "g.0": "sub.g.0", "g.1": "sub.g.1"}
