@@ -370,3 +370,33 @@ async def test_a_graft_inside_a_sub_workflow_holds_the_sub_workflows_dependents(
     assert set(status.steps) == {"sub.a", "sub.g", "sub.g.0", "sub.g.1", "final"}
     assert order[-1] == "final"
     assert status.details["final"].result == {"a": "sub.a", "g.0": "sub.g.0", "g.1": "sub.g.1"}
+
+
+async def test_step_events_of_grafted_steps_name_their_graft(make_app):
+    import asyncio
+
+    app = make_app(queues={"default": 5}, plugins=[baton.plugins.Stager(interval=0.1)], poll_interval=0.2)
+    item = app.worker(name="ev.item")(lambda job: 1)
+    expand = app.worker(name="ev.expand")(lambda job: baton.Graft.map(item, [{}, {}]))
+    got: list[dict[str, Any]] = []
+    finished = asyncio.Event()
+    app.on_workflow_finished(lambda e: finished.set())
+    async with app:
+        await app.pause_queue("default", local=True)
+        wf = baton.Workflow()
+        wf.add_graft("g", expand.new({}))
+        wf.add("r", item.new({}), deps=["g"])
+        wid = await app.insert_workflow(wf)
+        app.subscribe_workflow(wid, got.append)
+        await app.resume_queue("default", local=True)
+        await asyncio.wait_for(finished.wait(), 20)
+        await wait_for(lambda: sum(1 for e in got if e.get("event") == "completed") == 4)
+    by_step: dict[str, list[tuple[str, str | None]]] = {}
+    for e in got:
+        by_step.setdefault(e["step"], []).append((e["event"], e.get("parent")))
+    assert by_step == {
+        "g": [("executing", None), ("completed", None)],
+        "g.0": [("executing", "g"), ("completed", "g")],
+        "g.1": [("executing", "g"), ("completed", "g")],
+        "r": [("executing", None), ("completed", None)],
+    }

@@ -651,7 +651,8 @@ class Baton:
         return lambda: self._finished_subscribers.remove(callback) if callback in self._finished_subscribers else None
 
     def subscribe_workflow(self, workflow_id: str | None, callback: Callback) -> Callable[[], None]:
-        """Live step events (`{workflow_id, step, job_id, event}`; event in executing, snoozed,
+        """Live step events (`{workflow_id, step, job_id, event}`, plus `parent` for a grafted
+        step: the graft step that grafted it; event in executing, snoozed,
         completed, retryable, discarded, cancelled) of one workflow, or of all with None.
         Delivered on every started node. Returns an unsubscribe."""
         if not callable(callback):
@@ -689,6 +690,8 @@ class Baton:
         elif kind == "step":
             step_fields: tuple[str, ...] = ("workflow_id", "step", "job_id", "event")
             event = {k: message.get(k) for k in step_fields}
+            if message.get("parent") is not None:  # a grafted step: the graft step that grafted it
+                event["parent"] = message["parent"]
             for cb in list(self._step_subscribers.get(message.get("workflow_id"), ())) + list(
                 self._step_subscribers.get(None, ())
             ):

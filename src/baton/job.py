@@ -439,6 +439,7 @@ class Job:
     _logs: list[tuple[str, str]] = field(default_factory=list)
     _recorded: tuple[Any] | None = None  # (result,) when an earlier attempt already recorded one
     _graft: bool = False  # a graft step: its worker returns baton.Graft
+    _parent: str | None = None  # for a grafted step, the graft step that grafted it
     _context: Mapping[str, Any] | None = None
 
     def __eq__(self, other: object) -> bool:

@@ -188,6 +188,7 @@ async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
         job.step = r["name"]
         job._deps = tuple(_loads(r["deps"]) or ())
         job._graft = bool(r["graft"])
+        job._parent = r["parent"]
         if r["context"] is not None:
             wid = job.workflow_id or ""
             if wid not in contexts:
@@ -211,16 +212,19 @@ async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
     if conn.dialect != "postgres":  # PostgreSQL sent these from the query above
         await conn.notify(
             "workflow",
-            [
-                dumps(
-                    {"type": "step", "workflow_id": j.workflow_id, "step": j.step, "job_id": j.id, "event": "executing"}
-                )
-                for j in steps
-            ],
+            [dumps(_step_event(j, "executing")) for j in steps],
         )
 
 
 _EVENT = {"scheduled": "snoozed"}
+
+
+def _step_event(job: Job, event: str) -> dict[str, Any]:
+    """A live step event; a grafted step's names the graft step that grafted it (`parent`)."""
+    note = {"type": "step", "workflow_id": job.workflow_id, "step": job.step, "job_id": job.id, "event": event}
+    if job._parent is not None:
+        note["parent"] = job._parent
+    return note
 
 
 async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
@@ -253,18 +257,7 @@ async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
     await conn.execute("upsert_step_stats", {"rows": dumps(stats), "results": results_json})
     await conn.notify(
         "workflow",
-        [
-            dumps(
-                {
-                    "type": "step",
-                    "workflow_id": a.job.workflow_id,
-                    "step": a.job.step,
-                    "job_id": a.job.id,
-                    "event": _EVENT.get(a.state, a.state),
-                }
-            )
-            for a in acks
-        ],
+        [dumps(_step_event(a.job, _EVENT.get(a.state, a.state))) for a in acks],
     )
 
 

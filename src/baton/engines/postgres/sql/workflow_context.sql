@@ -6,8 +6,9 @@
 -- node (delivered at once: this runs in autocommit).
 SELECT n.job_id, false AS is_dep, n.name, n.deps, n.recorded, n.result::text AS result, n.graft, n.parent,
        w.context::text AS context,
-       pg_notify(%(channel)s, json_build_object('type', 'step', 'workflow_id', n.workflow_id, 'step', n.name,
-                                                'job_id', n.job_id, 'event', 'executing')::text)::text AS notified
+       pg_notify(%(channel)s, json_strip_nulls(json_build_object(
+           'type', 'step', 'workflow_id', n.workflow_id, 'step', n.name, 'job_id', n.job_id,
+           'event', 'executing', 'parent', n.parent))::text)::text AS notified
 FROM workflow_nodes n
 LEFT JOIN baton_workflows w ON w.id = n.workflow_id
 WHERE n.job_id = ANY (%(ids)s::bigint[])
