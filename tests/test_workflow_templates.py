@@ -257,6 +257,10 @@ def test_cli_start_inserts_the_template_with_params_and_prints_the_id(db_url, tm
     wid = result.output.strip()
     shown = runner.invoke(cli, ["--url", db_url, "workflows", "show", wid], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "from-cli" in shown.output and "suspended" in shown.output
+    drawn = runner.invoke(cli, ["--url", db_url, "workflows", "show", wid, "--format", "mermaid"])
+    assert drawn.exit_code == 0 and drawn.output.startswith("flowchart TD") and "n_a --> n_b" in drawn.output
+    dot = runner.invoke(cli, ["--url", db_url, "workflows", "show", wid, "--format", "dot"])
+    assert dot.exit_code == 0 and "n_a -> n_b;" in dot.output
 
     async def args() -> Any:
         app = baton.Baton(db_url, plugins=[], log_events=False)

@@ -79,8 +79,16 @@ def workflows_list(settings: Settings, limit: int, label: str | None) -> None:
 
 @workflows.command("show")
 @click.argument("workflow_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tree", "mermaid", "dot"]),
+    default="tree",
+    show_default=True,
+    help="A tree with states, or the graph as Mermaid / Graphviz DOT (grafted steps inside their graft).",
+)
 @database_options
-def workflows_show(settings: Settings, workflow_id: str) -> None:
+def workflows_show(settings: Settings, workflow_id: str, fmt: str) -> None:
     """Show a workflow as a tree of its steps, each with its state, and why steps wait."""
 
     async def go() -> WorkflowStatus | None:
@@ -95,6 +103,9 @@ def workflows_show(settings: Settings, workflow_id: str) -> None:
     status = run(go())
     if status is None:
         raise Failure(f"no workflow with id {workflow_id}")
+    if fmt != "tree":
+        click.echo(status.to_mermaid() if fmt == "mermaid" else status.to_dot(), nl=False)
+        return
     out = console(wide=True)
     out.print(workflow_tree(status))
     out.print()
