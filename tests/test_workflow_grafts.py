@@ -179,6 +179,10 @@ async def test_a_sub_workflow_graft_keeps_its_deps_and_nests(app):
         "process.nested.0": "process.nested.0",
         "process.nested.1": "process.nested.1",
     }
+    mermaid = status.to_mermaid()  # nested grafts draw nested subgraphs, edges kept
+    assert 'subgraph n_process_nested__grafted ["nested (grafted)"]' in mermaid
+    assert "n_process_a --> n_process_b" in mermaid and "n_process_nested --> n_process_nested_0" in mermaid
+    assert "n_process_nested_1 --> n_report" in mermaid and "n_process_b --> n_report" in mermaid
 
 
 @pytest.mark.parametrize("ignore", [False, True])
