@@ -85,7 +85,8 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[s
 def test_migrate_applies_the_schema_once_then_reports_up_to_date(fresh_url: list[str]) -> None:
     first = CliRunner().invoke(cli, [*fresh_url, "migrate"])
     assert first.exit_code == 0, first.output
-    assert "applied migrations 1, 2" in first.stdout
+    versions = [v for v, _, _ in migration_files("baton.engines.sqlite")]
+    assert "applied migrations " + ", ".join(map(str, versions)) in first.stdout
 
     # The database options may also follow the command, as in `baton migrate --url ...`.
     again = CliRunner().invoke(cli, ["migrate", *fresh_url])

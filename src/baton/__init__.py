@@ -13,7 +13,7 @@ from .errors import (
 )
 from .job import Cancel, Discard, Job, JobSpec, Snooze
 from .worker import Worker
-from .workflows import Workflow, WorkflowStatus
+from .workflows import Graft, Workflow, WorkflowStatus
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __all__ = [
     "Cancel",
     "DatabaseUnavailable",
     "Discard",
+    "Graft",
     "Job",
     "JobSpec",
     "MigrationError",

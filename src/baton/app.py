@@ -448,9 +448,11 @@ class Baton:
         """Validate and insert every step of `wf` in one transaction; returns the workflow id."""
         plan = self._plan(wf)
         if conn is not None:
-            wid = await self.engine.run_on(conn, wfstore.insert_workflow, wf.label, plan, self.instance)
+            wid = await self.engine.run_on(
+                conn, wfstore.insert_workflow, wf.label, plan, self.instance, wf.context_json
+            )
         else:
-            wid = await self.engine.run(wfstore.insert_workflow, wf.label, plan, self.instance)
+            wid = await self.engine.run(wfstore.insert_workflow, wf.label, plan, self.instance, wf.context_json)
         self.wake_producers({s.job.queue for s in plan if not s.edges})
         return wid
 
@@ -458,9 +460,9 @@ class Baton:
         """`insert_workflow` from synchronous code."""
         plan = self._plan(wf)
         if conn is not None:
-            wid = self.engine.run_on_sync(conn, wfstore.insert_workflow, wf.label, plan, self.instance)
+            wid = self.engine.run_on_sync(conn, wfstore.insert_workflow, wf.label, plan, self.instance, wf.context_json)
         else:
-            wid = self.engine.run_sync(wfstore.insert_workflow, wf.label, plan, self.instance)
+            wid = self.engine.run_sync(wfstore.insert_workflow, wf.label, plan, self.instance, wf.context_json)
         self.wake_producers({s.job.queue for s in plan if not s.edges})
         return wid
 
@@ -739,7 +741,8 @@ class Baton:
         return lambda: self._finished_subscribers.remove(callback) if callback in self._finished_subscribers else None
 
     def subscribe_workflow(self, workflow_id: str | None, callback: Callback) -> Callable[[], None]:
-        """Live step events (`{workflow_id, step, job_id, event}`; event in executing, snoozed,
+        """Live step events (`{workflow_id, step, job_id, event}`, plus `parent` for a grafted
+        step: the graft step that grafted it; event in executing, snoozed,
         completed, retryable, discarded, cancelled) of one workflow, or of all with None.
         Delivered on every started node. Returns an unsubscribe."""
         if not callable(callback):
@@ -777,6 +780,8 @@ class Baton:
         elif kind == "step":
             step_fields: tuple[str, ...] = ("workflow_id", "step", "job_id", "event")
             event = {k: message.get(k) for k in step_fields}
+            if message.get("parent") is not None:  # a grafted step: the graft step that grafted it
+                event["parent"] = message["parent"]
             for cb in list(self._step_subscribers.get(message.get("workflow_id"), ())) + list(
                 self._step_subscribers.get(None, ())
             ):

@@ -16,10 +16,14 @@ class ValidationError(BatonError, ValueError):
 
 
 class WorkflowError(ValidationError):
-    """An invalid workflow graph; `step` names the offending step when there is one."""
+    """An invalid workflow graph; `step` names the offending step when there is one, and for a
+    workflow built from data (`Workflow.from_dict`) `path` is the JSON path (`steps[2].deps[0]`)."""
 
-    def __init__(self, message: str, *, step: str | None = None, field: str = "workflow") -> None:
+    def __init__(
+        self, message: str, *, step: str | None = None, field: str = "workflow", path: str | None = None
+    ) -> None:
         self.step = step
+        self.path = path
         super().__init__(field if step is None else f"{field} step {step!r}", message)
 
 

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Final
 
 from .errors import ValidationError
@@ -393,6 +394,17 @@ class JobSpec:
 
 # --------------------------------------------------------------------------- Job
 
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def freeze(value: Any) -> Any:
+    """A read-only deep copy of decoded JSON: mappings become MappingProxyType, lists tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(freeze(v) for v in value)
+    return value
+
 
 @dataclass(slots=True, eq=False)
 class Job:
@@ -426,6 +438,9 @@ class Job:
     _deps: tuple[str, ...] = ()
     _logs: list[tuple[str, str]] = field(default_factory=list)
     _recorded: tuple[Any] | None = None  # (result,) when an earlier attempt already recorded one
+    _graft: bool = False  # a graft step: its worker returns baton.Graft
+    _parent: str | None = None  # for a grafted step, the graft step that grafted it
+    _context: Mapping[str, Any] | None = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Job) and other.id == self.id
@@ -497,8 +512,15 @@ class Job:
 
     # -- what a running workflow step can do ------------------------------------------
 
+    @property
+    def context(self) -> Mapping[str, Any]:
+        """The workflow's context (`Workflow(context=...)`), read-only; empty outside a
+        workflow or when none was given."""
+        return self._context if self._context is not None else _EMPTY
+
     def upstream(self, name: str) -> Any:
-        """The recorded return value of dependency step `name` (None if it returned nothing)."""
+        """The recorded return value of dependency step `name` (None if it returned nothing).
+        For a graft step, `{grafted_step_name: result}` of every step it grafted."""
         if self._upstream is None:
             raise ValidationError("name", "upstream() is only available inside a running workflow step")
         if name not in self._deps:

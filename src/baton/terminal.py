@@ -68,7 +68,8 @@ def last_error(job: Job) -> str:
 
 def _step_parents(name: str, step: StepStatus, steps: Mapping[str, StepStatus]) -> list[str]:
     """The stored steps `name` waits for. A declared dep naming a sub-workflow stands for the
-    sub-workflow's last steps (those no other step inside it depends on)."""
+    sub-workflow's last steps (those no other step inside it depends on); a grafted step
+    without deps is drawn under the graft step that grafted it."""
     parents: list[str] = []
     for dep in step.deps:
         if dep in steps:
@@ -77,6 +78,8 @@ def _step_parents(name: str, step: StepStatus, steps: Mapping[str, StepStatus]) 
         members = [s for s in steps if s.startswith(dep + ".")]
         inner = {d for m in members for d in steps[m].deps}
         parents.extend(m for m in members if m not in inner)
+    if not parents and step.parent is not None:  # a grafted root hangs under its graft step
+        parents.append(step.parent)
     return [p for p in dict.fromkeys(parents) if p != name]
 
 

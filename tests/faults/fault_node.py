@@ -216,10 +216,15 @@ def _before(job: baton.Job) -> Any:
 
 
 def _result(job: baton.Job) -> int:
-    """1 + the sum of the upstream results (so a fan-in step reads every branch)."""
+    """1 + the sum of the upstream results (so a fan-in step reads every branch; a graft
+    dependency counts the results of all its grafted steps)."""
     if job.workflow_id is None:
         return int(job.args.get("n", 0))
-    return 1 + sum(v for v in job.upstream_all().values() if isinstance(v, int))
+    total = 0
+    for value in job.upstream_all().values():
+        values = value.values() if isinstance(value, dict) else [value]
+        total += sum(v for v in values if isinstance(v, int))
+    return 1 + total
 
 
 def _perform(job: baton.Job, result: Callable[[baton.Job], Any] = _result) -> Any:
@@ -285,6 +290,22 @@ def register(app: baton.Baton) -> dict[str, Any]:
     def cleanup(job: baton.Job) -> Any:
         return _perform(job)
 
+    @app.worker(name="chaos.graft", max_attempts=5, backoff=_backoff)
+    def graft(job: baton.Job) -> Any:
+        """A graft step: `Graft.map` over `args.k` items (some failing their first attempt), or
+        with `args.form == "nested"` a sub-workflow a -> b whose graft step `inner` maps again."""
+        return _perform(job, _graft)
+
+    def _graft(job: baton.Job) -> baton.Graft:
+        items = job.args["items"]
+        if job.args.get("form") == "nested":
+            sub = baton.Workflow()
+            sub.add("a", work.new({"sleep": 0.01}))
+            sub.add("b", awork.new({"sleep": 0.01}), deps=["a"])
+            sub.add_graft("inner", graft.new({"items": items, "sleep": 0.01}), deps=["a"])
+            return baton.Graft(sub)
+        return baton.Graft.map(work, items, max_attempts=3)
+
     return {
         "chaos.work": work,
         "chaos.awork": awork,
@@ -292,6 +313,7 @@ def register(app: baton.Baton) -> dict[str, Any]:
         "chaos.leak": leak,
         "chaos.cleanup": cleanup,
         "chaos.link": link,
+        "chaos.graft": graft,
     }
 
 

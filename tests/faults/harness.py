@@ -380,6 +380,7 @@ class PlannedWorkflow:
     shape: str
     expected: dict[str, str]
     results: dict[str, int] = field(default_factory=dict)  # step -> expected recorded result
+    grafted: dict[str, str] = field(default_factory=dict)  # steps its graft steps insert -> expected state
     wid: str | None = None
     job_ids: dict[str, int] = field(default_factory=dict)
 
@@ -388,7 +389,8 @@ class PlannedWorkflow:
         return any(state != "completed" for state in self.expected.values())
 
 
-SHAPES = ("fan", "chain", "diamond_ignore", "failing_chain", "flaky", "sub")
+SHAPES = ("fan", "chain", "diamond_ignore", "failing_chain", "flaky", "sub", "graft", "graft_nested")
+GRAFT_SHAPES = {"graft", "graft_nested"}
 
 
 class Workload:
@@ -401,6 +403,7 @@ class Workload:
         self.work = workers["chaos.work"]
         self.awork = workers["chaos.awork"]
         self.link = workers["chaos.link"]
+        self.graft = workers["chaos.graft"]
         self.counter = 0
 
     def _worker(self) -> Any:
@@ -487,6 +490,24 @@ class Workload:
             wf.add("join", self.step(), deps=["x", "y", "z"])
             expected = {name: "completed" for name in ("root", "x", "y", "z", "join")}
             results = {"join": 1 + 3 * 2}
+        elif shape in GRAFT_SHAPES:
+            k = self.rng.randint(3, 20)
+            items = [
+                {"mode": "fail_first" if self.rng.random() < 0.15 else "ok", "sleep": self.rng.uniform(0.002, 0.05)}
+                for _ in range(k)
+            ]
+            form = "nested" if shape == "graft_nested" else "map"
+            wf.add("root", self.step())
+            wf.add_graft("process", self.graft.new({"items": items, "form": form, "sleep": 0.01}), deps=["root"])
+            wf.add("join", self.step(), deps=["process"])
+            expected = {name: "completed" for name in ("root", "process", "join")}
+            if form == "map":
+                grafted = [f"process.{i}" for i in range(k)]
+                results = {"join": 1 + k}  # every grafted step returns 1 (no deps)
+            else:  # process.a -> 1, process.b -> 2, process.inner.<i> -> 1 each
+                grafted = ["process.a", "process.b", "process.inner", *(f"process.inner.{i}" for i in range(k))]
+                results = {"join": 1 + 1 + 2 + k}
+            return wf, PlannedWorkflow(shape, expected, results, grafted={g: "completed" for g in grafted})
         else:  # sub
             inner = baton.Workflow(label="inner")
             inner.add("a", self.step())
@@ -985,8 +1006,47 @@ class Driver:
 
     # -- the invariants ---------------------------------------------------------------------
 
+    def _collect_grafts(self) -> None:
+        """Add the steps graft steps inserted to their plans (so the checks below cover them as
+        inserted jobs), and count grafted steps lost or inserted twice."""
+        res, db = self.result, self.db
+        expected = found = lost = duplicated = pruned = 0
+        for plan in self.workflows:
+            if not plan.grafted:
+                continue
+            rows = db.query(
+                "SELECT name, job_id FROM workflow_nodes WHERE workflow_id = ? AND parent IS NOT NULL", (plan.wid,)
+            )
+            if not rows and not db.query("SELECT 1 FROM baton_workflows WHERE id = ?", (plan.wid,)):
+                pruned += 1  # retention removed the finished workflow's rows: nothing to count
+                continue
+            names = Counter(name for name, _ in rows)
+            expected += len(plan.grafted)
+            found += len(rows)
+            missing = set(plan.grafted) - set(names)
+            extra = [n for n, c in names.items() if c > 1 or n not in plan.grafted]
+            lost += len(missing)
+            duplicated += len(extra)
+            if missing:
+                res.violation(f"workflow {plan.wid} ({plan.shape}) lost grafted steps: {sorted(missing)[:10]}")
+            if extra:
+                res.violation(f"workflow {plan.wid} ({plan.shape}) grafted twice or unexpectedly: {extra[:10]}")
+            for name, job_id in rows:
+                plan.job_ids.setdefault(name, job_id)
+                plan.expected.setdefault(name, plan.grafted.get(name, "completed"))
+        res.figures.update(
+            {
+                "graft workflows": sum(1 for p in self.workflows if p.grafted),
+                "grafted steps (expected / found)": f"{expected} / {found}"
+                + (f" ({pruned} workflows pruned before the check)" if pruned else ""),
+                "grafted steps lost": lost,
+                "grafted steps duplicated": duplicated,
+            }
+        )
+
     def analyse(self) -> None:
         res, db = self.result, self.db
+        self._collect_grafts()
         jobs = {
             r[0]: {"state": r[1], "attempt": r[2], "meta": _json(r[3]), "workflow_id": r[4]}
             for r in db.query("SELECT id, state, attempt, meta, workflow_id FROM baton_jobs")

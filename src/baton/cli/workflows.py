@@ -1,33 +1,42 @@
-"""`baton workflows list|show`: recent workflows, and one drawn as a tree of its steps."""
+"""`baton workflows list|show|start`: recent workflows, one drawn as a tree of its steps, and
+starting one from a JSON template."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import ValidationError
+from ..app import Baton
+from ..errors import BatonError, ValidationError, WorkflowError
 from ..job import TERMINAL_STATES
 from ..terminal import counts_text, state_text, when, workflow_tree
+from ..workflows.builder import Workflow
 from ..workflows.status import WorkflowStatus
 from .base import (
     Failure,
     Settings,
+    SetupFailure,
     admin,
+    check_ready,
     cli,
     console,
     database_options,
     run,
 )
+from .nodes import load_app
 
 # --------------------------------------------------------------------------- workflows
 
 
 @cli.group()
 def workflows() -> None:
-    """List workflows and show one as a tree of its steps."""
+    """List workflows, show one as a tree of its steps, start one from a JSON template."""
 
 
 @workflows.command("list")
@@ -70,8 +79,16 @@ def workflows_list(settings: Settings, limit: int, label: str | None) -> None:
 
 @workflows.command("show")
 @click.argument("workflow_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tree", "mermaid", "dot"]),
+    default="tree",
+    show_default=True,
+    help="A tree with states, or the graph as Mermaid / Graphviz DOT (grafted steps inside their graft).",
+)
 @database_options
-def workflows_show(settings: Settings, workflow_id: str) -> None:
+def workflows_show(settings: Settings, workflow_id: str, fmt: str) -> None:
     """Show a workflow as a tree of its steps, each with its state, and why steps wait."""
 
     async def go() -> WorkflowStatus | None:
@@ -86,6 +103,9 @@ def workflows_show(settings: Settings, workflow_id: str) -> None:
     status = run(go())
     if status is None:
         raise Failure(f"no workflow with id {workflow_id}")
+    if fmt != "tree":
+        click.echo(status.to_mermaid() if fmt == "mermaid" else status.to_dot(), nl=False)
+        return
     out = console(wide=True)
     out.print(workflow_tree(status))
     out.print()
@@ -100,3 +120,76 @@ def workflows_show(settings: Settings, workflow_id: str) -> None:
         out.print(Text("nothing is running and these steps still wait:", style="bold yellow"))
         for name, why in stuck.items():
             out.print(Text(f"  {name}: {why}"))
+
+
+def _param_value(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise click.BadParameter(f"{text!r} must look like NAME=VALUE, e.g. day=2026-12-01", param_hint="--param")
+    try:
+        value: Any = json.loads(raw)  # 3, true, {"a": 1} keep their JSON type
+    except ValueError:
+        value = raw  # anything else is a string: day=2026-12-01
+    return name.strip(), value
+
+
+@workflows.command("start")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A template param (repeatable); VALUE is JSON if it parses as JSON, else a string.",
+)
+@click.option(
+    "--app",
+    "app_ref",
+    default=None,
+    metavar="MODULE:ATTR",
+    help="The Baton app whose workers the template names (default: workers importable by name).",
+)
+@database_options
+def workflows_start(settings: Settings, file: Path, params: tuple[str, ...], app_ref: str | None) -> None:
+    """Insert the workflow template FILE.json (with --param values) and print its id."""
+    try:
+        data = json.loads(file.read_text())
+    except OSError as exc:
+        raise Failure(f"cannot read {file}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise Failure(f"{file} is not JSON: {exc}") from None
+    values: dict[str, Any] = {}
+    for text in params:
+        name, value = _param_value(text)
+        if name in values:
+            raise click.BadParameter(f"param {name!r} is given twice", param_hint="--param")
+        values[name] = value
+    app: Baton | None = None
+    if app_ref is not None:
+        if settings.url_given:
+            os.environ["BATON_DATABASE_URL"] = settings.url
+        try:
+            app = load_app(app_ref)
+        except BatonError as exc:
+            raise SetupFailure(f"{app_ref}: {exc}") from None
+
+    async def go() -> str:
+        if app is not None:
+            try:
+                await check_ready(app)
+                return await _start(app, data, values, file)
+            finally:
+                await app.close()
+        async with admin(settings) as admin_app:
+            return await _start(admin_app, data, values, file)
+
+    print(run(go()))
+
+
+async def _start(app: Baton, data: Any, params: dict[str, Any], file: Path) -> str:
+    try:
+        wf = Workflow.from_dict(data, params=params, app=app)
+    except WorkflowError as exc:
+        raise Failure(f"{file}: {exc}") from None
+    return await app.insert_workflow(wf)

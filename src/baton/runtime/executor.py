@@ -17,6 +17,7 @@ from ..errors import ValidationError
 from ..job import Cancel, Discard, Job, Snooze, check_json, storable
 from ..store.jobs import Ack
 from ..worker import WorkerDef, default_backoff
+from ..workflows.builder import Graft
 from .threads import DaemonThreadPool, LoopHandoff
 
 log = logging.getLogger("baton.executor")
@@ -95,6 +96,8 @@ class Executor:
             return self._finish(job, Ack(job, "cancelled", error=storable(f"cancelled: {result.reason}")), started)
         if isinstance(result, Discard):
             return self._finish(job, Ack(job, "discarded", error=storable(f"discarded: {result.reason}")), started)
+        if job._graft or isinstance(result, Graft):
+            return self._grafted(job, worker, result, started)
         return self._completed(job, worker, result, started)
 
     async def _call(self, worker: WorkerDef, job: Job, timeout: float | None) -> Any:
@@ -158,6 +161,35 @@ class Executor:
         if replayed:
             ack.meta = {**(ack.meta or {}), "replayed": True}
         return self._finish(job, ack, started)
+
+    def _grafted(self, job: Job, worker: WorkerDef, result: Any, started: float) -> Ack:
+        """A graft step's attempt: the Graft it returned, planned under the step's name, rides
+        on the ack (inserted in the ack's transaction). Anything else fails the attempt."""
+        if not job._graft:
+            where = f"step {job.step!r}" if job.step else f"job {job.id} (not a workflow step)"
+            error: Exception = TypeError(
+                f"{where} returned a baton.Graft but is not a graft step; add it with wf.add_graft(name, job, deps=...)"
+            )
+            return self._failed(job, worker, error, "", started)
+        if not isinstance(result, Graft):
+            error = TypeError(
+                f"graft step {job.step!r} must return baton.Graft(workflow) or baton.Graft.map(worker, items), "
+                f"got {type(result).__name__}"
+            )
+            return self._failed(job, worker, error, "", started)
+        assert job.step is not None
+        try:
+            plan = result.plan(job.step)
+        except ValidationError as exc:
+            return self._failed(job, worker, exc, "", started)
+        unknown = sorted(name for name in {s.job.worker for s in plan} if self._resolve(name) is None)
+        if unknown:
+            error = LookupError(
+                f"graft step {job.step!r} grafted jobs of unknown worker {unknown[0]!r}: register it with "
+                "@app.worker or give an importable path"
+            )
+            return self._failed(job, worker, error, "", started)
+        return self._finish(job, Ack(job, "completed", graft=plan), started)
 
     def _failed(self, job: Job, worker: WorkerDef | None, exc: BaseException, tb: str, started: float) -> Ack:
         error = storable(f"{type(exc).__name__}: {exc}")

@@ -8,10 +8,13 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engines.base import Conn, Row
 from ..job import Job, JobSpec, dumps, to_datetime
+
+if TYPE_CHECKING:
+    from ..workflows.builder import PlannedStep
 
 INSERT_BATCH = 5_000
 
@@ -242,6 +245,7 @@ class Ack:
     result_json: str | None = None  # set when the result is recorded
     run_ms: int = 0
     reason: str | None = None
+    graft: list[PlannedStep] | None = None  # a graft step's planned steps, inserted with this ack
 
     def row(self) -> dict[str, Any]:
         err = None

@@ -113,9 +113,18 @@ async def ack_jobs(conn: Conn, acks: Sequence[Ack], node: str, origin: str = "")
     logs = [a for a in result.acked if a.job._logs]
     if logs:
         await workflows.insert_logs(conn, logs)
+    await _graft(conn, result)
     terminal = [(a.job, a.state) for a in result.acked if a.state in TERMINAL_STATES]
     await settle(conn, terminal, node, result.effects)
     return result
+
+
+async def _graft(conn: Conn, result: AckResult) -> None:
+    """Insert the steps of graft steps whose ack applied — before settling, so the graft's
+    dependents wait for them. An ack that was fenced (retried, late, rescued) grafts nothing."""
+    grafts = [a for a in result.acked if a.graft is not None]
+    if grafts:
+        await workflows.graft(conn, grafts, result.effects)
 
 
 async def settle(conn: Conn, terminal: Sequence[tuple[Job, str]], node: str, effects: Effects) -> None:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..engines.base import Conn, Row
 from ..errors import WorkflowError
-from ..job import FAILED_STATES, Job, dumps
+from ..job import FAILED_STATES, Job, dumps, freeze
+from ..workflows.builder import check_graft_names
 from .effects import Cascaded, Effects, publish
 from .jobs import Ack, insert_jobs
 
@@ -28,11 +29,14 @@ def _loads(value: Any) -> Any:
 # --------------------------------------------------------------------------- insert / append
 
 
-async def insert_workflow(conn: Conn, label: str | None, plan: Sequence[PlannedStep], origin: str) -> str:
-    """Store a validated plan: the workflow row, a job per step (roots runnable, the rest
-    `suspended`), its workflow_nodes and dependency edges. Returns the workflow id."""
+async def insert_workflow(
+    conn: Conn, label: str | None, plan: Sequence[PlannedStep], origin: str, context: str | None = None
+) -> str:
+    """Store a validated plan: the workflow row (with its `context`, JSON text), a job per step
+    (roots runnable, the rest `suspended`), its workflow_nodes and dependency edges. Returns
+    the workflow id."""
     wid = str(uuidlib.uuid4())
-    await conn.execute("insert_workflow", {"id": wid, "label": label})
+    await conn.execute("insert_workflow", {"id": wid, "label": label, "context": context})
     states = [None if not step.edges else "suspended" for step in plan]
     jobs = await insert_jobs(conn, [s.job for s in plan], states=states, workflow_id=wid)
     ids = {step.name: job.id for step, job in zip(plan, jobs, strict=True)}
@@ -51,6 +55,7 @@ async def _insert_nodes(
     plan: Sequence[PlannedStep],
     ids: dict[str, int],
     existing: dict[str, Row],
+    parent: str | None = None,
 ) -> None:
     nodes, edges = [], []
     for step in plan:
@@ -65,6 +70,8 @@ async def _insert_nodes(
                 "ignore_discarded": step.ignore_discarded,
                 "ignore_deleted": step.ignore_deleted,
                 "pending": len(step.edges),
+                "graft": step.graft,
+                "parent": parent,
             }
         )
         for dep in step.edges:
@@ -88,9 +95,24 @@ async def append_workflow(
         raise WorkflowError(f"workflow {wid} has already finished; insert a new workflow instead", field="workflow_id")
     existing = {r["name"]: r for r in await conn.fetch("workflow_node_names", {"id": wid})}
     plan: list[PlannedStep] = plan_for(existing.keys())
-    # Lock the existing deps so a concurrent ack cannot resolve one between our read and insert.
-    outside = sorted({d for s in plan for d in s.edges if d in existing})
-    await conn.execute("lock_nodes", {"id": wid, "names": outside})
+    check_graft_names(plan, [n for n, r in existing.items() if r["graft"]])
+    declared = {s.name: s.edges for s in plan}
+    locked: set[str] = set()
+    while True:
+        # A dependency on a graft step waits for the steps it grafted too (and theirs).
+        for step in plan:
+            step.edges = _with_grafted(declared[step.name], existing)
+        # Lock the existing deps so a concurrent ack cannot resolve one between our read and
+        # insert, nor graft one without seeing the new dependents. A graft that committed while
+        # we waited for a lock added steps: read the names again and wait for those too.
+        outside = sorted({d for s in plan for d in s.edges if d in existing} - locked)
+        if not outside:
+            break
+        rows = await conn.fetch("lock_nodes", {"id": wid, "names": outside})
+        locked.update(outside)
+        if not any(r["graft"] for r in rows):
+            break
+        existing = {r["name"]: r for r in await conn.fetch("workflow_node_names", {"id": wid})}
     states = [None if not step.edges else "suspended" for step in plan]
     jobs = await insert_jobs(conn, [s.job for s in plan], states=states, workflow_id=wid)
     ids = {step.name: job.id for step, job in zip(plan, jobs, strict=True)}
@@ -106,6 +128,44 @@ async def append_workflow(
     return [s.name for s in plan], effects
 
 
+def _with_grafted(edges: tuple[str, ...], existing: dict[str, Row]) -> tuple[str, ...]:
+    """`edges` plus, for each stored graft step among them, every step it (or a graft under
+    it) grafted."""
+    grafts = [e for e in edges if e in existing and existing[e]["graft"]]
+    if not grafts:
+        return edges
+    out = list(edges)
+    for g in grafts:
+        prefix = g + "."
+        out.extend(n for n, r in existing.items() if r["parent"] is not None and n.startswith(prefix))
+    return tuple(dict.fromkeys(out))
+
+
+async def graft(conn: Conn, acks: Sequence[Ack], effects: Effects) -> None:
+    """Insert the steps that applied acks of graft steps carry, in the ack's transaction: each
+    graft step grafts once (claim_graft), its grafted steps are named under it, their roots are
+    runnable at once, and the graft step's unresolved dependents wait for every one of them."""
+    for ack in sorted(acks, key=lambda a: a.job.id):
+        assert ack.graft is not None
+        claimed = await conn.fetchone("claim_graft", {"id": ack.job.id})
+        if claimed is None or not ack.graft:
+            continue  # grafted already (a manual retry of the graft step), or nothing to graft
+        wid, plan = claimed["workflow_id"], ack.graft
+        states = [None if not step.edges else "suspended" for step in plan]
+        jobs = await insert_jobs(conn, [s.job for s in plan], states=states, workflow_id=wid)
+        ids = {step.name: job.id for step, job in zip(plan, jobs, strict=True)}
+        await _insert_nodes(conn, wid, claimed["label"], plan, ids, {}, parent=claimed["name"])
+        effects.released_queues.update(j.queue for j in jobs if j.state == "available")
+        waiting = await conn.fetch("graft_wait", {"graft": ack.job.id, "n": len(jobs)})
+        if waiting:
+            await conn.execute(
+                "graft_edges",
+                {"workflow_id": wid, "ids": [j.id for j in jobs], "dependents": sorted(r["job_id"] for r in waiting)},
+            )
+        if len(plan) >= ANALYZE_AFTER:  # after the edges too: the planner must see them (insert_workflow)
+            await conn.execute("analyze_workflow_tables")
+
+
 # --------------------------------------------------------------------------- running steps
 
 
@@ -114,21 +174,36 @@ async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
     earlier attempt; announce them as executing."""
     by_id = {j.id: j for j in steps}
     upstream: dict[int, dict[str, Any]] = {j.id: {} for j in steps}
+    grafts: dict[int, set[str]] = {j.id: set() for j in steps}  # deps that are graft steps
+    contexts: dict[str, Any] = {}  # one frozen copy per workflow and fetch
     rows = await conn.fetch("workflow_context", {"ids": list(by_id), "channel": conn.channel("workflow")})
     for r in rows:
         if r["is_dep"]:
-            upstream[r["job_id"]][r["name"]] = _loads(r["result"]) if r["recorded"] else None
+            if r["graft"]:
+                grafts[r["job_id"]].add(r["name"])
+            else:
+                upstream[r["job_id"]][r["name"]] = _loads(r["result"]) if r["recorded"] else None
             continue
         job = by_id[r["job_id"]]
         job.step = r["name"]
         job._deps = tuple(_loads(r["deps"]) or ())
+        job._graft = bool(r["graft"])
+        job._parent = r["parent"]
+        if r["context"] is not None:
+            wid = job.workflow_id or ""
+            if wid not in contexts:
+                contexts[wid] = freeze(_loads(r["context"]))
+            job._context = contexts[wid]
         if r["recorded"]:
             job._recorded = (_loads(r["result"]),)
     for job in steps:
         results = upstream[job.id]
         view: dict[str, Any] = {}
         for dep in job._deps:
-            if dep in results:
+            if dep in grafts[job.id]:  # a graft step: the results of the steps grafted under it
+                prefix = dep + "."
+                view[dep] = {k: v for k, v in results.items() if k.startswith(prefix)}
+            elif dep in results:
                 view[dep] = results[dep]
             else:  # a sub-workflow dependency: its steps' results by their inner names
                 prefix = dep + "."
@@ -137,16 +212,19 @@ async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
     if conn.dialect != "postgres":  # PostgreSQL sent these from the query above
         await conn.notify(
             "workflow",
-            [
-                dumps(
-                    {"type": "step", "workflow_id": j.workflow_id, "step": j.step, "job_id": j.id, "event": "executing"}
-                )
-                for j in steps
-            ],
+            [dumps(_step_event(j, "executing")) for j in steps],
         )
 
 
 _EVENT = {"scheduled": "snoozed"}
+
+
+def _step_event(job: Job, event: str) -> dict[str, Any]:
+    """A live step event; a grafted step's names the graft step that grafted it (`parent`)."""
+    note = {"type": "step", "workflow_id": job.workflow_id, "step": job.step, "job_id": job.id, "event": event}
+    if job._parent is not None:
+        note["parent"] = job._parent
+    return note
 
 
 async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
@@ -179,18 +257,7 @@ async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
     await conn.execute("upsert_step_stats", {"rows": dumps(stats), "results": results_json})
     await conn.notify(
         "workflow",
-        [
-            dumps(
-                {
-                    "type": "step",
-                    "workflow_id": a.job.workflow_id,
-                    "step": a.job.step,
-                    "job_id": a.job.id,
-                    "event": _EVENT.get(a.state, a.state),
-                }
-            )
-            for a in acks
-        ],
+        [dumps(_step_event(a.job, _EVENT.get(a.state, a.state))) for a in acks],
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import WorkflowError
-from ..job import JobSpec, storable_text_error
-from . import render
+from ..errors import ValidationError, WorkflowError
+from ..job import JobSpec, check_json, storable_text_error
+from . import render, template
 from .render import Graph, GraphStep
 
 IGNORE_FLAGS = ("ignore_cancelled", "ignore_discarded", "ignore_deleted")
@@ -34,6 +35,8 @@ class Step:
     ignore_cancelled: bool | None
     ignore_discarded: bool | None
     ignore_deleted: bool | None
+    graft: bool = False  # added with add_graft: its job returns the steps that come next
+    template: dict[str, Any] | None = None  # the step as given to from_dict (to_dict returns it)
 
 
 @dataclass(slots=True)
@@ -47,6 +50,7 @@ class PlannedStep:
     ignore_cancelled: bool
     ignore_discarded: bool
     ignore_deleted: bool
+    graft: bool = False
 
 
 class Workflow:
@@ -59,17 +63,32 @@ class Workflow:
     ```
     `ignore_cancelled` / `ignore_discarded` / `ignore_deleted` (workflow-wide defaults, or per
     step) make a cancelled / discarded / deleted dependency count as satisfied instead of
-    cancelling its dependents.
+    cancelling its dependents. `context` is a JSON mapping every step reads as `job.context`.
     """
 
     def __init__(
         self,
         label: str | None = None,
         *,
+        context: Mapping[str, Any] | None = None,
         ignore_cancelled: bool = False,
         ignore_discarded: bool = False,
         ignore_deleted: bool = False,
     ) -> None:
+        if context is not None:
+            if not isinstance(context, Mapping):
+                raise WorkflowError(
+                    "context must be a dict of JSON values, e.g. context={'tenant': 'acme'}; "
+                    f"got {type(context).__name__}",
+                    field="context",
+                )
+            try:
+                self.context_json: str | None = check_json("context", dict(context))
+            except ValidationError as exc:
+                raise WorkflowError(str(exc).removeprefix("context: "), field="context") from None
+        else:
+            self.context_json = None
+        self.context: dict[str, Any] | None = None if self.context_json is None else json.loads(self.context_json)
         if label is not None and not isinstance(label, str):
             raise WorkflowError(f"label must be a string, got {type(label).__name__}", field="label")
         if label is not None and (problem := storable_text_error(label)) is not None:
@@ -123,6 +142,27 @@ class Workflow:
         ignore_deleted: bool | None = None,
     ) -> Workflow:
         """Add step `name` running `job` once every step in `deps` has completed."""
+        return self._add_job(name, job, deps, (ignore_cancelled, ignore_discarded, ignore_deleted), graft=False)
+
+    def add_graft(
+        self,
+        name: str,
+        job: JobSpec,
+        deps: Sequence[str] = (),
+        *,
+        ignore_cancelled: bool | None = None,
+        ignore_discarded: bool | None = None,
+        ignore_deleted: bool | None = None,
+    ) -> Workflow:
+        """Add graft step `name`: its job runs after `deps` and returns `baton.Graft(sub)` or
+        `baton.Graft.map(worker, items)`, the steps inserted (as `name.<step>`, `name.0`, ...)
+        when its attempt is acked. Its dependents wait for every grafted step."""
+        return self._add_job(name, job, deps, (ignore_cancelled, ignore_discarded, ignore_deleted), graft=True)
+
+    def _add_job(
+        self, name: str, job: JobSpec, deps: Sequence[str], flags: tuple[bool | None, ...], *, graft: bool
+    ) -> Workflow:
+        ignore_cancelled, ignore_discarded, ignore_deleted = flags
         dep_names = self._check_new(name, deps)
         if not isinstance(job, JobSpec):
             raise WorkflowError(f"needs a job built with worker.new(args), got {type(job).__name__}", step=name)
@@ -130,7 +170,9 @@ class Workflow:
             _check_flag(flag, value, step=name, allow_none=True)
         if job.unique is not None:
             raise WorkflowError("unique jobs cannot be workflow steps; drop unique= for this step", step=name)
-        self._steps[name] = Step(name, job, None, dep_names, ignore_cancelled, ignore_discarded, ignore_deleted)
+        self._steps[name] = Step(
+            name, job, None, dep_names, ignore_cancelled, ignore_discarded, ignore_deleted, graft=graft
+        )
         return self
 
     def add_workflow(self, name: str, workflow: Workflow, deps: Sequence[str] = ()) -> Workflow:
@@ -165,6 +207,7 @@ class Workflow:
         dupes = {p.name for p in flat if p.name in seen or seen.add(p.name)}  # type: ignore[func-returns-value]
         if dupes:
             raise WorkflowError("name collides with a sub-workflow step name", step=sorted(dupes)[0])
+        check_graft_names(flat)
         return flat
 
     def _validate(self, outside: set[str], prefix: str) -> None:
@@ -259,8 +302,108 @@ class Workflow:
                     ignore_cancelled=self.ignore_cancelled if step.ignore_cancelled is None else step.ignore_cancelled,
                     ignore_discarded=self.ignore_discarded if step.ignore_discarded is None else step.ignore_discarded,
                     ignore_deleted=self.ignore_deleted if step.ignore_deleted is None else step.ignore_deleted,
+                    graft=step.graft,
                 )
             )
+        return out
+
+    # -- templates --------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], params: Mapping[str, Any] | None = None, app: Any = None) -> Workflow:
+        """Build a workflow from template data (JSON), substituting `${param}`s with `params`.
+        With `app` (a `baton.Baton`) workers are resolved by name — an unknown one is an error —
+        and each step gets its worker's options. Any mistake is a `WorkflowError` whose `path`
+        names the JSON path, e.g. `steps[2].deps[0]`."""
+        resolve = None
+        if app is not None:
+            resolve = getattr(app, "resolve_worker", None)
+            if not callable(resolve):
+                raise WorkflowError(f"app= must be a baton.Baton, got {type(app).__name__}", field="app")
+        concrete = template.check(data, params, resolve)
+        flags = {k: concrete[k] for k in IGNORE_FLAGS if k in concrete}
+        try:
+            wf = cls(label=concrete.get("label"), context=concrete.get("context"), **flags)
+        except WorkflowError as exc:
+            raise _at(exc.field if exc.field in ("label", "context") else "$", exc) from None
+        wf._fill(concrete["steps"], "steps", resolve)
+        return wf
+
+    def _fill(self, steps: list[dict[str, Any]], path: str, resolve: Any) -> None:
+        for i, step in enumerate(steps):
+            here = f"{path}[{i}]"
+            deps = step.get("deps", [])
+            if "workflow" in step:
+                inner = step["workflow"]
+                sub = Workflow(**{k: inner[k] for k in IGNORE_FLAGS if k in inner})
+                sub._fill(inner["steps"], f"{here}.workflow.steps", resolve)
+                try:
+                    self.add_workflow(step["name"], sub, deps=deps)
+                except WorkflowError as exc:
+                    raise _at(here, exc) from None
+                continue
+            options = {k: step[k] for k in template.JOB_OPTIONS if k in step}
+            try:
+                definition = resolve(step["worker"]) if resolve is not None else None
+                if definition is not None:
+                    spec = definition.options.new(step.get("args", {}), **options)
+                else:
+                    spec = JobSpec(worker=step["worker"], args=step.get("args", {}), **options)
+            except WorkflowError as exc:
+                raise _at(here, exc) from None
+            except ValidationError as exc:
+                message = str(exc).removeprefix(f"{exc.field}: ")
+                raise _at(f"{here}.{exc.field}", WorkflowError(message)) from None
+            flags = {k: step[k] for k in IGNORE_FLAGS if k in step}
+            try:
+                (self.add_graft if step.get("graft") else self.add)(step["name"], spec, deps, **flags)
+            except WorkflowError as exc:
+                raise _at(here, exc) from None
+            self._steps[step["name"]].template = step
+
+    def to_dict(self) -> dict[str, Any]:
+        """The workflow as template data (`from_dict(wf.to_dict())` builds the same workflow):
+        params already substituted, options only where they differ from the defaults."""
+        out: dict[str, Any] = {}
+        if self.label is not None:
+            out["label"] = self.label
+        if self.context is not None:
+            out["context"] = json.loads(self.context_json or "null")
+        for flag in IGNORE_FLAGS:
+            if getattr(self, flag):
+                out[flag] = True
+        out["steps"] = [self._step_dict(step) for step in self._steps.values()]
+        return out
+
+    def _step_dict(self, step: Step) -> dict[str, Any]:
+        if step.template is not None:
+            return json.loads(json.dumps(step.template))
+        out: dict[str, Any] = {"name": step.name}
+        if step.sub is not None:
+            inner = step.sub.to_dict()
+            out["workflow"] = {k: v for k, v in inner.items() if k in ("steps", *IGNORE_FLAGS)}
+        else:
+            job = step.job
+            assert job is not None
+            if job.scheduled_at is not None:
+                raise WorkflowError("has scheduled_at, which a template cannot hold; use schedule_in", step=step.name)
+            out["worker"] = job.worker
+            if job.args:
+                out["args"] = json.loads(job.args_json)
+            if step.graft:
+                out["graft"] = True
+            defaults = {"queue": "default", "priority": 0, "max_attempts": 20, "tags": [], "meta": {}}
+            for key, default in defaults.items():
+                value = getattr(job, key)
+                if value != default:
+                    out[key] = json.loads(job.meta_json) if key == "meta" else value
+            if job.schedule_in:
+                out["schedule_in"] = job.schedule_in
+            for flag in IGNORE_FLAGS:
+                if getattr(step, flag) is not None:
+                    out[flag] = getattr(step, flag)
+        if step.deps:
+            out["deps"] = list(step.deps)
         return out
 
     # -- drawing ----------------------------------------------------------------------
@@ -274,6 +417,7 @@ class Workflow:
                     step.job.worker if step.job is not None else "",
                     step.deps,
                     step.sub.graph() if step.sub is not None else None,
+                    graft=step.graft,
                 )
                 for name, step in self._steps.items()
             },
@@ -286,3 +430,120 @@ class Workflow:
     def to_dot(self) -> str:
         """The graph in Graphviz DOT (sub-workflows as clusters)."""
         return render.to_dot(self.graph())
+
+
+def check_graft_names(plan: Iterable[PlannedStep], grafts: Iterable[str] = ()) -> None:
+    """Names under a graft step (`process.0`, `process.x`) are its grafted steps': no other
+    step may take one. `grafts` names graft steps already stored."""
+    steps = list(plan)
+    prefixes = sorted({s.name + "." for s in steps if s.graft} | {g + "." for g in grafts})
+    if not prefixes:
+        return
+    for step in steps:
+        for prefix in prefixes:
+            if step.name.startswith(prefix):
+                raise WorkflowError(
+                    f"names under graft step {prefix[:-1]!r} are reserved for the steps it grafts; rename this step",
+                    step=step.name,
+                )
+
+
+def _at(path: str, exc: WorkflowError) -> WorkflowError:
+    """`exc` again, naming the JSON path of the template it came from."""
+    message = str(exc).split(": ", 1)[-1]
+    return WorkflowError(message, field=path, path=path)
+
+
+# --------------------------------------------------------------------------- grafts
+
+
+class Graft:
+    """What the worker of a graft step (`wf.add_graft`) returns: the steps that come next.
+
+    ```python
+    return baton.Graft.map(resize, [{"file": f} for f in files])  # steps "process.0", "process.1", ...
+    sub = baton.Workflow(); sub.add("a", a.new({})); return baton.Graft(sub)  # steps "process.a", ...
+    ```
+    The steps are inserted in the transaction that acks the graft step's attempt, so they exist
+    exactly once; the graft step's dependents wait for every one of them.
+    """
+
+    __slots__ = ("_specs", "workflow")
+
+    def __init__(self, workflow: Workflow) -> None:
+        if not isinstance(workflow, Workflow):
+            raise WorkflowError(
+                f"Graft needs a baton.Workflow (or use Graft.map(worker, items)), got {type(workflow).__name__}",
+                field="graft",
+            )
+        if workflow.context is not None:
+            raise WorkflowError(
+                "a grafted workflow shares the context of the workflow it grows; drop context= from it", field="graft"
+            )
+        self.workflow = workflow
+        self._specs: list[JobSpec] | None = None
+
+    @classmethod
+    def map(cls, worker: Any, items: Iterable[Mapping[str, Any]], **job_options: Any) -> Graft:
+        """One step per item, named `<graft>.0`, `<graft>.1`, ...: the job `worker.new(item,
+        **job_options)` (`worker` is a worker or a registered worker name)."""
+        if isinstance(items, str | bytes | Mapping) or not isinstance(items, Iterable):
+            raise WorkflowError(f"Graft.map needs a list of args dicts, got {items!r:.80}", field="graft.items")
+        if isinstance(worker, str):
+
+            def new(args: Mapping[str, Any]) -> JobSpec:
+                return JobSpec(worker=worker, args=dict(args), **job_options)
+
+        elif callable(getattr(worker, "new", None)):
+
+            def new(args: Mapping[str, Any]) -> JobSpec:
+                return worker.new(args, **job_options)  # type: ignore[no-any-return]
+
+        else:
+            raise WorkflowError(
+                f"Graft.map needs a worker (or its registered name), got {type(worker).__name__}", field="graft.worker"
+            )
+        specs: list[JobSpec] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise WorkflowError(
+                    f"item {i} must be a dict of args for the worker, got {type(item).__name__}",
+                    field=f"graft.items[{i}]",
+                )
+            spec = new(item)
+            if not isinstance(spec, JobSpec):
+                raise WorkflowError(f"{worker!r:.80}.new() did not return a job", field="graft.worker")
+            if spec.unique is not None:
+                raise WorkflowError("unique jobs cannot be workflow steps; drop unique=", field="graft.unique")
+            specs.append(spec)
+        graft = cls.__new__(cls)
+        graft.workflow = Workflow()
+        graft._specs = specs
+        return graft
+
+    def __len__(self) -> int:
+        return len(self._specs) if self._specs is not None else len(self.workflow)
+
+    def __repr__(self) -> str:
+        kind = "map" if self._specs is not None else "workflow"
+        return f"<Graft {kind} of {len(self)} steps>"
+
+    def plan(self, graft: str) -> list[PlannedStep]:
+        """Validate and flatten into steps named under the graft step `graft`, in dependency
+        order; grafted steps keep their own deps (prefixed) and nothing else waits for them here."""
+        prefix = graft + "."
+        if self._specs is not None:
+            return [
+                PlannedStep(f"{prefix}{i}", spec, (), (), False, False, False) for i, spec in enumerate(self._specs)
+            ]
+        sub = self.workflow
+        if not sub._steps:
+            return []
+        sub._validate(set(), prefix)
+        flat = sub._flatten(prefix, (), set())
+        seen: set[str] = set()
+        dupes = {p.name for p in flat if p.name in seen or seen.add(p.name)}  # type: ignore[func-returns-value]
+        if dupes:
+            raise WorkflowError("name collides with a sub-workflow step name", step=sorted(dupes)[0])
+        check_graft_names(flat)
+        return flat

@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class GraphStep:
-    """One step to draw: its worker (empty for a sub-workflow), its deps, its nested graph."""
+    """One step to draw: its worker (empty for a sub-workflow), its deps, its nested graph; a
+    graft step (drawn as a hexagon) with the steps it grafted, once it ran."""
 
     worker: str
     deps: tuple[str, ...]
     sub: Graph | None = None
+    graft: bool = False
+    grafted: Graph | None = None
 
 
 @dataclass(slots=True)
@@ -52,6 +55,10 @@ def _label(text: str) -> str:
 
 def _sinks(wf: Graph, prefix: str, name: str) -> list[str]:
     step = wf.steps[name]
+    if step.grafted is not None and step.grafted.steps:  # dependents wait for the grafted steps
+        inner = step.grafted
+        depended = {d for s in inner.steps.values() for d in s.deps}
+        return [m for s in inner.steps if s not in depended for m in _sinks(inner, prefix + name + ".", s)]
     if step.sub is None:
         return [prefix + name]
     inner = step.sub
@@ -81,7 +88,16 @@ def to_mermaid(wf: Graph) -> str:
                 lines.append(f"{indent}end")
             else:
                 worker = step.worker.rsplit(".", 1)[-1]
-                lines.append(f'{indent}{_id(full)}["{_label(name)}<br/><small>{_label(worker)}</small>"]')
+                text = f'"{_label(name)}<br/><small>{_label(worker)}</small>"'
+                lines.append(f"{indent}{_id(full)}{{{{{text}}}}}" if step.graft else f"{indent}{_id(full)}[{text}]")
+            if step.grafted is not None and step.grafted.steps:
+                lines.append(f'{indent}subgraph {_id(full + "__grafted")} ["{_label(name)} (grafted)"]')
+                emit(step.grafted, full + ".", indent + "    ")
+                lines.append(f"{indent}end")
+                for inner, inner_step in step.grafted.steps.items():
+                    if not inner_step.deps:
+                        for dst in _roots(step.grafted, full + ".", inner):
+                            lines.append(f"{indent}{_id(full)} --> {_id(dst)}")
         for name, step in w.steps.items():
             for dep in step.deps:
                 if dep not in w.steps:
@@ -109,7 +125,17 @@ def to_dot(wf: Graph) -> str:
                 emit(step.sub, full + ".", indent + "    ")
                 lines.append(f"{indent}}}")
             else:
-                lines.append(f'{indent}{_id(full)} [label="{_label(name)}"];')
+                shape = ", shape=hexagon" if step.graft else ""
+                lines.append(f'{indent}{_id(full)} [label="{_label(name)}"{shape}];')
+            if step.grafted is not None and step.grafted.steps:
+                lines.append(f"{indent}subgraph cluster_{_id(full + '__grafted')} {{")
+                lines.append(f'{indent}    label="{_label(name)} (grafted)";')
+                emit(step.grafted, full + ".", indent + "    ")
+                lines.append(f"{indent}}}")
+                for inner, inner_step in step.grafted.steps.items():
+                    if not inner_step.deps:
+                        for dst in _roots(step.grafted, full + ".", inner):
+                            lines.append(f"{indent}{_id(full)} -> {_id(dst)};")
         for name, step in w.steps.items():
             for dep in step.deps:
                 if dep not in w.steps:

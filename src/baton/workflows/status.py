@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from ..job import FAILED_STATES, TERMINAL_STATES, to_datetime
+from . import render
+from .render import Graph, GraphStep
 
 
 def _loads(value: Any) -> Any:
@@ -34,6 +36,8 @@ class StepStatus:
     run_ms: int | None = None
     result: Any = None
     recorded: bool = False
+    graft: bool = False  # a graft step (wf.add_graft)
+    parent: str | None = None  # the graft step that grafted this step
 
 
 @dataclass(slots=True)
@@ -50,6 +54,12 @@ class WorkflowStatus:
     inserted_at: datetime | None = None
     announced_at: datetime | None = None
     announced_by: str | None = None
+    context: dict[str, Any] | None = None
+
+    def grafted(self, graft: str) -> list[str]:
+        """The steps graft step `graft` grafted, those of graft steps under it included."""
+        prefix = graft + "."
+        return [n for n, s in self.details.items() if s.parent is not None and n.startswith(prefix)]
 
     @property
     def failed_steps(self) -> list[str]:
@@ -70,7 +80,16 @@ class WorkflowStatus:
                 elif step.pending <= 0:
                     out[name] = "all dependencies satisfied but not released (missed_release)"
                 else:
-                    waiting_on = [d for d in step.deps if self.steps.get(d) not in ("completed", None)]
+                    waiting_on = []
+                    for d in step.deps:
+                        grafted = self.grafted(d) if d in self.details and self.details[d].graft else []
+                        running = [
+                            g for g in grafted if self.steps[g] not in TERMINAL_STATES and self.steps[g] != "deleted"
+                        ]
+                        if running:
+                            waiting_on.append(f"{d} ({len(running)} grafted steps)")
+                        elif self.steps.get(d) not in ("completed", None):
+                            waiting_on.append(d)
                     out[name] = f"waiting on {', '.join(waiting_on) or str(step.pending) + ' dependencies'}"
             else:
                 out[name] = step.state
@@ -103,6 +122,8 @@ class WorkflowStatus:
                 run_ms=r["run_ms"],
                 result=_loads(r["result"]) if r["recorded"] else None,
                 recorded=bool(r["recorded"]),
+                graft=bool(r.get("graft")),
+                parent=r.get("parent"),
             )
         finished = wf["completion_status"] is not None
         terminated = all(s in TERMINAL_STATES or s == "deleted" for s in steps.values())
@@ -123,4 +144,46 @@ class WorkflowStatus:
             inserted_at=to_datetime(wf["inserted_at"]),
             announced_at=to_datetime(wf["announced_at"]),
             announced_by=wf["announced_by"],
+            context=_loads(wf.get("context")),
         )
+
+    # -- drawing ----------------------------------------------------------------------
+
+    def graph(self) -> Graph:
+        """The stored workflow as plain data to draw: steps a graft step grafted are drawn
+        inside it (`baton.workflows.render`)."""
+        by_parent: dict[str | None, list[str]] = {}
+        for name, step in self.details.items():
+            by_parent.setdefault(step.parent, []).append(name)
+
+        def level(parent: str | None) -> Graph:
+            names = by_parent.get(parent, [])
+            prefix = "" if parent is None else parent + "."
+            here = set(names)
+            steps: dict[str, GraphStep] = {}
+            for name in names:
+                step = self.details[name]
+                deps = tuple(d[len(prefix) :] for d in self._parents(name, step) if d in here)
+                grafted = level(name) if step.graft and name in by_parent else None
+                steps[name[len(prefix) :]] = GraphStep(step.worker or "", deps, None, graft=step.graft, grafted=grafted)
+            return Graph(self.label if parent is None else None, steps)
+
+        return level(None)
+
+    def _parents(self, name: str, step: StepStatus) -> list[str]:
+        # A declared dep naming a sub-workflow (add_workflow) stands for its stored steps.
+        out: list[str] = []
+        for dep in step.deps:
+            if dep in self.details:
+                out.append(dep)
+            else:
+                out.extend(n for n in self.details if n.startswith(dep + ".") and self.details[n].parent is None)
+        return out
+
+    def to_mermaid(self) -> str:
+        """The stored workflow as a Mermaid flowchart, grafted steps inside their graft."""
+        return render.to_mermaid(self.graph())
+
+    def to_dot(self) -> str:
+        """The stored workflow in Graphviz DOT, grafted steps in a cluster under their graft."""
+        return render.to_dot(self.graph())

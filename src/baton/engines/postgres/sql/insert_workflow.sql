@@ -1,1 +1,1 @@
-INSERT INTO baton_workflows (id, label) VALUES (%(id)s, %(label)s)
+INSERT INTO baton_workflows (id, label, context) VALUES (%(id)s, %(label)s, %(context)s::jsonb)

@@ -15,6 +15,9 @@ FROM resolved
 UNION ALL
 SELECT 'edge', NULL, e.job_id, NULL, d.resolution, d.name, n.ignore_cancelled, n.ignore_discarded, n.ignore_deleted
 FROM resolved d
-JOIN baton_workflow_deps e ON e.dep_job_id = d.job_id
+-- One index probe per resolved step (OFFSET 0 keeps the planner from flattening it): with
+-- skewed edges (10 000 grafted steps all feeding one fan-in step) the statistics otherwise
+-- lead it to scan every edge against every resolved step.
+CROSS JOIN LATERAL (SELECT e.job_id FROM baton_workflow_deps e WHERE e.dep_job_id = d.job_id OFFSET 0) e
 JOIN workflow_nodes n ON n.job_id = e.job_id
 WHERE n.resolution IS NULL AND NOT EXISTS (SELECT 1 FROM resolved x WHERE x.job_id = e.job_id)

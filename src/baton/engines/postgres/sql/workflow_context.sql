@@ -1,15 +1,19 @@
 -- baton:prepare (hot path)
 -- Fetched steps in one statement: each step's own row (name, deps, the result an earlier
--- attempt recorded), one row per dependency with its result (joined separately, not on the
--- step's row, which would repeat a fan-in step's whole deps array on every edge), and the
--- "executing" step event sent to every node (delivered at once: this runs in autocommit).
-SELECT n.job_id, false AS is_dep, n.name, n.deps, n.recorded, n.result::text AS result,
-       pg_notify(%(channel)s, json_build_object('type', 'step', 'workflow_id', n.workflow_id, 'step', n.name,
-                                                'job_id', n.job_id, 'event', 'executing')::text)::text AS notified
+-- attempt recorded, whether it is a graft step, the workflow's context), one row per
+-- dependency with its result (joined separately, not on the step's row, which would repeat a
+-- fan-in step's whole deps array on every edge), and the "executing" step event sent to every
+-- node (delivered at once: this runs in autocommit).
+SELECT n.job_id, false AS is_dep, n.name, n.deps, n.recorded, n.result::text AS result, n.graft, n.parent,
+       w.context::text AS context,
+       pg_notify(%(channel)s, json_strip_nulls(json_build_object(
+           'type', 'step', 'workflow_id', n.workflow_id, 'step', n.name, 'job_id', n.job_id,
+           'event', 'executing', 'parent', n.parent))::text)::text AS notified
 FROM workflow_nodes n
+LEFT JOIN baton_workflows w ON w.id = n.workflow_id
 WHERE n.job_id = ANY (%(ids)s::bigint[])
 UNION ALL
-SELECT e.job_id, true, d.name, NULL, d.recorded, d.result::text, NULL
+SELECT e.job_id, true, d.name, NULL, d.recorded, d.result::text, d.graft, d.parent, NULL, NULL
 FROM baton_workflow_deps e
 JOIN workflow_nodes d ON d.job_id = e.dep_job_id
 WHERE e.job_id = ANY (%(ids)s::bigint[])

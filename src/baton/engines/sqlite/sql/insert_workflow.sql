@@ -1,1 +1,1 @@
-INSERT INTO baton_workflows (id, label) VALUES (:id, :label)
+INSERT INTO baton_workflows (id, label, context) VALUES (:id, :label, :context)

@@ -1,1 +1,1 @@
-SELECT name, job_id, resolution FROM workflow_nodes WHERE workflow_id = :id
+SELECT name, job_id, resolution, graft, parent FROM workflow_nodes WHERE workflow_id = :id

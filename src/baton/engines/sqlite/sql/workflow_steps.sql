@@ -1,5 +1,5 @@
 SELECT n.name, n.job_id, n.deps, n.resolution, n.reason, n.pending, n.recorded, n.result,
-       n.ignore_cancelled, n.ignore_discarded, n.ignore_deleted,
+       n.ignore_cancelled, n.ignore_discarded, n.ignore_deleted, n.graft, n.grafted, n.parent,
        j.state, j.queue, j.worker, j.attempt, j.max_attempts, json_extract(j.errors, '$[#-1]') AS last_error,
        s.queued_ms, s.run_ms
 FROM workflow_nodes n
