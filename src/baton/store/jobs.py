@@ -454,6 +454,20 @@ async def cancel_jobs(
     return jobs, eff
 
 
+async def discard_jobs(
+    conn: Conn, node: str, origin: str, ids: Sequence[int], reason: str
+) -> tuple[list[Job], workflows.Effects]:
+    """Discard jobs that wait to run (available, scheduled, retryable, suspended) by hand, with
+    `reason` in their errors; workflow dependents and chains follow as for any discarded job."""
+    eff = workflows.Effects(origin=origin)
+    rows = await conn.fetch("discard_jobs", {"ids": list(ids), "error": dumps({"error": reason, "traceback": None})})
+    jobs = [Job.from_row(r) for r in rows]
+    if jobs:
+        await workflows.announce_steps(conn, jobs, "discarded")
+        await settle(conn, [(j, "discarded") for j in jobs], node, eff)
+    return jobs, eff
+
+
 async def retry_jobs(conn: Conn, ids: Sequence[int]) -> list[Job]:
     """Move terminal or retryable jobs back to `available`, with at least one attempt left."""
     rows = await conn.fetch("retry_jobs", {"ids": list(ids)})
