@@ -165,7 +165,6 @@ class Dashboard:
         env = jinja2.Environment(
             loader=jinja2.PackageLoader("baton.dashboard", "templates"),
             autoescape=True,
-            undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
         )

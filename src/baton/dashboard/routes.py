@@ -108,7 +108,7 @@ def _acted(dash: Dashboard, request: Request, payload: Mapping[str, Any], messag
     if request.headers.get("hx-request"):
         trigger = {"baton:changed": True, "baton:toast": {"message": message}}
         return HTMLResponse("", headers={"HX-Trigger": json.dumps(trigger)})
-    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+    if "text/html" in request.headers.get("accept", ""):  # a plain form submitted by a browser
         back = request.headers.get("referer") or (request.scope.get("root_path", "") + "/")
         return RedirectResponse(back, status_code=303)
     return JSON(payload)
