@@ -393,7 +393,7 @@ async def test_unmigrated_database_on_start_names_baton_migrate(db_url, tmp_path
             assert "app.migrate()" in str(info.value)
             assert not app.running
             # The fix the message names works.
-            assert await app.migrate() == [1, 2]
+            assert await app.migrate() == [1, 2, 3]
             await app.start()
             assert app.running
             await app.stop()

@@ -84,12 +84,12 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[s
 def test_migrate_applies_the_schema_once_then_reports_up_to_date(fresh_url: list[str]) -> None:
     first = CliRunner().invoke(cli, [*fresh_url, "migrate"])
     assert first.exit_code == 0, first.output
-    assert "applied migrations 1, 2" in first.stdout
+    assert "applied migrations 1, 2, 3" in first.stdout
 
     # The database options may also follow the command, as in `baton migrate --url ...`.
     again = CliRunner().invoke(cli, ["migrate", *fresh_url])
     assert again.exit_code == 0, again.output
-    assert "up to date (schema version 2)" in again.stdout
+    assert "up to date (schema version 3)" in again.stdout
 
 
 OLD_COMPLETION = "INSERT INTO workflow_completions (workflow_id, status, announced_by) VALUES ('w1', 'completed', 'n')"
