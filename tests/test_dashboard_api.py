@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -466,3 +471,31 @@ async def test_one_poller_tells_every_browser_about_changes(seeded: dict[str, An
         await wait_for(lambda: broadcaster._task is None)  # nobody watches: polling stops
     finally:
         await broadcaster.close()
+
+
+def test_the_cli_serves_it_with_auth_from_the_environment_and_read_only(db_url: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "BATON_DASHBOARD_AUTH": "ops:pw"}
+    command = [sys.executable, "-m", "baton.cli", "dashboard", "--url", db_url, "--port", str(port), "--read-only"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"{base}/api/overview", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the dashboard did not start"
+                time.sleep(0.1)
+        assert response.status_code == 401
+        assert httpx.get(f"{base}/api/overview", auth=("ops", "pw")).status_code == 200
+        assert httpx.get(f"{base}/", auth=("ops", "pw")).text.count("read-only") >= 1
+        assert httpx.post(f"{base}/api/queues/default/pause", auth=("ops", "pw")).status_code == 403
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert "Baton dashboard for" in err and "read-only, basic auth" in err
