@@ -38,7 +38,9 @@ BULK_MAX = 100_000
 """Most jobs one bulk action changes (click again for more)."""
 BULK_CHUNK = 1_000
 WORKFLOW_STATUSES = ("running", "completed", "failed")
-OVERVIEW_TTL = 1.0
+COUNTS_TTL = 1.0
+MINUTES_PER_REQUEST = 15
+"""Past minutes of the throughput chart a request counts at most (the rest come with later refreshes)."""
 
 
 class BadRequest(ValidationError):
@@ -96,38 +98,38 @@ class JSON(JSONResponse):
         return json.dumps(content, default=_json_default, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-async def _overview(
-    conn: Conn, extra_queues: list[str], closed: dict[datetime, int], stale_after: float
-) -> dict[str, Any]:
-    """Everything the overview shows, in one transaction. `closed` caches the counts of minutes
-    that are over, so a refresh counts only the current minute's completions."""
+async def _throughput(conn: Conn, closed: dict[datetime, int]) -> dict[str, Any]:
+    """Completions per minute over the last hour. `closed` caches the counts of minutes that
+    are over, so a refresh counts only the current minute's completions."""
     now = await maintenance.db_now(conn)
-    counts = await read.queue_counts(conn, extra_queues)
     minute = now.replace(second=0, microsecond=0)
     first = minute - timedelta(minutes=59)
     settled = minute - timedelta(minutes=1)  # late acks may still land in the previous minute
-    missing = [first + timedelta(minutes=i) for i in range(60) if first + timedelta(minutes=i) not in closed]
-    since = missing[0] if missing else settled
+    # Newest minutes first, at most MINUTES_PER_REQUEST of them: a cold start (a busy hour
+    # to count) is spread over the first few refreshes instead of one slow page.
+    missing = [first + timedelta(minutes=i) for i in range(59, -1, -1) if first + timedelta(minutes=i) not in closed]
+    counting = missing[:MINUTES_PER_REQUEST]
+    since = min([*counting, settled])
     fresh = await read.throughput(conn, since, minute + timedelta(minutes=1))
-    buckets = []
+    buckets: list[tuple[datetime, int | None]] = []
     for i in range(60):
         m = first + timedelta(minutes=i)
         if m in closed:
             buckets.append((m, closed[m]))
-            continue
-        value = fresh.get(m, 0)
-        if m < settled:
-            closed[m] = value
-        buckets.append((m, value))
+        elif m >= since:
+            if m < settled:
+                closed[m] = fresh.get(m, 0)
+            buckets.append((m, fresh.get(m, 0)))
+        else:
+            buckets.append((m, None))  # not counted yet
     for old in [m for m in closed if m < first]:
         del closed[old]
-    return {
-        "now": now,
-        **counts,
-        "throughput": [{"minute": m, "completed": n} for m, n in buckets],
-        "nodes": await read.nodes(conn, stale_after),
-        "leader": await read.leader(conn),
-    }
+    return {"now": now, "throughput": [{"minute": m, "completed": n} for m, n in buckets]}
+
+
+async def _cluster(conn: Conn, stale_after: float) -> dict[str, Any]:
+    """The nodes with their producers, and the leader."""
+    return {"nodes": await read.nodes(conn, stale_after), "leader": await read.leader(conn)}
 
 
 def _queue_rows(overview: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -161,7 +163,7 @@ class Dashboard:
         self.title = title
         self.broadcaster = Broadcaster(app, interval=poll_interval)
         self.closed_minutes: dict[datetime, int] = {}
-        self._overview: tuple[float, dict[str, Any]] | None = None
+        self._counts: tuple[float, dict[str, Any]] | None = None
         env = jinja2.Environment(
             loader=jinja2.PackageLoader("baton.dashboard", "templates"),
             autoescape=True,
@@ -182,20 +184,28 @@ class Dashboard:
 
     # -- data, shared by the JSON API and the pages ---------------------------------------
 
-    async def overview(self) -> dict[str, Any]:
-        """Counts, throughput, nodes and leader; computed at most once per second, however
-        many pages and tabs ask."""
+    async def counts(self) -> dict[str, Any]:
+        """Jobs by queue and state; counted at most once per second, however many pages and
+        tabs ask."""
         now = time.monotonic()
-        if self._overview is not None and now - self._overview[0] < OVERVIEW_TTL:
-            return self._overview[1]
-        extra = sorted(self.app.queues)
-        data = await self.read(_overview, extra, self.closed_minutes, self.app.stale_after)
-        self._overview = (time.monotonic(), data)
+        if self._counts is not None and now - self._counts[0] < COUNTS_TTL:
+            return self._counts[1]
+        data = await self.read(read.queue_counts, sorted(self.app.queues))
+        self._counts = (time.monotonic(), data)
         return data
+
+    async def cluster(self) -> dict[str, Any]:
+        """Nodes (with their producers) and the leader."""
+        return await self.read(_cluster, self.app.stale_after)  # type: ignore[no-any-return]
+
+    async def overview(self) -> dict[str, Any]:
+        """Counts, throughput, nodes and leader."""
+        counts = await self.counts()
+        return {**counts, **await self.read(_throughput, self.closed_minutes), **await self.cluster()}
 
     def invalidate(self) -> None:
         """Forget cached reads (after an action)."""
-        self._overview = None
+        self._counts = None
 
     async def cron(self) -> dict[str, Any]:
         slots = await self.read(read.cron_slots)

@@ -235,7 +235,7 @@ def api_routes(dash: Dashboard) -> list[Route]:
         return JSON(detail)
 
     async def queues(request: Request) -> Response:
-        data = await dash.overview()
+        data = {**await dash.counts(), **await dash.cluster()}
         return JSON({"queues": _queue_rows(data)})
 
     async def queue_action(request: Request) -> Response:
@@ -332,7 +332,7 @@ def page_routes(dash: Dashboard) -> list[Route]:
     async def overview(request: Request) -> Response:
         data = await dash.overview()
         chart = svg.throughput_chart([(b["minute"], b["completed"]) for b in data["throughput"]])
-        last_hour = sum(b["completed"] for b in data["throughput"])
+        last_hour = sum(b["completed"] or 0 for b in data["throughput"])
         return dash.render(
             request, "overview.html", nav="overview", o=data, queues=_queue_rows(data), chart=chart, last_hour=last_hour
         )
@@ -342,7 +342,7 @@ def page_routes(dash: Dashboard) -> list[Route]:
         before = _int(request.query_params, "before", None)
         limit = _int(request.query_params, "limit", 50, 1, 500)
         page = await dash.read(read.jobs_page, f, before, limit)
-        data = await dash.overview()
+        data = await dash.counts()
         base = request.scope.get("root_path", "").rstrip("/")
         older = _url(base, "/jobs", {**f.query(), "before": page["next_before"]}) if page["next_before"] else None
         return dash.render(
@@ -408,7 +408,7 @@ def page_routes(dash: Dashboard) -> list[Route]:
         return dash.render(request, "workflow.html", nav="workflows", wf=detail, graph=graph)
 
     async def queues(request: Request) -> Response:
-        data = await dash.overview()
+        data = {**await dash.counts(), **await dash.cluster()}
         return dash.render(request, "queues.html", nav="queues", queues=_queue_rows(data), o=data)
 
     async def cron(request: Request) -> Response:
@@ -417,7 +417,7 @@ def page_routes(dash: Dashboard) -> list[Route]:
     async def health(request: Request) -> Response:
         before = _int(request.query_params, "before", None)
         data = await dash.read(read.health, dash.app.stale_after, before)
-        o = await dash.overview()
+        o = await dash.cluster()
         base = request.scope.get("root_path", "").rstrip("/")
         older = _url(base, "/health", {"before": data["next_before"]}) if data["next_before"] else None
         return dash.render(request, "health.html", nav="health", h=data, o=o, older=older)

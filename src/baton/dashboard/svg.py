@@ -164,10 +164,11 @@ def dag(steps: Sequence[Mapping[str, Any]], base: str, root_failure: str | None 
     return Markup("".join(out))
 
 
-def throughput_chart(buckets: Sequence[tuple[datetime, int]], width: int = 1200, height: int = 160) -> Markup:
-    """Completed jobs per minute as bars, oldest left, with a scale line at the maximum."""
+def throughput_chart(buckets: Sequence[tuple[datetime, int | None]], width: int = 1200, height: int = 160) -> Markup:
+    """Completed jobs per minute as bars, oldest left, with a scale line at the maximum; a
+    minute not counted yet (None) is a pale placeholder."""
     n = max(len(buckets), 1)
-    top = max((v for _, v in buckets), default=0)
+    top = max((v for _, v in buckets if v is not None), default=0)
     left, bottom = 44, 20
     plot_w, plot_h = width - left - 8, height - bottom - 10
     bar = plot_w / n
@@ -180,8 +181,14 @@ def throughput_chart(buckets: Sequence[tuple[datetime, int]], width: int = 1200,
         f'<text class="tick" x="{left - 6}" y="{10 + plot_h}" text-anchor="end">0</text>',
     ]
     for i, (minute, value) in enumerate(buckets):
-        h = 0 if top == 0 else plot_h * value / top
         x = left + i * bar
+        if value is None:
+            out.append(
+                f'<rect class="pending" x="{x + 1:.1f}" y="10" width="{max(bar - 2, 1):.1f}" height="{plot_h}">'
+                f"<title>{minute:%H:%M} UTC: not counted yet</title></rect>"
+            )
+            continue
+        h = 0 if top == 0 else plot_h * value / top
         out.append(
             f'<rect class="bar" x="{x + 1:.1f}" y="{10 + plot_h - h:.1f}" width="{max(bar - 2, 1):.1f}" '
             f'height="{h:.1f}"><title>{minute:%H:%M} UTC: {value:,} completed</title></rect>'

@@ -11,7 +11,7 @@ from ..engines.base import Conn
 from ..job import Job, to_datetime
 from ..store import jobs as store
 
-SEARCH_WINDOW = 100_000
+SEARCH_WINDOW = 20_000
 """Ids a page with an unindexed filter (text in args, tag) looks at, newest first."""
 
 
@@ -153,7 +153,7 @@ async def job_detail(conn: Conn, job_id: int) -> dict[str, Any] | None:
     return out
 
 
-FAILURE_SCAN = 20_000
+FAILURE_SCAN = 5_000
 
 
 async def failure_groups(conn: Conn, limit: int = 50, scan: int = FAILURE_SCAN) -> dict[str, Any]:

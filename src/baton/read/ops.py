@@ -41,18 +41,15 @@ async def health(conn: Conn, stale_after: float = 60.0, before: int | None = Non
     `REASON_SAMPLE` of them, the orphan backlog (executing jobs whose node stopped heartbeating)
     and suspended steps whose release was missed."""
     page = [_repair(r) for r in await conn.fetch("read_repairs", {"before": before, "limit": limit})]
-    reasons: dict[str, int] = {}
-    sample = await conn.fetch("read_repairs", {"before": None, "limit": REASON_SAMPLE})
-    for r in sample:
-        code = _repair(r)["reason"] or "unknown"
-        reasons[code] = reasons.get(code, 0) + 1
+    rows = await conn.fetch("read_repair_reasons", {"n": REASON_SAMPLE})
+    reasons = {r["reason"]: int(r["n"]) for r in rows}
     orphans = await conn.fetchone("read_orphan_backlog", {"stale": stale_after, "cap": ORPHAN_CAP})
     missed = await conn.fetch("read_missed_releases", {"limit": 50})
     return {
         "repairs": page,
         "next_before": page[-1]["id"] if len(page) == limit else None,
-        "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-        "reasons_sampled": len(sample),
+        "reasons": reasons,
+        "reasons_sampled": sum(reasons.values()),
         "orphans": {
             "count": int(orphans["n"]) if orphans else 0,
             "capped": bool(orphans and int(orphans["n"]) >= ORPHAN_CAP),

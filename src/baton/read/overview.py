@@ -11,7 +11,7 @@ from typing import Any
 from ..engines.base import Conn
 from ..job import STATES, to_datetime
 
-COUNT_CAP = 10_000
+COUNT_CAP = 2_000
 """A (queue, state) count stops at this many jobs; beyond it the count is estimated."""
 SAMPLE_ROWS = 50_000
 """Rows' worth of pages the estimate samples (PostgreSQL)."""
