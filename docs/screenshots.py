@@ -34,9 +34,10 @@ OUT = ROOT / "docs" / "images"
 async def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     async with benchlib.fresh_database(benchlib.default_url()) as url:
-        history = FILL.replace("(%(queues)s::text[])[1 +", "(%(queues)s::text[])[1 +")
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await conn.execute(history, {"n": 3000, "queues": QUEUES, "workers": WORKERS, "errors": ERRORS})
+            await conn.execute(FILL, {"n": 3000, "queues": QUEUES, "workers": WORKERS, "errors": ERRORS})
+            # History only: finished jobs (nothing for the node to run or the lifeline to rescue).
+            await conn.execute("DELETE FROM baton_jobs WHERE state NOT IN ('completed', 'discarded', 'cancelled')")
         app = baton.Baton(
             url,
             queues={"default": 10, "mailers": 5, "billing": 4},
@@ -46,7 +47,6 @@ async def main() -> None:
         )
         workers = dash_data.register(app)
         ids = await dash_data.seed(app, workers)
-        await app.pause_queue("billing", local=False)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -55,6 +55,7 @@ async def main() -> None:
         async with app:
             while not server.started:
                 await asyncio.sleep(0.05)
+            await app.pause_queue("billing")
             await asyncio.sleep(1.5)
             base = f"http://127.0.0.1:{port}"
             card = (await app.list_jobs(worker="shop.charge_card", states=["discarded"]))[0]
@@ -72,7 +73,7 @@ async def main() -> None:
                 page = await browser.new_page(viewport={"width": 1360, "height": 860})
                 for name, path in shots:
                     await page.goto(base + path)
-                    await page.wait_for_timeout(300)
+                    await page.wait_for_timeout(6000 if name == "overview" else 300)  # the chart fills in
                     await page.screenshot(path=str(OUT / f"dashboard-{name}.png"), full_page=False)
                     print("wrote", OUT / f"dashboard-{name}.png")
                 await browser.close()

@@ -333,8 +333,16 @@ def page_routes(dash: Dashboard) -> list[Route]:
         data = await dash.overview()
         chart = svg.throughput_chart([(b["minute"], b["completed"]) for b in data["throughput"]])
         last_hour = sum(b["completed"] or 0 for b in data["throughput"])
+        pending = any(b["completed"] is None for b in data["throughput"])
         return dash.render(
-            request, "overview.html", nav="overview", o=data, queues=_queue_rows(data), chart=chart, last_hour=last_hour
+            request,
+            "overview.html",
+            nav="overview",
+            o=data,
+            queues=_queue_rows(data),
+            chart=chart,
+            last_hour=last_hour,
+            pending=pending,
         )
 
     async def jobs(request: Request) -> Response:

@@ -38,6 +38,15 @@
       minGap = Math.min(30000, Math.max(500, took * 4));
     }
   });
+  // A page that is not complete yet (the chart's older minutes) asks for a refresh soon.
+  function soon() {
+    if (document.querySelector("[data-refresh-soon]")) setTimeout(schedule, 600);
+  }
+  document.addEventListener("htmx:afterSettle", function (e) {
+    if (e.detail.elt && e.detail.elt.id === "live") soon();
+  });
+  soon();
+
   document.addEventListener("visibilitychange", function () {
     if (!document.hidden && dirty) schedule();
   });
