@@ -47,7 +47,8 @@ class BadRequest(ValidationError):
     """A query parameter that cannot be used; answered with 400 naming the parameter."""
 
 
-def _text(params: Mapping[str, Any], name: str, limit: int = 500) -> str | None:
+def text_param(params: Mapping[str, Any], name: str, limit: int = 500) -> str | None:
+    """A text parameter of at most `limit` characters, or None when absent or empty."""
     value = params.get(name)
     if value is None or value == "":
         return None
@@ -56,7 +57,10 @@ def _text(params: Mapping[str, Any], name: str, limit: int = 500) -> str | None:
     return value
 
 
-def _int(params: Mapping[str, Any], name: str, default: int | None, low: int = 1, high: int = MAX_BIGINT) -> int | None:
+def int_param(
+    params: Mapping[str, Any], name: str, default: int | None, low: int = 1, high: int = MAX_BIGINT
+) -> int | None:
+    """An integer parameter from `low` to `high`, or `default` when absent."""
     value = params.get(name)
     if value is None or value == "":
         return default
@@ -71,15 +75,15 @@ def _int(params: Mapping[str, Any], name: str, default: int | None, low: int = 1
 
 def job_filter(params: Mapping[str, Any]) -> JobFilter:
     """The jobs filter from query parameters (state, queue, worker, tag, q)."""
-    state = _text(params, "state")
+    state = text_param(params, "state")
     if state is not None and state not in STATES:
         raise BadRequest("state", f"unknown state {state!r}; choose from {', '.join(STATES)}")
     return JobFilter(
         state=state,
-        queue=_text(params, "queue", 128),
-        worker=_text(params, "worker"),
-        tag=_text(params, "tag"),
-        q=_text(params, "q", 200),
+        queue=text_param(params, "queue", 128),
+        worker=text_param(params, "worker"),
+        tag=text_param(params, "tag"),
+        q=text_param(params, "q", 200),
     )
 
 
@@ -132,7 +136,7 @@ async def _cluster(conn: Conn, stale_after: float) -> dict[str, Any]:
     return {"nodes": await read.nodes(conn, stale_after), "leader": await read.leader(conn)}
 
 
-def _queue_rows(overview: Mapping[str, Any]) -> list[dict[str, Any]]:
+def queue_rows(overview: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Queues with their counts and, from the producers, each node's limit/running/paused."""
     producers: dict[str, list[dict[str, Any]]] = {}
     for node in overview["nodes"]:

@@ -25,10 +25,10 @@ from .app import (
     WORKFLOW_STATUSES,
     BadRequest,
     Dashboard,
-    _int,
-    _queue_rows,
-    _text,
+    int_param,
     job_filter,
+    queue_rows,
+    text_param,
 )
 from .live import event_stream
 from .security import csrf_ok, csrf_token, set_csrf_cookie
@@ -81,7 +81,7 @@ async def _params(request: Request) -> dict[str, Any]:
 
 
 def _job_id(request: Request) -> int:
-    job_id = _int(request.path_params, "id", None)
+    job_id = int_param(request.path_params, "id", None)
     assert job_id is not None
     return job_id
 
@@ -132,13 +132,13 @@ def api_routes(dash: Dashboard) -> list[Route]:
 
     async def overview(request: Request) -> Response:
         data = await dash.overview()
-        data["queues"] = _queue_rows(data)
+        data["queues"] = queue_rows(data)
         return JSON(data)
 
     async def jobs(request: Request) -> Response:
         f = job_filter(request.query_params)
-        before = _int(request.query_params, "before", None)
-        limit = _int(request.query_params, "limit", 50, 1, 500)
+        before = int_param(request.query_params, "before", None)
+        limit = int_param(request.query_params, "limit", 50, 1, 500)
         return JSON(await dash.read(read.jobs_page, f, before, limit))
 
     async def job(request: Request) -> Response:
@@ -201,7 +201,7 @@ def api_routes(dash: Dashboard) -> list[Route]:
         if action not in ("retry", "discard"):
             return JSON({"error": f"unknown action {action!r}; use retry or discard"}, status_code=404)
         params = await _params(request)
-        worker = _text(params, "worker")
+        worker = text_param(params, "worker")
         kind = params.get("kind", "")
         if worker is None or not isinstance(kind, str):
             raise BadRequest("worker", "give the group's worker and kind (exception type)")
@@ -220,13 +220,12 @@ def api_routes(dash: Dashboard) -> list[Route]:
 
     async def workflows(request: Request) -> Response:
         params = request.query_params
-        status = _text(params, "status")
+        status = text_param(params, "status")
         if status is not None and status not in WORKFLOW_STATUSES:
             raise BadRequest("status", f"must be one of {', '.join(WORKFLOW_STATUSES)}")
-        limit = _int(params, "limit", 50, 1, 500)
-        return JSON(
-            await dash.read(read.workflows_page, status, _text(params, "label"), _text(params, "before"), limit)
-        )
+        limit = int_param(params, "limit", 50, 1, 500)
+        label, before = text_param(params, "label"), text_param(params, "before")
+        return JSON(await dash.read(read.workflows_page, status, label, before, limit))
 
     async def workflow(request: Request) -> Response:
         detail = await dash.read(read.workflow_detail, request.path_params["id"])
@@ -236,7 +235,7 @@ def api_routes(dash: Dashboard) -> list[Route]:
 
     async def queues(request: Request) -> Response:
         data = {**await dash.counts(), **await dash.cluster()}
-        return JSON({"queues": _queue_rows(data)})
+        return JSON({"queues": queue_rows(data)})
 
     async def queue_action(request: Request) -> Response:
         if (refused := await _checked_post(request)) is not None:
@@ -249,7 +248,7 @@ def api_routes(dash: Dashboard) -> list[Route]:
         elif action == "resume":
             await app.resume_queue(name)
         else:
-            limit = _int(await _params(request), "limit", None, 1, 2**31 - 1)
+            limit = int_param(await _params(request), "limit", None, 1, 2**31 - 1)
             if limit is None:
                 raise BadRequest("limit", "give the new concurrency limit, e.g. limit=20")
             await app.scale_queue(name, limit)
@@ -262,7 +261,7 @@ def api_routes(dash: Dashboard) -> list[Route]:
         return JSON(await dash.cron())
 
     async def health(request: Request) -> Response:
-        before = _int(request.query_params, "before", None)
+        before = int_param(request.query_params, "before", None)
         return JSON(await dash.read(read.health, dash.app.stale_after, before))
 
     async def events(request: Request) -> Response:
@@ -339,7 +338,7 @@ def page_routes(dash: Dashboard) -> list[Route]:
             "overview.html",
             nav="overview",
             o=data,
-            queues=_queue_rows(data),
+            queues=queue_rows(data),
             chart=chart,
             last_hour=last_hour,
             pending=pending,
@@ -347,8 +346,8 @@ def page_routes(dash: Dashboard) -> list[Route]:
 
     async def jobs(request: Request) -> Response:
         f = job_filter(request.query_params)
-        before = _int(request.query_params, "before", None)
-        limit = _int(request.query_params, "limit", 50, 1, 500)
+        before = int_param(request.query_params, "before", None)
+        limit = int_param(request.query_params, "limit", 50, 1, 500)
         page = await dash.read(read.jobs_page, f, before, limit)
         data = await dash.counts()
         base = request.scope.get("root_path", "").rstrip("/")
@@ -381,11 +380,11 @@ def page_routes(dash: Dashboard) -> list[Route]:
 
     async def workflows(request: Request) -> Response:
         params = request.query_params
-        status = _text(params, "status")
+        status = text_param(params, "status")
         if status is not None and status not in WORKFLOW_STATUSES:
             raise BadRequest("status", f"must be one of {', '.join(WORKFLOW_STATUSES)}")
-        label = _text(params, "label")
-        before = _text(params, "before")
+        label = text_param(params, "label")
+        before = text_param(params, "before")
         page = await dash.read(read.workflows_page, status, label, before, 50)
         base = request.scope.get("root_path", "").rstrip("/")
         older = (
@@ -417,13 +416,13 @@ def page_routes(dash: Dashboard) -> list[Route]:
 
     async def queues(request: Request) -> Response:
         data = {**await dash.counts(), **await dash.cluster()}
-        return dash.render(request, "queues.html", nav="queues", queues=_queue_rows(data), o=data)
+        return dash.render(request, "queues.html", nav="queues", queues=queue_rows(data), o=data)
 
     async def cron(request: Request) -> Response:
         return dash.render(request, "cron.html", nav="cron", c=await dash.cron())
 
     async def health(request: Request) -> Response:
-        before = _int(request.query_params, "before", None)
+        before = int_param(request.query_params, "before", None)
         data = await dash.read(read.health, dash.app.stale_after, before)
         o = await dash.cluster()
         base = request.scope.get("root_path", "").rstrip("/")
