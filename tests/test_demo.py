@@ -42,6 +42,8 @@ def test_demo_runs_on_a_fresh_sqlite_file_and_can_keep_it(tmp_path: Path) -> Non
     kept = re.search(r"baton --url (\S+) workflows show (\S+)", proc.stdout)
     assert kept, proc.stdout
     url, wid = kept.groups()
+    # ... and says how to open the dashboard on it.
+    assert f"baton dashboard --url {url}" in proc.stdout and f"/workflows/{wid}" in proc.stdout
     try:
         shown = subprocess.run(
             [BATON, "--url", url, "workflows", "show", wid], env=env, capture_output=True, text=True, timeout=30

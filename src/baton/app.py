@@ -573,6 +573,16 @@ class Baton:
             return None
         return await self.get_job(job_id)
 
+    async def discard_all_jobs(self, ids: Sequence[int], *, reason: str = "discarded by hand") -> int:
+        """Discard jobs waiting to run (available, scheduled, retryable, suspended; a running job
+        is cancelled instead), recording `reason` in their errors. Workflow dependents and chain
+        links follow as for any discarded job. Returns how many were discarded."""
+        checked = _job_ids("ids", ids)
+        reason = check_text("reason", reason)
+        jobs, effects = await self.engine.run(transitions.discard_jobs, self.node, self.instance, checked, reason)
+        await self.publish_effects(effects)
+        return len(jobs)
+
     async def retry_job(self, job_id: int) -> Job | None:
         """Move a terminal or retryable job back to `available`; None if it cannot be retried."""
         jobs = await self.engine.run(store.retry_jobs, [_job_id("job_id", job_id)])

@@ -137,9 +137,19 @@ async def run_demo(url: str | None = None, *, schema: str = "public", keep: bool
         await app.close()
         if tmpdir is not None and not keep:
             shutil.rmtree(tmpdir, ignore_errors=True)
-        elif tmpdir is not None:
             console.print()
-            console.print(f"kept the database: inspect it with  baton --url {url} workflows show {wid}")
+            console.print("to browse this run in the web dashboard, run  baton demo --keep  and follow its hint")
+        else:
+            console.print()
+            if tmpdir is not None:
+                console.print(
+                    f"kept the database: inspect it with  baton --url {url} workflows show {wid}", soft_wrap=True
+                )
+            console.print(
+                f"open it in the web dashboard:  baton dashboard --url {url}  then  "
+                f"http://127.0.0.1:8484/workflows/{wid}",
+                soft_wrap=True,
+            )
 
 
 async def _watch(app: Baton, wid: str, finished: asyncio.Event, started: float, console: Console) -> WorkflowStatus:

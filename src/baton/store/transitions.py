@@ -186,3 +186,17 @@ async def cancel_jobs(
     await workflows.announce_steps(conn, jobs, "cancelled")
     await settle(conn, [(j, "cancelled") for j in jobs], node, eff)
     return jobs, eff
+
+
+async def discard_jobs(
+    conn: Conn, node: str, origin: str, ids: Sequence[int], reason: str
+) -> tuple[list[Job], Effects]:
+    """Discard jobs that wait to run (available, scheduled, retryable, suspended) by hand, with
+    `reason` in their errors; workflow dependents and chains follow as for any discarded job."""
+    eff = Effects(origin=origin)
+    rows = await conn.fetch("discard_jobs", {"ids": list(ids), "error": dumps({"error": reason, "traceback": None})})
+    jobs = [Job.from_row(r) for r in rows]
+    if jobs:
+        await workflows.announce_steps(conn, jobs, "discarded")
+        await settle(conn, [(j, "discarded") for j in jobs], node, eff)
+    return jobs, eff

@@ -1,0 +1,86 @@
+"""Jinja filters of the dashboard's templates: times (relative, with the absolute time in a
+tooltip), counts (estimated and capped ones marked), JSON and durations."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+from markupsafe import Markup, escape
+
+
+def ago(value: Any, now: datetime | None = None) -> Markup:
+    """`3 min ago` in a <time> element whose title is the UTC time."""
+    if value is None:
+        return Markup('<span class="muted">—</span>')
+    if not isinstance(value, datetime):
+        return Markup(escape(str(value)))
+    now = now or datetime.now(UTC)
+    seconds = (now - value).total_seconds()
+    future = seconds < 0
+    s = abs(seconds)
+    if s < 1:
+        text = "now"
+    else:
+        if s < 60:
+            amount = f"{s:.0f}s"
+        elif s < 3600:
+            amount = f"{s / 60:.0f} min"
+        elif s < 86400 * 2:
+            amount = f"{s / 3600:.1f} h"
+        else:
+            amount = f"{s / 86400:.0f} d"
+        text = f"in {amount}" if future else f"{amount} ago"
+    stamp = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Markup(f'<time datetime="{escape(value.isoformat())}" title="{stamp}">{escape(text)}</time>')
+
+
+def utc(value: Any) -> str:
+    """An absolute UTC time."""
+    if not isinstance(value, datetime):
+        return "—" if value is None else str(value)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def num(value: Any) -> str:
+    """12345 -> `12 345` (thin space groups)."""
+    if value is None:
+        return "—"
+    return f"{int(value):,}".replace(",", "\u202f")
+
+
+def count(queue: dict[str, Any], state: str, cap: int) -> Markup:
+    """A (queue, state) count: exact, `≈ estimate`, or `cap+`."""
+    n = queue["counts"].get(state, 0)
+    if state in queue.get("estimated", ()):
+        return Markup(f'<span class="estimate" title="estimated from a table sample">≈{num(n)}</span>')
+    if state in queue.get("capped", ()):
+        return Markup(f'<span class="estimate" title="counted up to {num(cap)}">{num(cap)}+</span>')
+    if n == 0:
+        return Markup('<span class="zero">0</span>')
+    return Markup(num(n))
+
+
+def pretty(value: Any) -> str:
+    """JSON, indented."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def ms(value: Any) -> str:
+    """Milliseconds as a short duration."""
+    if value is None:
+        return "—"
+    v = float(value)
+    if v < 1000:
+        return f"{v:.0f} ms"
+    if v < 60_000:
+        return f"{v / 1000:.1f} s"
+    return f"{v / 60_000:.1f} min"
+
+
+def register_filters(env: jinja2.Environment) -> None:
+    """Install the filters on the templates' environment."""
+    env.filters.update(ago=ago, utc=utc, num=num, pretty=pretty, ms=ms)
+    env.globals.update(count=count)

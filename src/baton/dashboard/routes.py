@@ -1,0 +1,446 @@
+"""The dashboard's routes: the JSON API under `/api/`, the pages, and `/events` (live updates).
+Actions are POST only, refused in read-only mode (by the guard) and without the CSRF token."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .. import read
+from ..errors import BatonError, ValidationError
+from ..read.jobs import JobFilter
+from . import svg
+from .app import (
+    BULK_CHUNK,
+    BULK_MAX,
+    JSON,
+    WORKFLOW_STATUSES,
+    BadRequest,
+    Dashboard,
+    int_param,
+    job_filter,
+    queue_rows,
+    text_param,
+)
+from .live import event_stream
+from .security import csrf_ok, csrf_token, set_csrf_cookie
+
+Handler = Callable[[Request], Awaitable[Response]]
+JOB_ACTIONS = ("retry", "cancel", "discard")
+QUEUE_ACTIONS = ("pause", "resume", "scale")
+DISCARD_REASON = "discarded from the dashboard"
+
+
+def _error(exc: Exception, status: int = 400) -> JSON:
+    field = getattr(exc, "field", None)
+    message = str(exc)
+    return JSON({"error": message, "field": field}, status_code=status)
+
+
+def _api(handler: Handler) -> Handler:
+    """Turn bad input into 400 with the parameter named, and database trouble into 503."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ValidationError as exc:
+            return _error(exc)
+        except BatonError as exc:
+            return _error(exc, 503)
+
+    return wrapped
+
+
+async def _params(request: Request) -> dict[str, Any]:
+    """Query parameters, then form fields or a JSON object body (POST)."""
+    params: dict[str, Any] = dict(request.query_params)
+    if request.method == "POST":
+        kind = request.headers.get("content-type", "")
+        if kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form: FormData = await request.form()
+            params.update({k: v for k, v in form.items() if isinstance(v, str)})
+        elif kind.startswith("application/json"):
+            body = await request.body()
+            if body:
+                try:
+                    data = json.loads(body)
+                except ValueError:
+                    raise BadRequest("body", "must be a JSON object") from None
+                if not isinstance(data, dict):
+                    raise BadRequest("body", "must be a JSON object")
+                params.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()})
+    return params
+
+
+def _job_id(request: Request) -> int:
+    job_id = int_param(request.path_params, "id", None)
+    assert job_id is not None
+    return job_id
+
+
+async def _checked_post(request: Request) -> Response | None:
+    """None when the POST carries its CSRF token, else the 403 to answer."""
+    if not await csrf_ok(request):
+        return JSON(
+            {
+                "error": "missing or wrong CSRF token: send the baton_csrf cookie's value in the X-CSRF-Token "
+                "header (GET /api/csrf gives both)",
+                "field": "csrf_token",
+            },
+            status_code=403,
+        )
+    return None
+
+
+def _acted(dash: Dashboard, request: Request, payload: Mapping[str, Any], message: str) -> Response:
+    """The answer to an action: htmx gets events (refresh, toast), a plain form a redirect back,
+    an API client the JSON."""
+    dash.invalidate()
+    dash.broadcaster.publish()
+    if request.headers.get("hx-request"):
+        trigger = {"baton:changed": True, "baton:toast": {"message": message}}
+        return HTMLResponse("", headers={"HX-Trigger": json.dumps(trigger)})
+    if "text/html" in request.headers.get("accept", ""):  # a plain form submitted by a browser
+        back = request.headers.get("referer") or (request.scope.get("root_path", "") + "/")
+        return RedirectResponse(back, status_code=303)
+    return JSON(payload)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# --------------------------------------------------------------------------- JSON API
+
+
+def api_routes(dash: Dashboard) -> list[Route]:
+    """The JSON API."""
+    app = dash.app
+
+    async def csrf(request: Request) -> Response:
+        response = JSON({"token": csrf_token(request), "header": "X-CSRF-Token", "cookie": "baton_csrf"})
+        set_csrf_cookie(request, response)
+        return response
+
+    async def overview(request: Request) -> Response:
+        data = await dash.overview()
+        data["queues"] = queue_rows(data)
+        return JSON(data)
+
+    async def jobs(request: Request) -> Response:
+        f = job_filter(request.query_params)
+        before = int_param(request.query_params, "before", None)
+        limit = int_param(request.query_params, "limit", 50, 1, 500)
+        return JSON(await dash.read(read.jobs_page, f, before, limit))
+
+    async def job(request: Request) -> Response:
+        detail = await dash.read(read.job_detail, _job_id(request))
+        if detail is None:
+            return JSON({"error": f"no job with id {request.path_params['id']}"}, status_code=404)
+        return JSON(detail)
+
+    async def job_action(request: Request) -> Response:
+        if (refused := await _checked_post(request)) is not None:
+            return refused
+        job_id = _job_id(request)
+        action = request.path_params["action"]
+        if action not in JOB_ACTIONS:
+            return JSON({"error": f"unknown action {action!r}; use {', '.join(JOB_ACTIONS)}"}, status_code=404)
+        before = await app.get_job(job_id)
+        if before is None:
+            return JSON({"error": f"no job with id {job_id}"}, status_code=404)
+        if action == "retry":
+            changed = await app.retry_job(job_id) is not None
+        elif action == "cancel":
+            changed = await app.cancel_job(job_id) is not None
+        else:
+            changed = await app.discard_all_jobs([job_id], reason=DISCARD_REASON) == 1
+        detail = await dash.read(read.job_detail, job_id)
+        state = detail["state"] if detail else "gone"
+        message = (
+            f"job {job_id}: {before.state} → {state}" if changed else f"job {job_id} is {before.state}: not {action}ed"
+        )
+        return _acted(dash, request, {"changed": changed, "job": detail}, message)
+
+    async def bulk(request: Request) -> Response:
+        if (refused := await _checked_post(request)) is not None:
+            return refused
+        action = request.path_params["action"]
+        if action not in JOB_ACTIONS:
+            return JSON({"error": f"unknown action {action!r}; use {', '.join(JOB_ACTIONS)}"}, status_code=404)
+        f = job_filter(await _params(request))
+        done, before, more = 0, None, True
+        while more and done < BULK_MAX:
+            ids, before = await dash.read(read.job_ids, f, before, BULK_CHUNK)
+            more = before is not None
+            if not ids:
+                continue
+            if action == "retry":
+                done += await app.retry_all_jobs(ids)
+            elif action == "cancel":
+                done += await app.cancel_all_jobs(ids=ids)
+            else:
+                done += await app.discard_all_jobs(ids, reason=DISCARD_REASON)
+        return _acted(dash, request, {"count": done, "more": more}, f"{action}: {_plural(done, 'job')}")
+
+    async def failures(request: Request) -> Response:
+        return JSON(await dash.read(read.failure_groups))
+
+    async def failure_action(request: Request) -> Response:
+        if (refused := await _checked_post(request)) is not None:
+            return refused
+        action = request.path_params["action"]
+        if action not in ("retry", "discard"):
+            return JSON({"error": f"unknown action {action!r}; use retry or discard"}, status_code=404)
+        params = await _params(request)
+        worker = text_param(params, "worker")
+        kind = params.get("kind", "")
+        if worker is None or not isinstance(kind, str):
+            raise BadRequest("worker", "give the group's worker and kind (exception type)")
+        states = ["retryable", "discarded"] if action == "retry" else ["retryable"]
+        done, before = 0, None
+        while done < BULK_MAX:
+            ids = await dash.read(read.failure_group_ids, worker, kind, states, before, BULK_CHUNK)
+            if not ids:
+                break
+            before = ids[-1]
+            if action == "retry":
+                done += await app.retry_all_jobs(ids)
+            else:
+                done += await app.discard_all_jobs(ids, reason=DISCARD_REASON)
+        return _acted(dash, request, {"count": done}, f"{action}: {_plural(done, 'job')} of {worker} / {kind}")
+
+    async def workflows(request: Request) -> Response:
+        params = request.query_params
+        status = text_param(params, "status")
+        if status is not None and status not in WORKFLOW_STATUSES:
+            raise BadRequest("status", f"must be one of {', '.join(WORKFLOW_STATUSES)}")
+        limit = int_param(params, "limit", 50, 1, 500)
+        label, before = text_param(params, "label"), text_param(params, "before")
+        return JSON(await dash.read(read.workflows_page, status, label, before, limit))
+
+    async def workflow(request: Request) -> Response:
+        detail = await dash.read(read.workflow_detail, request.path_params["id"])
+        if detail is None:
+            return JSON({"error": f"no workflow with id {request.path_params['id']!r}"}, status_code=404)
+        return JSON(detail)
+
+    async def queues(request: Request) -> Response:
+        data = {**await dash.counts(), **await dash.cluster()}
+        return JSON({"queues": queue_rows(data)})
+
+    async def queue_action(request: Request) -> Response:
+        if (refused := await _checked_post(request)) is not None:
+            return refused
+        name, action = request.path_params["name"], request.path_params["action"]
+        if action not in QUEUE_ACTIONS:
+            return JSON({"error": f"unknown action {action!r}; use {', '.join(QUEUE_ACTIONS)}"}, status_code=404)
+        if action == "pause":
+            await app.pause_queue(name)
+        elif action == "resume":
+            await app.resume_queue(name)
+        else:
+            limit = int_param(await _params(request), "limit", None, 1, 2**31 - 1)
+            if limit is None:
+                raise BadRequest("limit", "give the new concurrency limit, e.g. limit=20")
+            await app.scale_queue(name, limit)
+            return _acted(
+                dash, request, {"queue": name, "action": action, "limit": limit}, f"queue {name}: limit {limit}"
+            )
+        return _acted(dash, request, {"queue": name, "action": action}, f"queue {name}: {action} sent to every node")
+
+    async def cron(request: Request) -> Response:
+        return JSON(await dash.cron())
+
+    async def health(request: Request) -> Response:
+        before = int_param(request.query_params, "before", None)
+        return JSON(await dash.read(read.health, dash.app.stale_after, before))
+
+    async def events(request: Request) -> Response:
+        return StreamingResponse(
+            event_stream(dash.broadcaster),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    get, post = ["GET"], ["POST"]
+    return [
+        Route("/api/csrf", _api(csrf), methods=get),
+        Route("/api/overview", _api(overview), methods=get),
+        Route("/api/jobs", _api(jobs), methods=get),
+        Route("/api/jobs/bulk/{action}", _api(bulk), methods=post),
+        Route("/api/jobs/{id:int}", _api(job), methods=get),
+        Route("/api/jobs/{id:int}/{action}", _api(job_action), methods=post),
+        Route("/api/failures", _api(failures), methods=get),
+        Route("/api/failures/{action}", _api(failure_action), methods=post),
+        Route("/api/workflows", _api(workflows), methods=get),
+        Route("/api/workflows/{id}", _api(workflow), methods=get),
+        Route("/api/queues", _api(queues), methods=get),
+        Route("/api/queues/{name}/{action}", _api(queue_action), methods=post),
+        Route("/api/cron", _api(cron), methods=get),
+        Route("/api/health", _api(health), methods=get),
+        Route("/events", events, methods=get),
+    ]
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def _page(dash: Dashboard, handler: Callable[[Request], Awaitable[Response]]) -> Handler:
+    """Bad parameters render the page's error box (400) instead of a traceback."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ValidationError as exc:
+            return dash.render(request, "error.html", http_status=400, nav="", message=str(exc))
+        except BatonError as exc:
+            return dash.render(request, "error.html", http_status=503, nav="", message=str(exc))
+
+    return wrapped
+
+
+def not_found(dash: Dashboard) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """404 as a page (or JSON under /api/)."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        detail = exc.detail if isinstance(exc, HTTPException) else "not found"
+        if request.url.path.startswith(request.scope.get("root_path", "") + "/api/"):
+            return JSON({"error": detail}, status_code=404)
+        return dash.render(request, "error.html", http_status=404, nav="", message="There is nothing at this address.")
+
+    return handler
+
+
+def _url(base: str, path: str, params: Mapping[str, Any]) -> str:
+    query = urlencode({k: v for k, v in params.items() if v not in (None, "")})
+    return f"{base}{path}" + (f"?{query}" if query else "")
+
+
+def page_routes(dash: Dashboard) -> list[Route]:
+    """The HTML pages."""
+
+    async def overview(request: Request) -> Response:
+        data = await dash.overview()
+        chart = svg.throughput_chart([(b["minute"], b["completed"]) for b in data["throughput"]])
+        last_hour = sum(b["completed"] or 0 for b in data["throughput"])
+        pending = any(b["completed"] is None for b in data["throughput"])
+        return dash.render(
+            request,
+            "overview.html",
+            nav="overview",
+            o=data,
+            queues=queue_rows(data),
+            chart=chart,
+            last_hour=last_hour,
+            pending=pending,
+        )
+
+    async def jobs(request: Request) -> Response:
+        f = job_filter(request.query_params)
+        before = int_param(request.query_params, "before", None)
+        limit = int_param(request.query_params, "limit", 50, 1, 500)
+        page = await dash.read(read.jobs_page, f, before, limit)
+        data = await dash.counts()
+        base = request.scope.get("root_path", "").rstrip("/")
+        older = _url(base, "/jobs", {**f.query(), "before": page["next_before"]}) if page["next_before"] else None
+        return dash.render(
+            request,
+            "jobs.html",
+            nav="jobs",
+            f=f,
+            page=page,
+            older=older,
+            first=_url(base, "/jobs", f.query()) if before else None,
+            totals=data["totals"],
+            estimated=data["estimated"],
+            queue_names=[q["queue"] for q in data["queues"]],
+            filter_query=urlencode(f.query()),
+            tab_url=lambda state: _url(base, "/jobs", {**f.query(), "state": state}),
+        )
+
+    async def job(request: Request) -> Response:
+        detail = await dash.read(read.job_detail, _job_id(request))
+        if detail is None:
+            message = "There is no job with this id."
+            return dash.render(request, "error.html", http_status=404, nav="jobs", message=message)
+        return dash.render(request, "job.html", nav="jobs", job=detail)
+
+    async def failures(request: Request) -> Response:
+        data = await dash.read(read.failure_groups)
+        return dash.render(request, "failures.html", nav="failures", data=data)
+
+    async def workflows(request: Request) -> Response:
+        params = request.query_params
+        status = text_param(params, "status")
+        if status is not None and status not in WORKFLOW_STATUSES:
+            raise BadRequest("status", f"must be one of {', '.join(WORKFLOW_STATUSES)}")
+        label = text_param(params, "label")
+        before = text_param(params, "before")
+        page = await dash.read(read.workflows_page, status, label, before, 50)
+        base = request.scope.get("root_path", "").rstrip("/")
+        older = (
+            _url(base, "/workflows", {"status": status, "label": label, "before": page["next_before"]})
+            if page["next_before"]
+            else None
+        )
+        return dash.render(
+            request,
+            "workflows.html",
+            nav="workflows",
+            page=page,
+            status=status,
+            label=label,
+            older=older,
+            statuses=WORKFLOW_STATUSES,
+            tab_url=lambda s: _url(base, "/workflows", {"status": s, "label": label}),
+        )
+
+    async def workflow(request: Request) -> Response:
+        detail = await dash.read(read.workflow_detail, request.path_params["id"])
+        if detail is None:
+            return dash.render(
+                request, "error.html", http_status=404, nav="workflows", message="There is no workflow with this id."
+            )
+        base = request.scope.get("root_path", "").rstrip("/")
+        graph = svg.dag(detail["steps"], base, detail["root_failure"])
+        return dash.render(request, "workflow.html", nav="workflows", wf=detail, graph=graph)
+
+    async def queues(request: Request) -> Response:
+        data = {**await dash.counts(), **await dash.cluster()}
+        return dash.render(request, "queues.html", nav="queues", queues=queue_rows(data), o=data)
+
+    async def cron(request: Request) -> Response:
+        return dash.render(request, "cron.html", nav="cron", c=await dash.cron())
+
+    async def health(request: Request) -> Response:
+        before = int_param(request.query_params, "before", None)
+        data = await dash.read(read.health, dash.app.stale_after, before)
+        o = await dash.cluster()
+        base = request.scope.get("root_path", "").rstrip("/")
+        older = _url(base, "/health", {"before": data["next_before"]}) if data["next_before"] else None
+        return dash.render(request, "health.html", nav="health", h=data, o=o, older=older)
+
+    get = ["GET"]
+    return [
+        Route("/", _page(dash, overview), methods=get, name="overview"),
+        Route("/jobs", _page(dash, jobs), methods=get, name="jobs"),
+        Route("/jobs/{id:int}", _page(dash, job), methods=get, name="job"),
+        Route("/failures", _page(dash, failures), methods=get, name="failures"),
+        Route("/workflows", _page(dash, workflows), methods=get, name="workflows"),
+        Route("/workflows/{id}", _page(dash, workflow), methods=get, name="workflow"),
+        Route("/queues", _page(dash, queues), methods=get, name="queues"),
+        Route("/cron", _page(dash, cron), methods=get, name="cron"),
+        Route("/health", _page(dash, health), methods=get, name="health"),
+    ]
+
+
+__all__ = ["JobFilter", "api_routes", "page_routes"]

@@ -1,0 +1,1 @@
+-- SQLite has no TABLESAMPLE: counts that reach the cap are shown as "cap+".
