@@ -31,7 +31,7 @@ _APP = pytest.StashKey[Baton]()
 try:
     import pytest_asyncio
 except ImportError:  # async tests need an async plugin anyway; sync tests work without one
-    pytest_asyncio = None
+    pytest_asyncio = None  # type: ignore[assignment]
 
 if pytest_asyncio is not None:
 
