@@ -49,8 +49,9 @@ def django_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         asyncio.run(get_app(alias).migrate())
         with connections[alias].cursor() as cur:
             cur.execute("CREATE TABLE shop_order (n INTEGER NOT NULL)")
+    asyncio.run(get_app("pg_schema").migrate())
     yield env
-    for alias in ALIASES:
+    for alias in [*ALIASES, "pg_schema"]:
         asyncio.run(get_app(alias).close())
     connections.close_all()
     pg.drop_database(pg_name)
@@ -219,6 +220,36 @@ def test_inline_mode_runs_django_tasks_at_enqueue(alias: str) -> None:
         # Enqueued in the caller's transaction: it runs when the block ends (or at the next insert).
         assert add.using(backend=alias).get_result(pending.id).status == "READY"
     assert add.using(backend=alias).get_result(pending.id).return_value == 3
+
+
+def test_enqueue_in_atomic_with_baton_in_its_own_schema(django_env: dict[str, str]) -> None:
+    from django.db import connections, transaction
+    from shop.tasks import add
+
+    from baton.contrib.django import get_app
+
+    app = get_app("pg_schema")
+    with connections["pg"].cursor() as cur:
+        cur.execute("DELETE FROM baton_dj.baton_jobs")
+        cur.execute("DELETE FROM public.baton_jobs")
+        cur.execute("DELETE FROM shop_order")
+        cur.execute("SHOW search_path")
+        before = cur.fetchone()[0]
+    with transaction.atomic(using="pg"):
+        kept = add.using(backend="pg_schema").enqueue(1, 2)
+        _add_order("pg", 3)  # Django's next query runs on its own search path again
+        with connections["pg"].cursor() as cur:
+            cur.execute("SHOW search_path")
+            assert cur.fetchone()[0] == before
+    with pytest.raises(RuntimeError), transaction.atomic(using="pg"):
+        add.using(backend="pg_schema").enqueue(5, 5)
+        raise RuntimeError("rolled back")
+    assert _orders("pg") == [3]
+    assert [str(j.id) for j in testing.all_enqueued(app)] == [kept.id]
+    with connections["pg"].cursor() as cur:
+        cur.execute("SELECT count(*) FROM public.baton_jobs WHERE args->>'task' = 'shop.tasks.add'")
+        assert cur.fetchone()[0] == 0  # nothing went to the public schema's tables
+    asyncio.run(app.close())
 
 
 def test_get_result_of_an_unknown_id(alias: str) -> None:

@@ -176,6 +176,12 @@ async def test_manual_inside_inline_leaves_jobs_enqueued(app: baton.Baton) -> No
     assert (await app.get_job(job.id)).state == "completed"  # type: ignore[union-attr]
 
 
+async def test_inline_sync_insert_on_the_test_loops_thread_is_refused(app: baton.Baton) -> None:
+    w = _workers(app, [])
+    with testing.inline(app), pytest.raises(baton.BatonError, match=r"asyncio\.to_thread"):
+        app.insert_sync(w["add"].new({"a": 1, "b": 1}))
+
+
 def test_inline_from_a_synchronous_test(db_url: str) -> None:
     app = baton.Baton(db_url, plugins=[], log_events=False)
     ran: list[Any] = []
@@ -391,6 +397,17 @@ def test_perform_job_reports_errors_and_outcomes() -> None:
     assert cancelled.state == "cancelled" and cancelled.error == "cancelled: not needed"
     discarded = testing.perform_job(outcome.name, {"kind": "discard"}, app=app)
     assert discarded.state == "discarded" and discarded.error == "discarded: bad input"
+
+
+def test_perform_job_reports_a_result_that_cannot_be_recorded() -> None:
+    app = baton.Baton("sqlite:///:memory:", plugins=[], log_events=False)
+
+    @app.worker(record=True, max_attempts=1)
+    def returns_a_set(job: baton.Job) -> Any:
+        return {1, 2}
+
+    result = testing.perform_job(returns_a_set, {})
+    assert result.state == "discarded" and "TypeError" in (result.error or "")
 
 
 def test_perform_job_validates_like_an_insert() -> None:

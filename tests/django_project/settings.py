@@ -34,4 +34,9 @@ TASKS = {
         "BACKEND": "baton.contrib.django.BatonBackend",
         "OPTIONS": {"DATABASE": "pg", "MAX_ATTEMPTS": 2, "BATON": {"log_events": False}},
     },
+    # Baton's tables in a schema of their own, in the same PostgreSQL database as Django's data.
+    "pg_schema": {
+        "BACKEND": "baton.contrib.django.BatonBackend",
+        "OPTIONS": {"DATABASE": "pg", "SCHEMA": "baton_dj", "BATON": {"log_events": False}},
+    },
 }
