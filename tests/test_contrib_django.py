@@ -36,6 +36,7 @@ def django_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         "BATON_DJANGO_SQLITE": str(tmp_path_factory.mktemp("django") / "django.db"),
         "DJANGO_SETTINGS_MODULE": "settings",
     }
+    saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     sys.path.insert(0, str(PROJECT))
     import django
@@ -55,6 +56,11 @@ def django_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         asyncio.run(get_app(alias).close())
     connections.close_all()
     pg.drop_database(pg_name)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(params=ALIASES)

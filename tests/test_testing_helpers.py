@@ -227,6 +227,25 @@ async def test_inline_job_inserted_on_the_callers_connection_runs_when_the_block
     assert ran == [("add", 21)]
 
 
+async def test_plain_with_block_in_an_async_test_warns_about_jobs_left_on_the_callers_connection(
+    tmp_path: Any,
+) -> None:
+    import sqlite3
+
+    app = baton.Baton(f"sqlite:///{tmp_path}/warn.db", plugins=[], log_events=False)
+    await app.migrate()
+    w = _workers(app, [])
+    conn = sqlite3.connect(f"{tmp_path}/warn.db", isolation_level=None)
+    try:
+        with pytest.warns(UserWarning, match="were not run"), testing.inline(app):
+            await app.insert(w["add"].new({"a": 1, "b": 1}), conn=conn)
+            conn.execute("COMMIT")
+        assert await testing.drain(app) == {"completed": 1}
+    finally:
+        conn.close()
+        await app.close()
+
+
 # -- manual mode, drain ------------------------------------------------------------------
 
 

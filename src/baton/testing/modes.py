@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import functools
 import threading
+import warnings
 import weakref
 from collections.abc import Callable
 from types import TracebackType
@@ -80,6 +81,13 @@ class Mode:
                 except RuntimeError:
                     self._pending = False
                     run_blocking(self.app, self._run_jobs, HOMES.get(self.app))
+                else:
+                    warnings.warn(
+                        "baton.testing.inline: jobs inserted on your own connection (conn=) were not run, since a "
+                        "plain `with` block cannot await them on the running loop; use `async with inline(app):` "
+                        "or `await baton.testing.drain(app)`",
+                        stacklevel=2,
+                    )
         finally:
             self._leave()
 
