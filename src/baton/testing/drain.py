@@ -74,9 +74,11 @@ async def drain_async(
         totals: dict[str, int] = {}
         for _ in range(max_rounds):
             staged = await app.engine.run(_stage_all, queue) if with_scheduled else 0
+            if totals and not staged:
+                return totals  # the last round left nothing scheduled or retryable
             counts = await app.drain(queue)
             _merge(totals, counts)
-            if not with_scheduled or (not counts and not staged):
+            if not with_scheduled or not counts:
                 return totals
         pending = await app.list_jobs(queue=queue, states=["scheduled", "retryable", "available"], limit=20)
         raise DrainError(
