@@ -34,8 +34,12 @@ except ImportError:  # async tests need an async plugin anyway; sync tests work 
     pytest_asyncio = None  # type: ignore[assignment]
 
 if pytest_asyncio is not None:
+    try:  # loop_scope: pytest-asyncio >= 0.24; older ones run fixtures on the test's loop anyway
+        _async_fixture: Any = pytest_asyncio.fixture(loop_scope="function")
+    except TypeError:
+        _async_fixture = pytest_asyncio.fixture
 
-    @pytest_asyncio.fixture(loop_scope="function")
+    @_async_fixture
     async def _baton_app_async_teardown(request: pytest.FixtureRequest) -> Any:
         """For async tests: stop/close `baton_app` on the test's own event loop before that loop
         ends, so a node left started cannot outlive its loop (or hang the loop's shutdown)."""
