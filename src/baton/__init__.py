@@ -6,6 +6,7 @@ from .app import Baton
 from .errors import (
     BatonError,
     DatabaseUnavailable,
+    JobCancelled,
     MigrationError,
     MissingExtraError,
     ValidationError,
@@ -24,6 +25,7 @@ __all__ = [
     "DatabaseUnavailable",
     "Discard",
     "Job",
+    "JobCancelled",
     "JobSpec",
     "MigrationError",
     "MissingExtraError",

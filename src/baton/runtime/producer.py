@@ -31,6 +31,9 @@ class Producer:
         self.paused = paused
         self.uuid = str(uuidlib.uuid4())  # new at every start: acks are fenced on it
         self.running: dict[int, asyncio.Task[None]] = {}
+        self._jobs: dict[int, Job] = {}  # the running attempts, by job id
+        # True from a lost lease until it is regained: fetch nothing (docs/lease.md).
+        self.suspended = False
         self._wake = asyncio.Event()
         self._more = True
         self._signals = 0  # bumped by every wake-up, so one arriving mid-fetch is not lost
@@ -39,10 +42,10 @@ class Producer:
         self._stray: set[int] = set()
         self.fetched = 0
 
-    def row(self) -> dict[str, Any]:
-        """This producer's `baton_producers` row."""
+    def row(self, uuid: str | None = None) -> dict[str, Any]:
+        """This producer's `baton_producers` row (under another `uuid` when re-registering)."""
         return {
-            "uuid": self.uuid,
+            "uuid": uuid or self.uuid,
             "node": self.node.name,
             "queue": self.queue,
             # Each producer says how long it may stay silent, so the lifeline of a node with
@@ -79,12 +82,13 @@ class Producer:
         poll = self.node.app.poll_interval
         backoff = 0.05
         while not self._stopping:
-            free = 0 if self.paused else self.limit - len(self.running)
+            free = 0 if self.paused or self.suspended else self.limit - len(self.running)
             if free > 0 and self._more:
                 signals = self._signals
+                uuid = self.uuid
                 try:
                     jobs = await self.node.engine.run_relaxed(
-                        transitions.fetch_jobs, self.queue, self.node.name, self.uuid, free
+                        transitions.fetch_jobs, self.queue, self.node.name, uuid, free
                     )
                     backoff = 0.05
                 except asyncio.CancelledError:
@@ -94,9 +98,20 @@ class Producer:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
+                if jobs and (self.suspended or uuid != self.uuid):
+                    # The fetch hung past the lease's end: these attempts are no longer ours to
+                    # run. They are handed back when the lease is regained (or rescued).
+                    log.warning(
+                        "queue %s: a fetch returned %d jobs after this node lost its lease; not running them: %s",
+                        self.queue,
+                        len(jobs),
+                        [j.id for j in jobs][:20],
+                    )
+                    continue
                 self._more = len(jobs) == free or self._signals != signals
                 self.fetched += len(jobs)
                 for job in jobs:
+                    self._jobs[job.id] = job
                     self.running[job.id] = asyncio.create_task(self._execute(job), name=f"baton-job-{job.id}")
                 if self._more:
                     # Let finished tasks hand back their slots so the next fetch is a batch.
@@ -112,18 +127,28 @@ class Producer:
         try:
             ack = await self.node.executor.run(job)
         except asyncio.CancelledError:
-            # Cancelled by a cancel signal (the job is already `cancelled`) or by shutdown
-            # (release_on_shutdown hands it back); either way there is nothing to ack.
-            self.running.pop(job.id, None)
+            # Cancelled by a cancel signal (the job is already `cancelled`), by shutdown
+            # (release_on_shutdown hands it back) or by a lost lease (the attempt belongs to
+            # the rescue); in every case there is nothing to ack.
+            self._forget(job.id)
             return
         except Exception:  # pragma: no cover - the executor turns errors into acks
             log.exception("executor failed on job %s", job.id)
-            self.running.pop(job.id, None)
+            self._forget(job.id)
             return
-        self.node.acker.push(ack)
-        self.running.pop(job.id, None)
+        if ack is not None and job._taken_away is None:
+            self.node.acker.push(ack)
+        elif ack is not None:
+            # Taken away (a lost lease) while it ran: whatever it returned, the attempt is the
+            # rescuer's now; writing it could mark done a job that stopped half-way.
+            log.info("job %s attempt %s ended after it was taken away; its outcome is not written", job.id, job.attempt)
+        self._forget(job.id)
         if self._more:
             self._wake.set()
+
+    def _forget(self, job_id: int) -> None:
+        self.running.pop(job_id, None)
+        self._jobs.pop(job_id, None)
 
     async def reconcile(self, pending_acks: set[int]) -> list[int]:
         """Hand back jobs the database says this producer is executing but it is not running
@@ -150,9 +175,39 @@ class Producer:
         """Cancel running tasks of these job ids; returns how many were running here."""
         hit = 0
         for job_id in ids & self.running.keys():
+            job = self._jobs.get(job_id)
+            if job is not None and job._taken_away is None:
+                job._taken_away = "the job was cancelled"  # what a sync worker sees in job.cancelled()
             self.running[job_id].cancel()
             hit += 1
         return hit
+
+    def lose_lease(self, reason: str) -> tuple[list[int], list[int]]:
+        """The node lost its lease: fetch nothing more, cancel the running async attempts and
+        flag the sync ones (`job.cancelled()`); none of them will be acked. Returns the ids
+        (cancelled, flagged)."""
+        self.suspended = True
+        cancelled: list[int] = []
+        flagged: list[int] = []
+        for job_id, task in list(self.running.items()):
+            job = self._jobs.get(job_id)
+            if job is None:
+                continue
+            if job._taken_away is None:
+                job._taken_away = reason
+            if self.node.executor.is_async(job):
+                task.cancel()
+                cancelled.append(job_id)
+            else:
+                flagged.append(job_id)  # a thread cannot be stopped: it sees job.cancelled()
+        return cancelled, flagged
+
+    def regain_lease(self, uuid: str) -> None:
+        """The node registered again: go on fetching as the new producer `uuid`, so every late
+        ack of an attempt made under the old one is fenced."""
+        self.uuid = uuid
+        self.suspended = False
+        self.wake()
 
     async def stop_fetching(self) -> None:
         self._stopping = True
