@@ -7,8 +7,9 @@ It runs queue `default` (`--limit`, default 20; `--paused` starts it paused, to 
 with `app.resume_queue("default", node=NAME)`) with refresh_interval=0.5, stale_after=2 and
 Lifeline(rescue_interval=1), prints `ready NAME` once started and runs until SIGTERM.
 
-URL may lead through a TCP proxy the scenario freezes; SIDE_URL (PostgreSQL) is reached
-directly: it is "the world outside the database", where the jobs write their side effects.
+URL may lead through a TCP proxy the scenario freezes (PostgreSQL), or name an SQLite file
+whose write lock the scenario holds; SIDE_URL (PostgreSQL, or a separate SQLite file) is
+reached directly: it is "the world outside the database", where jobs write their side effects.
 Two workers, `partition.async` and `partition.sync`, record `start`, sleep `args.sleep`
 seconds (the sync one polling `job.raise_if_cancelled()` every 50 ms), then write their side
 effect: one `effect` row in `partition_effects(job_id, attempt, node, phase, at)`. The node's
@@ -23,6 +24,7 @@ import asyncio
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -50,9 +52,21 @@ SIDE_TABLES = (
 
 
 def create_side_tables(side_url: str) -> None:
-    with psycopg.connect(side_url, autocommit=True) as conn:
-        for statement in SIDE_TABLES:
-            conn.execute(statement)  # type: ignore[arg-type]
+    for statement in SIDE_TABLES:
+        side_write(side_url, statement, ())
+
+
+def side_write(side_url: str, statement: str, params: tuple[Any, ...]) -> None:
+    """One statement on the side store, on a new connection (%s placeholders)."""
+    if side_url.startswith("sqlite"):
+        conn = sqlite3.connect(side_url.split(":///", 1)[1], timeout=30, isolation_level=None)
+        try:
+            conn.execute(statement.replace("%s", "?"), params)
+        finally:
+            conn.close()
+        return
+    with psycopg.connect(side_url, autocommit=True) as pg:
+        pg.execute(statement, params)  # type: ignore[arg-type]
 
 
 def build(url: str, side_url: str, node: str, limit: int, paused: bool, lease_guard: bool) -> baton.Baton:
@@ -69,18 +83,11 @@ def build(url: str, side_url: str, node: str, limit: int, paused: bool, lease_gu
     )
 
     def record(job: baton.Job, phase: str) -> None:
-        with psycopg.connect(side_url, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO partition_effects VALUES (%s, %s, %s, %s, %s)",
-                (job.id, job.attempt, node, phase, time.time()),
-            )
+        row = (job.id, job.attempt, node, phase, time.time())
+        side_write(side_url, "INSERT INTO partition_effects VALUES (%s, %s, %s, %s, %s)", row)
 
     async def arecord(job: baton.Job, phase: str) -> None:
-        async with await psycopg.AsyncConnection.connect(side_url, autocommit=True) as conn:
-            await conn.execute(
-                "INSERT INTO partition_effects VALUES (%s, %s, %s, %s, %s)",
-                (job.id, job.attempt, node, phase, time.time()),
-            )
+        await asyncio.to_thread(record, job, phase)
 
     @app.worker(name="partition.async")
     async def work_async(job: baton.Job) -> int:
@@ -107,8 +114,7 @@ def build(url: str, side_url: str, node: str, limit: int, paused: bool, lease_gu
         row = (event[-1], node, json.dumps(detail, default=str), time.time())
 
         def write() -> None:
-            with psycopg.connect(side_url, autocommit=True) as conn:
-                conn.execute("INSERT INTO partition_events VALUES (%s, %s, %s, %s)", row)
+            side_write(side_url, "INSERT INTO partition_events VALUES (%s, %s, %s, %s)", row)
 
         threading.Thread(target=write, daemon=True).start()
 

@@ -10,12 +10,18 @@ same size, by bench/partition.py.
    of node-b or node-c rescues its jobs after stale_after (2 s) and they run there;
 3. the proxy thaws; the scenario waits until every job is completed and the nodes are quiet.
 
+On SQLite there is no network to cut: the partition is another process holding the database's
+write lock for `freeze` seconds (`BEGIN IMMEDIATE`), which cuts every node off at once, so
+every node's lease lapses, not only node-a's; who writes first afterwards (node-a renewing or
+re-registering, or a Lifeline sweep) is up to SQLite's busy handler.
+
 The figures count, from the side-effect rows the workers write directly (not through the proxy):
-the jobs whose side effect ran twice, the cut-off node's side effects written after its lease
-lapsed (node-a's lease_lost event; without the lease guard, the moment its rows went stale: its
-last renewal before the freeze + stale_after), jobs lost, jobs completed twice (from the
-`chaos_transitions` probe), fenced acks, and how the jobs came back (rescued by the Lifeline:
-reason `orphaned`; handed back by node-a on regaining its lease: `lease_lost`).
+the jobs whose side effect ran twice; the side effects of the attempts node-a held at the freeze
+written after its lease lapsed (node-a's lease_lost event; without the lease guard, the moment
+its rows went stale: its last renewal before the freeze + stale_after); jobs lost; jobs
+completed twice (from the `chaos_transitions` probe); fenced acks; and how the jobs came back
+(rescued by the Lifeline: reason `orphaned`; handed back by node-a on regaining its lease:
+`lease_lost`).
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +126,18 @@ class TcpProxy:
         await asyncio.gather(*self._links, return_exceptions=True)
 
 
+def hold_write_lock(path: str, seconds: float, locked: threading.Event) -> None:
+    """SQLite's partition: hold the write lock of the database file for `seconds`."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        locked.set()
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
 def through(url: str, port: int) -> str:
     """`url` with its host and port replaced by 127.0.0.1:`port`."""
     parts = urlsplit(url)
@@ -198,8 +218,7 @@ CUT_OFF = "node-a"
 async def run_partition(
     db: FaultDatabase, config: PartitionConfig, log_dir: Path, say: Callable[[str], None] = print
 ) -> PartitionResult:
-    """Run the scenario on `db` (PostgreSQL, migrated, with the evidence probes)."""
-    assert db.postgres, "the partition scenario needs PostgreSQL (a TCP proxy in front of it)"
+    """Run the scenario on `db` (migrated, with the evidence probes)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(partition_node.create_side_tables, db.side_url)
     target = urlsplit(db.url)
@@ -218,7 +237,8 @@ async def run_partition(
 
     try:
         guard = [] if config.lease_guard else ["--no-lease-guard"]
-        cut_off = spawn(CUT_OFF, through(db.url, proxy.port), "--limit", str(max(config.jobs, 1)), *guard)
+        url = through(db.url, proxy.port) if db.postgres else db.url
+        cut_off = spawn(CUT_OFF, url, "--limit", str(max(config.jobs, 1)), *guard)
         await cut_off.ready()
         others = [spawn(name, db.url, "--paused") for name in ("node-b", "node-c")]
         for node in others:
@@ -232,23 +252,35 @@ async def run_partition(
         for node in others:
             await inserter.resume_queue("default", node=node.name)
         held = await db.aquery(
-            f"SELECT count(*) FROM baton_jobs WHERE state = 'executing' AND {db.attempted_node()} = ?", (CUT_OFF,)
+            f"SELECT id, attempt FROM baton_jobs WHERE state = 'executing' AND {db.attempted_node()} = ?", (CUT_OFF,)
         )
-        last_renewal = await db.aquery(
-            "SELECT extract(epoch FROM max(updated_at)) FROM baton_producers WHERE node = ?", (CUT_OFF,)
-        )
-        frozen_at = time.time()
-        proxy.freeze()
-        say(f"froze the proxy with {held[0][0]} jobs executing on {CUT_OFF}")
-        await asyncio.sleep(config.freeze)
-        proxy.thaw()
-        thawed_at = time.time()
-        say(f"thawed the proxy after {thawed_at - frozen_at:.1f}s")
+        updated = "extract(epoch FROM max(updated_at))" if db.postgres else "max(updated_at)"
+        last_renewal = await db.aquery(f"SELECT {updated} FROM baton_producers WHERE node = ?", (CUT_OFF,))
+        if db.postgres:
+            frozen_at = time.time()
+            proxy.freeze()
+            say(f"froze the proxy with {len(held)} jobs executing on {CUT_OFF}")
+            await asyncio.sleep(config.freeze)
+            proxy.thaw()
+            thawed_at = time.time()
+            say(f"thawed the proxy after {thawed_at - frozen_at:.1f}s")
+        else:
+            locked = threading.Event()
+            path = db.url.split(":///", 1)[1]
+            holder = asyncio.ensure_future(asyncio.to_thread(hold_write_lock, path, config.freeze, locked))
+            await asyncio.to_thread(locked.wait, 30)
+            frozen_at = time.time()
+            say(f"holding the write lock with {len(held)} jobs executing on {CUT_OFF}")
+            await holder
+            thawed_at = time.time()
+            say(f"released the write lock after {thawed_at - frozen_at:.1f}s")
         settled = await _settle(db, ids, config.settle_timeout)
         await asyncio.sleep(2.0)  # late acks of the healed node, and its regain, land
         for node in nodes:
             await node.stop()
-        result.figures = await _analyse(db, ids, held[0][0], frozen_at, thawed_at, float(last_renewal[0][0]), settled)
+        held_attempts = {(int(i), int(a)) for i, a in held}
+        renewed = float(last_renewal[0][0])
+        result.figures = await _analyse(db, ids, held_attempts, frozen_at, thawed_at, renewed, settled)
         result.logs = {n.name: n.log_tail() for n in nodes}
     finally:
         for node in nodes:
@@ -288,7 +320,7 @@ async def _settle(db: FaultDatabase, ids: list[int], timeout: float) -> bool:
 async def _analyse(
     db: FaultDatabase,
     ids: list[int],
-    held: int,
+    held: set[tuple[int, int]],
     frozen_at: float,
     thawed_at: float,
     last_renewal: float,
@@ -306,8 +338,11 @@ async def _analyse(
     per_job: dict[int, list[tuple[int, str, float]]] = {}
     for job_id, attempt, node, at in effects:
         per_job.setdefault(int(job_id), []).append((int(attempt), str(node), float(at)))
-    cut_off_before = {j for j, rows in per_job.items() if any(n == CUT_OFF and at <= lapsed_at for _, n, at in rows)}
-    cut_off_after = {j for j, rows in per_job.items() if any(n == CUT_OFF and at > lapsed_at for _, n, at in rows)}
+    # Side effects of the attempts node-a held at the freeze (its later attempts, after it
+    # fetched rescued jobs again, are new attempts and count only towards "run twice").
+    given_up = [(j, a, at) for j, rows in per_job.items() for a, n, at in rows if n == CUT_OFF and (j, a) in held]
+    cut_off_before = {j for j, _, at in given_up if at <= lapsed_at}
+    cut_off_after = {j for j, _, at in given_up if at > lapsed_at}
     final = dict(await db.aquery("SELECT id, state FROM baton_jobs"))
     completions = await db.aquery(
         "SELECT job_id, count(*) FROM chaos_transitions WHERE new_state = 'completed' GROUP BY job_id"
@@ -321,12 +356,12 @@ async def _analyse(
     regained_detail = json.loads(regained[0][2]) if regained else {}
     return {
         "jobs": len(ids),
-        "held by the cut-off node at the freeze": held,
+        "held by the cut-off node at the freeze": len(held),
         "freeze (s)": round(thawed_at - frozen_at, 1),
         "cut-off node's lease lapsed after the freeze (s)": round(lapsed_at - frozen_at, 2),
-        "cut-off node's side effects before the lapse": len(cut_off_before),
-        "cut-off node's jobs without their side effect at the lapse": held - len(cut_off_before),
-        "cut-off node's side effects after the lapse": len(cut_off_after),
+        "held attempts' side effects before the lapse": len(cut_off_before),
+        "held attempts without their side effect at the lapse": len(held) - len(cut_off_before),
+        "held attempts' side effects after the lapse": len(cut_off_after),
         "jobs run twice (side effect written twice)": sum(1 for rows in per_job.values() if len(rows) > 1),
         "jobs without a side effect": sum(1 for i in ids if i not in per_job),
         "jobs lost (not completed)": sum(1 for i in ids if final.get(i) != "completed"),
