@@ -13,10 +13,15 @@ tests/faults/partition_scenario.py (tests/faults/test_partition.py runs it too).
 
     .venv/bin/python bench/partition.py                        # 20 jobs, 5 s each, 8 s freeze
     .venv/bin/python bench/partition.py --engine postgres
+    .venv/bin/python bench/partition.py --no-spread          # only the issue's scenario
     .venv/bin/python bench/partition.py --jobs 40 --sleep 3 --freeze 12 --runs 3
 
-Prints the before/after figures and writes them to bench/results/partition-latest.md. The
-exit status is 1 if a job was lost or completed twice, or (after) if a job ran twice.
+Each engine runs the issue's scenario (every job works 5 s) and a variant whose work is spread
+from 0.5 to 5 s, so that some jobs reach their side effect after the cut but before the lapse
+(those run twice with or without the guard: their acks cannot be written). Prints the
+before/after figures and writes them to bench/results/partition-latest.md. The exit status is 1
+if a job was lost or completed twice, or if, with the guard, a given-up attempt reached its side
+effect or a job ran twice without its first side effect preceding the lapse.
 """
 
 from __future__ import annotations
@@ -63,7 +68,15 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=["postgres", "sqlite", "both"], default="both")
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--sleep", type=float, default=5.0, help="each job's work before its side effect (s)")
-    parser.add_argument("--freeze", type=float, default=8.0, help="how long the proxy holds every byte (s)")
+    parser.add_argument(
+        "--spread-from",
+        type=float,
+        default=0.5,
+        help="also run a variant whose jobs' work is spread evenly from this to --sleep (s); some jobs then "
+        "reach their side effect between the cut and the lapse",
+    )
+    parser.add_argument("--no-spread", action="store_true", help="skip the spread variant")
+    parser.add_argument("--freeze", type=float, default=8.0, help="how long the node is cut off (s)")
     parser.add_argument("--runs", type=int, default=1, help="runs of each variant")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -71,49 +84,70 @@ async def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="baton-partition-"))
     started = datetime.now(UTC)
     engines = ["postgres", "sqlite"] if args.engine == "both" else [args.engine]
+    spreads: list[float | None] = [None] if args.no_spread else [None, args.spread_from]
     sections: list[str] = []
-    everything: list[tuple[str, dict[str, Any]]] = []
+    bad = False
     for engine in engines:
-        columns: list[tuple[str, dict[str, Any]]] = []
-        for run in range(1, args.runs + 1):
-            for guard, label in ((False, "before (lease_guard=False)"), (True, "after (lease guard on)")):
-                config = PartitionConfig(jobs=args.jobs, sleep=args.sleep, freeze=args.freeze, lease_guard=guard)
-                name = f"{engine}-{'after' if guard else 'before'}-{run}"
-                figures = await run_one(engine, config, work, name)
-                columns.append((label if args.runs == 1 else f"{label}, run {run}", figures))
         info = await benchlib.describe(harness.pg.server_url() if engine == "postgres" else f"sqlite:///{work}/x.db")
-        sections.append(render_engine(engine, columns, info, args))
-        everything += columns
+        for spread in spreads:
+            columns: list[tuple[str, dict[str, Any]]] = []
+            for run in range(1, args.runs + 1):
+                for guard, label in ((False, "before (lease_guard=False)"), (True, "after (lease guard on)")):
+                    config = PartitionConfig(
+                        jobs=args.jobs, sleep=args.sleep, sleep_min=spread, freeze=args.freeze, lease_guard=guard
+                    )
+                    name = f"{engine}-{'spread' if spread is not None else 'uniform'}-{'after' if guard else 'before'}"
+                    figures = await run_one(engine, config, work, f"{name}-{run}")
+                    columns.append((label if args.runs == 1 else f"{label}, run {run}", figures))
+                    bad = bad or not acceptable(figures, guard)
+            sections.append(render_section(engine, spread, columns, info, args))
     report = render(sections, started, args)
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     say(f"wrote {args.out}")
-    bad = False
-    for label, figures in everything:
-        if figures["jobs lost (not completed)"] or figures["jobs completed twice"] or not figures["settled"]:
-            bad = True
-        if label.startswith("after") and figures["jobs run twice (side effect written twice)"]:
-            bad = True
     return 1 if bad else 0
 
 
-def render_engine(engine: str, columns: list[tuple[str, dict[str, Any]]], info: dict[str, str], args: Any) -> str:
+TWICE = "jobs run twice (side effect written twice)"
+BEFORE_LAPSE = "held attempts' side effects before the lapse"
+AFTER_LAPSE = "held attempts' side effects after the lapse"
+
+
+def acceptable(figures: dict[str, Any], guard: bool) -> bool:
+    """Nothing lost or completed twice; with the guard, no side effect of a given-up attempt,
+    and no job run twice but those whose side effect came before the lapse."""
+    if figures["jobs lost (not completed)"] or figures["jobs completed twice"] or not figures["settled"]:
+        return False
+    return not guard or (figures[AFTER_LAPSE] == 0 and figures[TWICE] <= figures[BEFORE_LAPSE])
+
+
+def render_section(
+    engine: str, spread: float | None, columns: list[tuple[str, dict[str, Any]]], info: dict[str, str], args: Any
+) -> str:
     keys = list(columns[0][1])
     rows = [[key, *(str(figures.get(key, "")) for _, figures in columns)] for key in keys]
-    twice = "jobs run twice (side effect written twice)"
-    before = [str(f[twice]) for label, f in columns if label.startswith("before")]
-    after = [str(f[twice]) for label, f in columns if label.startswith("after")]
+    before = [str(f[TWICE]) for label, f in columns if label.startswith("before")]
+    after = [str(f[TWICE]) for label, f in columns if label.startswith("after")]
     cut = (
         f"node-a reaches PostgreSQL through a TCP proxy frozen for {args.freeze:g} s (sockets open, no byte passing)"
         if engine == "postgres"
         else f"another process holds the SQLite write lock for {args.freeze:g} s (every node is cut off)"
     )
+    if spread is None:
+        title, work = f"{engine}: every job works {args.sleep:g} s", f"every job works {args.sleep:g} s"
+    else:
+        title = f"{engine}: work spread from {spread:g} to {args.sleep:g} s"
+        work = (
+            f"the jobs' work is spread evenly from {spread:g} to {args.sleep:g} s, so some reach their side effect "
+            "after the cut but before the lapse: their acks cannot be written, they are rescued and run again, "
+            "with or without the guard"
+        )
     lines = [
-        f"## {engine}",
+        f"## {title}",
         "",
-        f"{cut}. **Jobs run twice (side effect written twice): before {', '.join(before)} of {args.jobs}; "
-        f"after {', '.join(after)} of {args.jobs}.**",
+        f"{cut}; {work}. **Jobs run twice (side effect written twice): before {', '.join(before)} of "
+        f"{args.jobs}; after {', '.join(after)} of {args.jobs}.**",
         "",
         *[f"- {key}: {value}" for key, value in info.items() if key != "engine"],
         "",
@@ -130,8 +164,8 @@ def render(sections: list[str], started: datetime, args: Any) -> str:
         f"Run {started:%Y-%m-%d %H:%M} UTC by `bench/partition.py` (issue #20, docs/lease.md). Three worker "
         f"processes (refresh_interval={REFRESH_INTERVAL:g}, stale_after={STALE_AFTER:g}, "
         f"Lifeline(rescue_interval={RESCUE_INTERVAL:g})); node-a runs all {args.jobs} jobs when it is cut off from "
-        f"the database for {args.freeze:g} s; each job sleeps {args.sleep:g} s, then writes a side-effect row "
-        "outside Baton's database. Half the jobs are async workers, half sync workers polling "
+        f"the database for {args.freeze:g} s; each job works (sleeps), then writes a side-effect row outside "
+        "Baton's database. Half the jobs are async workers, half sync workers polling "
         "`job.raise_if_cancelled()`. Each run uses a fresh database.",
         "",
         "The lapse is node-a's `lease_lost` event with the guard; without it, the moment node-a's producer rows "

@@ -200,6 +200,7 @@ class Node:
 class PartitionConfig:
     jobs: int = 20
     sleep: float = 5.0  # each job's work before its side effect
+    sleep_min: float | None = None  # if given, the jobs' work is spread evenly from sleep_min to sleep
     freeze: float = 8.0  # how long the proxy holds every byte
     lease_guard: bool = True  # of the cut-off node (the others keep the default)
     settle_timeout: float = 90.0
@@ -243,8 +244,10 @@ async def run_partition(
         others = [spawn(name, db.url, "--paused") for name in ("node-b", "node-c")]
         for node in others:
             await node.ready()
+        low = config.sleep if config.sleep_min is None else config.sleep_min
+        sleeps = [low + (config.sleep - low) * i / max(1, config.jobs - 1) for i in range(config.jobs)]
         specs = [
-            baton.JobSpec(worker=("partition.async" if i % 2 == 0 else "partition.sync"), args={"sleep": config.sleep})
+            baton.JobSpec(worker=("partition.async" if i % 2 == 0 else "partition.sync"), args={"sleep": sleeps[i]})
             for i in range(config.jobs)
         ]
         ids = sorted(j.id for j in await inserter.insert_all(specs))
