@@ -355,6 +355,11 @@ async def _analyse(
         for entry in errors if isinstance(errors, list) else json.loads(errors or "[]"):
             reason = str(entry.get("reason"))
             reasons[reason] = reasons.get(reason, 0) + 1
+    first = "extract(epoch FROM min(at))" if db.postgres else "min(at)"
+    back = await db.aquery(
+        f"SELECT {first} FROM chaos_transitions WHERE old_state = 'executing' AND new_state = 'available'"
+    )
+    first_back = float(back[0][0]) if back and back[0][0] is not None else None
     lost_detail = json.loads(lost_events[0][2]) if lost_events else {}
     regained_detail = json.loads(regained[0][2]) if regained else {}
     return {
@@ -362,6 +367,9 @@ async def _analyse(
         "held by the cut-off node at the freeze": len(held),
         "freeze (s)": round(thawed_at - frozen_at, 1),
         "cut-off node's lease lapsed after the freeze (s)": round(lapsed_at - frozen_at, 2),
+        "first job back to available after the lapse (s)": (
+            round(first_back - lapsed_at, 2) if first_back is not None else "-"
+        ),
         "held attempts' side effects before the lapse": len(cut_off_before),
         "held attempts without their side effect at the lapse": len(held) - len(cut_off_before),
         "held attempts' side effects after the lapse": len(cut_off_after),

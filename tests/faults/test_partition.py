@@ -31,7 +31,8 @@ async def test_a_cut_off_node_gives_its_jobs_up_and_none_runs_twice(fault_db, tm
     assert figures["held attempts' side effects after the lapse"] == 0, result.logs["node-a"]
     assert figures["jobs run twice (side effect written twice)"] == 0
     assert figures["lease_lost events"] == 1
-    assert figures["cut-off node's lease lapsed after the freeze (s)"] < 2.0
+    # The node gave its jobs up before any of them was rescued (an order, not a duration).
+    assert figures["first job back to available after the lapse (s)"] > 0
     assert figures["async jobs cancelled / sync jobs flagged"] == "10 / 10"
     # Every job came back once: rescued by the Lifeline, or handed back by node-a itself.
     rescued = figures["rescued by the Lifeline (orphaned)"]
@@ -62,3 +63,4 @@ async def test_on_sqlite_a_held_write_lock_cuts_every_node_off_and_still_nothing
     assert figures["held attempts' side effects after the lapse"] == 0, result.logs["node-a"]
     assert figures["jobs run twice (side effect written twice)"] == 0
     assert figures["lease_lost events"] == 1
+    assert figures["first job back to available after the lapse (s)"] > 0
