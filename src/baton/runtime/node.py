@@ -113,6 +113,8 @@ class Node:
                 was_lost = self.lease.lost
                 error = await self._beat(started)
                 if error is None:
+                    if failures:
+                        log.info("producer heartbeat succeeded again after %d failed attempts", failures)
                     failures = 0
                     # Renewed, but the lease was lost meanwhile: re-register at once.
                     due = started if self.lease.lost and not was_lost else started + interval
@@ -125,7 +127,7 @@ class Node:
             if not self.lease.lost:
                 done, _ = await self._bounded(self.leadership.tick(), self.lease.span)
                 if not done:
-                    self.leadership.forfeit()
+                    self.leadership.forfeit("the leader lease could not be renewed in time")
 
     async def _bounded(self, call: Coroutine[Any, Any, T], timeout: float) -> tuple[bool, T | None]:
         """Run `call` for at most `timeout` seconds: (True, its result) or (False, None). One
@@ -192,7 +194,7 @@ class Node:
             c, f = producer.lose_lease(reason)
             cancelled += c
             flagged += f
-        self.leadership.forfeit()
+        self.leadership.forfeit("its node lost its lease")
         log.warning(
             "node %s lost its lease: no producer heartbeat committed for %.1fs (stale_after %gs, margin %gs), so "
             "the Lifeline may rescue its jobs; it stopped fetching, cancelled %d running async jobs %s and flagged "
