@@ -32,6 +32,7 @@ class Producer:
         self.uuid = str(uuidlib.uuid4())  # new at every start: acks are fenced on it
         self.running: dict[int, asyncio.Task[None]] = {}
         self._jobs: dict[int, Job] = {}  # the running attempts, by job id
+        self._given_up: set[tuple[int, int]] = set()  # (job id, attempt) given up on a lost lease
         # True from a lost lease until it is regained: fetch nothing (docs/lease.md).
         self.suspended = False
         self._wake = asyncio.Event()
@@ -130,25 +131,27 @@ class Producer:
             # Cancelled by a cancel signal (the job is already `cancelled`), by shutdown
             # (release_on_shutdown hands it back) or by a lost lease (the attempt belongs to
             # the rescue); in every case there is nothing to ack.
-            self._forget(job.id)
+            self._forget(job)
             return
         except Exception:  # pragma: no cover - the executor turns errors into acks
             log.exception("executor failed on job %s", job.id)
-            self._forget(job.id)
+            self._forget(job)
             return
-        if ack is not None and job._taken_away is None:
-            self.node.acker.push(ack)
-        elif ack is not None:
-            # Taken away (a lost lease) while it ran: whatever it returned, the attempt is the
+        if ack is not None and (job.id, job.attempt) in self._given_up:
+            # Given up on a lost lease while it ran: whatever it returned, the attempt is the
             # rescuer's now; writing it could mark done a job that stopped half-way.
-            log.info("job %s attempt %s ended after it was taken away; its outcome is not written", job.id, job.attempt)
-        self._forget(job.id)
+            log.info("job %s attempt %s ended after its lease was lost; no outcome written", job.id, job.attempt)
+        elif ack is not None:
+            self.node.acker.push(ack)
+        self._forget(job)
         if self._more:
             self._wake.set()
 
-    def _forget(self, job_id: int) -> None:
-        self.running.pop(job_id, None)
-        self._jobs.pop(job_id, None)
+    def _forget(self, job: Job) -> None:
+        self._given_up.discard((job.id, job.attempt))
+        if self._jobs.get(job.id) is job:  # not a later attempt of the same job fetched meanwhile
+            self.running.pop(job.id, None)
+            del self._jobs[job.id]
 
     async def reconcile(self, pending_acks: set[int]) -> list[int]:
         """Hand back jobs the database says this producer is executing but it is not running
@@ -195,6 +198,7 @@ class Producer:
                 continue
             if job._taken_away is None:
                 job._taken_away = reason
+            self._given_up.add((job_id, job.attempt))
             if self.node.executor.is_async(job):
                 task.cancel()
                 cancelled.append(job_id)
