@@ -2,12 +2,14 @@
 with SIGKILL, frozen with SIGSTOP) and importable by the tests (same worker names, same side
 tables).
 
-    python tests/heal_nodes.py worker URL [--limit N] [--node NAME]
+    python tests/heal_nodes.py worker URL [--limit N] [--node NAME] [--no-lease-guard]
     python tests/heal_nodes.py chain  URL [--node NAME]          # queue limit 10
 
 A node builds a Baton app on URL with queues {"default": limit}, refresh_interval=0.5,
 stale_after=2 and plugins=[] (so only the built-in Stager runs: nothing heals it), prints
-"ready" once started, and runs until SIGTERM (graceful stop) or SIGKILL.
+"ready" once started, and runs until SIGTERM (graceful stop) or SIGKILL. --no-lease-guard
+builds it with lease_guard=False (a node that never gives its jobs up on its own, as before
+docs/lease.md), so a test can exercise the fence behind the lease.
 
 Workers (by name, so any app registering them runs the same jobs):
 - `heal.sleeper`: records each execution into `exec_log(job_id, pid, attempt, phase, node)`
@@ -141,9 +143,18 @@ class NodeProcess:
     `await node.terminate()`; stderr goes to `log_path` for post-mortems."""
 
     def __init__(
-        self, mode: str, url: str, *, limit: int | None = None, node: str | None = None, log_path: Path | None = None
+        self,
+        mode: str,
+        url: str,
+        *,
+        limit: int | None = None,
+        node: str | None = None,
+        log_path: Path | None = None,
+        lease_guard: bool = True,
     ) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), mode, url]
+        if not lease_guard:
+            cmd.append("--no-lease-guard")
         if limit is not None:
             cmd += ["--limit", str(limit)]
         if node is not None:
@@ -195,7 +206,7 @@ class NodeProcess:
 # --------------------------------------------------------------------------- node program
 
 
-async def run_node(url: str, limit: int, node: str | None) -> None:
+async def run_node(url: str, limit: int, node: str | None, lease_guard: bool = True) -> None:
     app = baton.Baton(
         url,
         queues={"default": limit},
@@ -205,6 +216,7 @@ async def run_node(url: str, limit: int, node: str | None) -> None:
         plugins=[],
         node=node,
         log_events=False,
+        lease_guard=lease_guard,
     )
     register(app)
     record_fenced(app)
@@ -222,9 +234,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("url")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--node", default=None)
+    parser.add_argument("--no-lease-guard", action="store_true")
     args = parser.parse_args(argv)
     limit = args.limit if args.limit is not None else (10 if args.mode == "chain" else 5)
-    asyncio.run(run_node(args.url, limit, args.node))
+    asyncio.run(run_node(args.url, limit, args.node, lease_guard=not args.no_lease_guard))
 
 
 if __name__ == "__main__":

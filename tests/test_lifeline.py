@@ -568,7 +568,9 @@ async def test_late_ack_of_a_frozen_rescued_node_is_fenced(db_url, side, spawn, 
     inserter = make_app()
     w = heal_nodes.register(inserter)
     job = await inserter.insert(w["heal.sleeper"].new({"sleep": 2}))
-    first = spawn("worker", db_url, node="frozen")
+    # Without its lease guard: with it, the frozen node would (usually) notice its lost lease on
+    # waking and not send this ack at all (tests/test_lease.py); the fence is what is tested here.
+    first = spawn("worker", db_url, node="frozen", lease_guard=False)
     await first.ready()
     await wait_for(lambda: started_count(db_url) == 1, timeout=20)
     first.signal(signal.SIGSTOP)

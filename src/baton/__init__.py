@@ -6,6 +6,7 @@ from .app import Baton
 from .errors import (
     BatonError,
     DatabaseUnavailable,
+    JobCancelled,
     MigrationError,
     MissingExtraError,
     ValidationError,
@@ -25,6 +26,7 @@ __all__ = [
     "Discard",
     "Graft",
     "Job",
+    "JobCancelled",
     "JobSpec",
     "MigrationError",
     "MissingExtraError",

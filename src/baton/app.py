@@ -182,6 +182,7 @@ class Baton:
         schema: str = "public",
         pool_size: int | None = None,
         log_events: bool = True,
+        lease_guard: bool = True,
     ) -> None:
         self.url = check_text("url", resolve_url(url), what="a database URL")
         self.queues = _queue_options(queues)
@@ -195,6 +196,9 @@ class Baton:
             )
         self.shutdown_grace = _seconds("shutdown_grace", shutdown_grace, minimum=-1e-9)
         self.poll_interval = _seconds("poll_interval", poll_interval)
+        if not isinstance(lease_guard, bool):
+            raise ValidationError("lease_guard", f"must be True or False, got {lease_guard!r:.80}")
+        self.lease_guard = lease_guard
         if node is not None and (not isinstance(node, str) or not node.strip()):
             raise ValidationError("node", f"must be a non-empty name, got {node!r:.80}")
         self.node = check_text("node", node) if node is not None else f"{socket.gethostname()}-{os.getpid()}"
@@ -225,6 +229,7 @@ class Baton:
         self._workers: dict[str, WorkerDef] = {}
         self._resolved: dict[str, WorkerDef] = {}
         self._finished_subscribers: list[Callback] = []
+        self._lease_subscribers: list[Callback] = []
         self._step_subscribers: dict[str | None, list[Callback]] = {}
         self._node: Node | None = None
         self._stopping: Node | None = None
@@ -729,7 +734,7 @@ class Baton:
                     jobs = await self.engine.run(transitions.fetch_jobs, q, self.node, uuid, batch)
                     if not jobs:
                         continue
-                    acks = [await executor.run(job) for job in jobs]
+                    acks = [ack for job in jobs if (ack := await executor.run(job)) is not None]
                     result = await self.engine.run(transitions.ack_jobs, acks, self.node, self.instance)
                     await self.after_ack(result)
                     for ack in result.acked:
@@ -749,6 +754,17 @@ class Baton:
             raise ValidationError("callback", "must be callable")
         self._finished_subscribers.append(callback)
         return lambda: self._finished_subscribers.remove(callback) if callback in self._finished_subscribers else None
+
+    def on_lease_lost(self, callback: Callback) -> Callable[[], None]:
+        """Call `callback(event)` when this node loses its lease (docs/lease.md): it could not
+        renew its producer rows for nearly `stale_after`, so it stopped fetching, cancelled its
+        running async jobs and flagged its sync ones (`job.cancelled()`). The event is
+        `{node, instance, since_renewal, cancelled, flagged}` (job ids). Called on the event
+        loop, while the database may be unreachable. Returns an unsubscribe."""
+        if not callable(callback):
+            raise ValidationError("callback", "must be callable")
+        self._lease_subscribers.append(callback)
+        return lambda: self._lease_subscribers.remove(callback) if callback in self._lease_subscribers else None
 
     def subscribe_workflow(self, workflow_id: str | None, callback: Callback) -> Callable[[], None]:
         """Live step events (`{workflow_id, step, job_id, event}`, plus `parent` for a grafted
@@ -796,6 +812,11 @@ class Baton:
                 self._step_subscribers.get(None, ())
             ):
                 self._call(cb, event)
+
+    def lease_lost(self, event: dict[str, Any]) -> None:
+        """Call the `on_lease_lost` hooks."""
+        for cb in list(self._lease_subscribers):
+            self._call(cb, event)
 
     async def _deliver_truncated(self, workflow_id: str) -> None:
         for event in await self.engine.run(wfstore.summaries, [workflow_id]):

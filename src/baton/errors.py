@@ -37,3 +37,9 @@ class DatabaseUnavailable(BatonError, ConnectionError):
 
 class MissingExtraError(BatonError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class JobCancelled(BatonError):
+    """Raised inside a worker by `job.raise_if_cancelled()` once its attempt was taken away:
+    the job was cancelled, or its node lost its lease (docs/lease.md). The executor records
+    no outcome for such an attempt: it belongs to the canceller or to the Lifeline's rescue."""

@@ -6,7 +6,8 @@ implements it.
 A host lets its parts: run store operations on its engine; publish the effects of a commit
 (wake producers, signal cancelled jobs, run `after_cancelled` hooks, deliver and confirm
 finished workflows); wake local producers; announce finished workflows a backstop took over;
-and hand over what the notifier heard for workflows.
+hand over what the notifier heard for workflows; and tell the application that its node lost
+its lease.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class Host(Protocol):
     @property
     def poll_interval(self) -> float: ...
 
+    @property
+    def lease_guard(self) -> bool:
+        """Whether a node that cannot renew its producer rows gives its jobs up (docs/lease.md)."""
+        ...
+
     def resolve_worker(self, name: str) -> WorkerDef | None:
         """The definition of worker `name`, or None when it is unknown here."""
         ...
@@ -98,4 +104,8 @@ class Host(Protocol):
 
     def deliver_workflow_event(self, message: dict[str, Any]) -> None:
         """Deliver a workflow notification (finished or step event) to local subscribers."""
+        ...
+
+    def lease_lost(self, event: dict[str, Any]) -> None:
+        """Call the `on_lease_lost` hooks: this node gave its running jobs up (docs/lease.md)."""
         ...

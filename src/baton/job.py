@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
 
-from .errors import ValidationError
+from .errors import JobCancelled, ValidationError
 
 STATES: Final = (
     "available",
@@ -441,6 +441,8 @@ class Job:
     _graft: bool = False  # a graft step: its worker returns baton.Graft
     _parent: str | None = None  # for a grafted step, the graft step that grafted it
     _context: Mapping[str, Any] | None = None
+    # Why this attempt was taken away while running (set by the node, read by the worker).
+    _taken_away: str | None = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Job) and other.id == self.id
@@ -509,6 +511,21 @@ class Job:
             chain_key=row["chain_key"],
             decode_error=decode_error,
         )
+
+    # -- cancellation of the running attempt --------------------------------------------
+
+    def cancelled(self) -> bool:
+        """Whether this attempt was taken away while it runs: the job was cancelled, or this
+        node lost its lease and the attempt now belongs to the Lifeline's rescue (docs/lease.md).
+        An async worker is cancelled outright; a sync worker cannot be, so a long one should
+        poll this (or `raise_if_cancelled()`) between steps and before its side effects."""
+        return self._taken_away is not None
+
+    def raise_if_cancelled(self) -> None:
+        """Raise `baton.JobCancelled` if `cancelled()`: the executor then records nothing for
+        this attempt (no retry, no error), since it is no longer this worker's to finish."""
+        if self._taken_away is not None:
+            raise JobCancelled(f"job {self.id} attempt {self.attempt} was taken away: {self._taken_away}")
 
     # -- what a running workflow step can do ------------------------------------------
 

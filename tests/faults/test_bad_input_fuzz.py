@@ -418,6 +418,7 @@ BATON_OPTIONS = st.fixed_dictionaries(
         "poll_interval": SECONDS,
         "schema": st.one_of(TEXT, ANY),
         "pool_size": st.one_of(NUMBER, ANY),
+        "lease_guard": st.one_of(st.booleans(), ANY),
     },
 )
 FINITE_SECONDS = ("refresh_interval", "stale_after", "poll_interval")
@@ -447,6 +448,8 @@ def test_any_baton_options_are_refused_with_a_validation_error_or_sane(fuzz_url)
             value = getattr(app, name)
             if not (isinstance(value, float) and math.isfinite(value) and value > 0):
                 findings.add(f"Baton accepted {name}={value!r}", example)
+        if not isinstance(app.lease_guard, bool):
+            findings.add(f"Baton accepted lease_guard={app.lease_guard!r}", example)
         if math.isnan(app.shutdown_grace):
             findings.add("Baton accepted shutdown_grace=nan", example)
         for queue, opts in app.queues.items():

@@ -13,7 +13,7 @@ from concurrent.futures import Executor as ThreadPool
 from typing import Any
 
 from .. import telemetry
-from ..errors import ValidationError
+from ..errors import JobCancelled, ValidationError
 from ..job import Cancel, Discard, Job, Snooze, check_json, storable
 from ..store.jobs import Ack
 from ..worker import WorkerDef, default_backoff
@@ -49,8 +49,15 @@ class Executor:
         self._node = node
         self._handoff: LoopHandoff | None = None
 
-    async def run(self, job: Job) -> Ack:
-        """Run `job`'s current attempt; never raises except CancelledError."""
+    def is_async(self, job: Job) -> bool:
+        """Whether `job`'s worker runs on the event loop (so cancelling its task stops it)."""
+        worker = self._resolve(job.worker)
+        return worker is not None and worker.is_async
+
+    async def run(self, job: Job) -> Ack | None:
+        """Run `job`'s current attempt; never raises except CancelledError. None when the
+        worker stopped because its attempt was taken away (`job.raise_if_cancelled()`): there
+        is nothing to ack, the attempt belongs to whoever took it."""
         started = time.perf_counter()
         worker = self._resolve(job.worker)
         if job.decode_error is not None:
@@ -78,6 +85,11 @@ class Executor:
             return self._failed(job, worker, exc, "", started)
         except asyncio.CancelledError:
             raise
+        except JobCancelled as exc:
+            if job.cancelled():
+                log.info("job %s attempt %s stopped: %s", job.id, job.attempt, exc)
+                return None
+            return self._failed(job, worker, exc, traceback.format_exc(), started)
         except (Exception, SystemExit) as exc:  # a worker calling sys.exit() must not stop the node
             return self._failed(job, worker, exc, traceback.format_exc(), started)
         if isinstance(result, Snooze):

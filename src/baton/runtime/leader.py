@@ -37,6 +37,14 @@ class Leadership:
             telemetry.emit(("baton", "leader", action), {}, {"node": self.node.name, "instance": self.node.instance})
         return leader
 
+    def forfeit(self, why: str) -> None:
+        """Stop acting as leader without telling the database (it does not answer); the row
+        expires after `ttl` and another node takes over."""
+        if self.is_leader:
+            self.is_leader = False
+            log.info("node %s lost leadership (%s)", self.node.name, why)
+            telemetry.emit(("baton", "leader", "lost"), {}, {"node": self.node.name, "instance": self.node.instance})
+
     async def resign(self) -> None:
         if not self.is_leader:
             return

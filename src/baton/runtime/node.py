@@ -1,6 +1,8 @@
 """A node: one running Baton instance. It owns the producers, the acker, the notification
-listener, the heartbeat (producer rows and the leader lease) and the plugin loops, and stops
-gracefully: stop fetching, wait `shutdown_grace` for running jobs, hand the rest back."""
+listener, the heartbeat (producer rows and the leader lease), the lease watchdog (a node that
+cannot renew its rows gives its jobs up before the Lifeline rescues them: docs/lease.md) and
+the plugin loops, and stops gracefully: stop fetching, wait `shutdown_grace` for running
+jobs, hand the rest back."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ import json
 import logging
 import random
 import time
+import uuid as uuidlib
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from .. import telemetry
 from ..limits import QueueLimits, effective, parse_global_limit, parse_rate_limit
 from ..store import jobs as store
 from ..store import transitions
@@ -19,6 +24,7 @@ from ..store.jobs import Ack
 from .acks import Acker
 from .executor import Executor
 from .leader import Leadership
+from .lease import Lease
 from .producer import Producer
 from .threads import DaemonThreadPool
 
@@ -28,6 +34,10 @@ if TYPE_CHECKING:
     from ..plugins.base import Plugin
 
 log = logging.getLogger("baton.node")
+
+T = TypeVar("T")
+LEASE_LOST = telemetry.events.LEASE_LOST
+LEASE_REGAINED = telemetry.events.LEASE_REGAINED
 
 
 class Node:
@@ -48,6 +58,12 @@ class Node:
         self._listener: Listener | None = None
         self._elect_soon = asyncio.Event()
         self._hurry = asyncio.Event()
+        self.lease = Lease(app.refresh_interval, app.stale_after)
+        self._regained = asyncio.Event()
+        self._regained.set()
+        # Heartbeat calls given up on (no answer in time), still being cancelled in the
+        # background; while one is, no new one starts, so a hung database does not pile them up.
+        self._abandoned: set[asyncio.Future[Any]] = set()
 
     def hurry(self) -> None:
         """Cut a graceful stop short: stop waiting for running jobs and hand them back now."""
@@ -56,13 +72,15 @@ class Node:
     # -- start ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        started = time.time()
+        declared_at = time.time()
         for queue, opts in self.app.queues.items():
             declared: QueueLimits | None = opts.get("limits")
             if declared is not None:
-                declared = QueueLimits(declared.global_limit, declared.rate_limit, set_at=started)
+                declared = QueueLimits(declared.global_limit, declared.rate_limit, set_at=declared_at)
             self.producers[queue] = Producer(self, queue, opts["limit"], opts["paused"], declared)
+        started = time.monotonic()
         await self.engine.run(store.upsert_producers, [p.row() for p in self.producers.values()])
+        self.lease.renewed(started)
         await self.follow_limits()
         self._listener = await self.engine.listen(self.on_notification, on_reconnect=self.wake_all)
         self.acker.start()
@@ -71,6 +89,8 @@ class Node:
             producer.emit("start")
         await self.leadership.tick()
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="baton-heartbeat"))
+        if self.app.lease_guard:
+            self._tasks.append(asyncio.create_task(self._watchdog(), name="baton-lease-watchdog"))
         for plugin in self.app.plugins:
             self._tasks.append(asyncio.create_task(self._plugin_loop(plugin), name=f"baton-plugin-{plugin.name}"))
         log.info(
@@ -81,24 +101,62 @@ class Node:
             self.engine.display_url,
         )
 
+    # -- heartbeat and lease ------------------------------------------------------------
+
     async def _heartbeat(self) -> None:
+        """Renew the producer rows every `refresh_interval` (start to start; sooner after a
+        failure), each call bounded so a hung database cannot hold the loop; then the leader
+        lease. While the node's lease is lost, a renewal is a re-registration (`_regain`)."""
         interval = self.app.refresh_interval
+        due = time.monotonic() + interval
+        failures = 0
         while True:
             try:
-                await asyncio.wait_for(self._elect_soon.wait(), timeout=interval)
+                await asyncio.wait_for(self._elect_soon.wait(), timeout=max(0.0, due - time.monotonic()))
                 # Another node resigned: wait a moment (jittered) so nodes do not stampede.
                 await asyncio.sleep(random.uniform(0, 0.05))
             except TimeoutError:
-                try:
-                    await self.engine.run_autocommit(store.upsert_producers, [p.row() for p in self.producers.values()])
-                    await self.follow_limits()
-                    pending = self.acker.pending_ids()
-                    for producer in self.producers.values():
-                        await producer.reconcile(pending)
-                except Exception as exc:
-                    log.warning("producer heartbeat failed (%s)", exc)
+                started = time.monotonic()
+                was_lost = self.lease.lost
+                error = await self._beat(started)
+                if error is None:
+                    if failures:
+                        log.info("producer heartbeat succeeded again after %d failed attempts", failures)
+                    failures = 0
+                    # Renewed, but the lease was lost meanwhile: re-register at once.
+                    due = started if self.lease.lost and not was_lost else started + interval
+                else:
+                    failures += 1
+                    level = logging.WARNING if failures == 1 else logging.DEBUG
+                    log.log(level, "producer heartbeat failed (%s); retrying", error)
+                    due = started + min(interval, 1.0)
             self._elect_soon.clear()
-            await self.leadership.tick()
+            if not self.lease.lost:
+                done, _ = await self._bounded(self.leadership.tick(), self.lease.span)
+                if not done:
+                    self.leadership.forfeit("the leader lease could not be renewed in time")
+
+    async def _bounded(self, call: Coroutine[Any, Any, T], timeout: float) -> tuple[bool, T | None]:
+        """Run `call` for at most `timeout` seconds: (True, its result) or (False, None). One
+        that does not answer in time is cancelled in the background, not awaited: cancelling a
+        query on a hung connection can itself hang."""
+        task = asyncio.ensure_future(call)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if done:
+            return True, task.result()
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(self._forget_abandoned)
+        return False, None
+
+    def _forget_abandoned(self, task: asyncio.Future[Any]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: it was logged as a timeout already
 
     async def follow_limits(self) -> None:
         """Make every producer obey the newest limits any live node declares for its queue
@@ -119,6 +177,101 @@ class Node:
                     newest.meta(),
                 )
             producer.follow(newest)
+
+    async def _beat(self, started: float) -> str | None:
+        """One renewal started at `started`; None if it committed, else why not."""
+        if self._abandoned:
+            return "the previous heartbeat is still waiting for the database"
+        try:
+            done, _ = await self._bounded(self._renew(started), self.lease.span)
+        except Exception as exc:
+            return str(exc) or type(exc).__name__
+        return None if done else f"no answer from the database within {self.lease.span:g}s"
+
+    async def _renew(self, started: float) -> None:
+        if self.lease.lost:
+            await self._regain(started)
+            return
+        await self.engine.run_autocommit(store.upsert_producers, [p.row() for p in self.producers.values()])
+        self.lease.renewed(started)  # counts from its start, once it committed
+        await self.follow_limits()
+        pending = self.acker.pending_ids()
+        for producer in self.producers.values():
+            await producer.reconcile(pending)
+
+    async def _watchdog(self) -> None:
+        """Give the jobs up once the lease's deadline passes without a renewal: a timer on
+        this node's monotonic clock, independent of any database call."""
+        while True:
+            await self._regained.wait()
+            delay = self.lease.deadline - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            self._lose_lease()
+
+    def _lose_lease(self) -> None:
+        now = time.monotonic()
+        self.lease.lost_at = now
+        self._regained.clear()
+        since = now - self.lease.renewed_at
+        reason = f"node {self.name} lost its lease (no heartbeat committed for {since:.1f}s)"
+        cancelled: list[int] = []
+        flagged: list[int] = []
+        for producer in self.producers.values():
+            c, f = producer.lose_lease(reason)
+            cancelled += c
+            flagged += f
+        self.leadership.forfeit("its node lost its lease")
+        log.warning(
+            "node %s lost its lease: no producer heartbeat committed for %.1fs (stale_after %gs, margin %gs), so "
+            "the Lifeline may rescue its jobs; it stopped fetching, cancelled %d running async jobs %s and flagged "
+            "%d sync jobs %s (job.cancelled()); their outcomes will not be written. It registers again as new "
+            "producers once the database answers.",
+            self.name,
+            since,
+            self.app.stale_after,
+            self.lease.margin,
+            len(cancelled),
+            cancelled[:20],
+            len(flagged),
+            flagged[:20],
+        )
+        event = {"node": self.name, "instance": self.instance, "cancelled": cancelled, "flagged": flagged}
+        telemetry.emit(LEASE_LOST, {"since_renewal": since}, event)
+        self.app.lease_lost({**event, "since_renewal": since})
+
+    async def _regain(self, started: float) -> None:
+        """Register again under new producer uuids (late acks of the old attempts are fenced),
+        hand back what is still executing under the old ones, and fetch again."""
+        fresh = {queue: str(uuidlib.uuid4()) for queue in self.producers}
+        rows = [p.row(fresh[q]) for q, p in self.producers.items()]
+        old = [p.uuid for p in self.producers.values()]
+        released = await self.engine.run(store.reregister_producers, rows, old, self.name)
+        now = time.monotonic()
+        lost_at = self.lease.lost_at if self.lease.lost_at is not None else now
+        cut_off = now - self.lease.renewed_at
+        self.lease.renewed(started)
+        self.lease.lost_at = None
+        for queue, producer in self.producers.items():
+            producer.regain_lease(fresh[queue])
+            producer.emit("start")
+        self._regained.set()
+        ids = [j.id for j in released]
+        log.warning(
+            "node %s regained its lease after %.1fs without one (%.1fs since its last renewal): registered again as "
+            "new producers and handed back %d jobs it had given up: %s",
+            self.name,
+            now - lost_at,
+            cut_off,
+            len(ids),
+            ids[:20],
+        )
+        telemetry.emit(
+            LEASE_REGAINED,
+            {"cut_off": cut_off, "lost_for": now - lost_at},
+            {"node": self.name, "instance": self.instance, "released": ids},
+        )
 
     async def _plugin_loop(self, plugin: Plugin) -> None:
         # Stagger the first sweep so plugins of one leader do not all hit the database at once.
@@ -189,6 +342,8 @@ class Node:
                 self._declare(producer, message)
         log.info("queue %s on node %s: %s %s", producer.queue, self.name, action, message.get("limit", ""))
 
+    # -- acks -------------------------------------------------------------------------
+
     def _declare(self, producer: Producer, message: dict[str, Any]) -> None:
         current = producer.limits
         try:
@@ -207,8 +362,6 @@ class Node:
             log.warning("ignoring a scale signal with bad limits for queue %s: %s", producer.queue, exc)
             return
         producer.declare(limits)
-
-    # -- acks -------------------------------------------------------------------------
 
     async def flush_acks(self, batch: list[Ack]) -> None:
         # Acks of plain jobs are one fenced UPDATE: no transaction needed (and a retry after an
@@ -238,6 +391,8 @@ class Node:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
+        for abandoned in list(self._abandoned):
+            abandoned.cancel()
         running: list[asyncio.Future[Any]] = [t for p in self.producers.values() for t in p.running.values()]
         grace = self.app.shutdown_grace if grace is None else grace
         if running and grace > 0 and not self._hurry.is_set():

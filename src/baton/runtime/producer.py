@@ -41,6 +41,10 @@ class Producer:
         self.limits = limits or QueueLimits()
         self._capped = False  # the last fetch left jobs waiting because of a limit
         self._reopen_in: float | None = None
+        self._jobs: dict[int, Job] = {}  # the running attempts, by job id
+        self._given_up: set[tuple[int, int]] = set()  # (job id, attempt) given up on a lost lease
+        # True from a lost lease until it is regained: fetch nothing (docs/lease.md).
+        self.suspended = False
         self.uuid = str(uuidlib.uuid4())  # new at every start: acks are fenced on it
         self.running: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -52,10 +56,10 @@ class Producer:
         self._stray: set[int] = set()
         self.fetched = 0
 
-    def row(self) -> dict[str, Any]:
-        """This producer's `baton_producers` row."""
+    def row(self, uuid: str | None = None) -> dict[str, Any]:
+        """This producer's `baton_producers` row (under another `uuid` when re-registering)."""
         return {
-            "uuid": self.uuid,
+            "uuid": uuid or self.uuid,
             "node": self.node.name,
             "queue": self.queue,
             # Each producer says how long it may stay silent, so the lifeline of a node with
@@ -110,23 +114,24 @@ class Producer:
         loop = asyncio.get_running_loop()
         full_scan_at = -poll
         while not self._stopping:
-            free = 0 if self.paused else self.limit - len(self.running)
+            free = 0 if self.paused or self.suspended else self.limit - len(self.running)
             if free > 0 and self._more:
                 signals = self._signals
                 # Continue after the last job fetched while batches come back full, scanning
                 # from the start at least once per poll interval (see fetch_next).
                 after = self._after if loop.time() - full_scan_at < poll else None
+                uuid = self.uuid
                 try:
                     if self.limits:
                         # One statement on PostgreSQL (its function holds the queue's turn
                         # until it commits), one BEGIN IMMEDIATE transaction on SQLite.
                         limited = await self.node.engine.run_relaxed(
-                            limits_store.fetch_limited_jobs, self.queue, self.node.name, self.uuid, free, self.limits
+                            limits_store.fetch_limited_jobs, self.queue, self.node.name, uuid, free, self.limits
                         )
                         jobs, self._capped, self._reopen_in = limited.jobs, limited.capped, limited.reopen_in
                     else:
                         jobs, last = await self.node.engine.run_relaxed(
-                            transitions.fetch_next, self.queue, self.node.name, self.uuid, free, after
+                            transitions.fetch_next, self.queue, self.node.name, uuid, free, after
                         )
                         if after is None:
                             full_scan_at = loop.time()
@@ -141,9 +146,20 @@ class Producer:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
+                if jobs and (self.suspended or uuid != self.uuid):
+                    # The fetch hung past the lease's end: these attempts are no longer ours to
+                    # run. They are handed back when the lease is regained (or rescued).
+                    log.warning(
+                        "queue %s: a fetch returned %d jobs after this node lost its lease; not running them: %s",
+                        self.queue,
+                        len(jobs),
+                        [j.id for j in jobs][:20],
+                    )
+                    continue
                 self._more = len(jobs) == free or self._signals != signals
                 self.fetched += len(jobs)
                 for job in jobs:
+                    self._jobs[job.id] = job
                     self.running[job.id] = asyncio.create_task(self._execute(job), name=f"baton-job-{job.id}")
                 if self._more:
                     # Let finished tasks hand back their slots so the next fetch is a batch.
@@ -163,19 +179,31 @@ class Producer:
         try:
             ack = await self.node.executor.run(job)
         except asyncio.CancelledError:
-            # Cancelled by a cancel signal (the job is already `cancelled`) or by shutdown
-            # (release_on_shutdown hands it back); either way there is nothing to ack.
-            self.running.pop(job.id, None)
+            # Cancelled by a cancel signal (the job is already `cancelled`), by shutdown
+            # (release_on_shutdown hands it back) or by a lost lease (the attempt belongs to
+            # the rescue); in every case there is nothing to ack.
+            self._forget(job)
             self.slots_freed()
             return
         except Exception:  # pragma: no cover - the executor turns errors into acks
             log.exception("executor failed on job %s", job.id)
-            self.running.pop(job.id, None)
+            self._forget(job)
             return
-        self.node.acker.push(ack)
-        self.running.pop(job.id, None)
+        if ack is not None and (job.id, job.attempt) in self._given_up:
+            # Given up on a lost lease while it ran: whatever it returned, the attempt is the
+            # rescuer's now; writing it could mark done a job that stopped half-way.
+            log.info("job %s attempt %s ended after its lease was lost; no outcome written", job.id, job.attempt)
+        elif ack is not None:
+            self.node.acker.push(ack)
+        self._forget(job)
         if self._more:
             self._wake.set()
+
+    def _forget(self, job: Job) -> None:
+        self._given_up.discard((job.id, job.attempt))
+        if self._jobs.get(job.id) is job:  # not a later attempt of the same job fetched meanwhile
+            self.running.pop(job.id, None)
+            del self._jobs[job.id]
 
     def slots_freed(self) -> None:
         """Jobs of this queue left `executing` in the database (acked, cancelled): if a limit
@@ -208,9 +236,40 @@ class Producer:
         """Cancel running tasks of these job ids; returns how many were running here."""
         hit = 0
         for job_id in ids & self.running.keys():
+            job = self._jobs.get(job_id)
+            if job is not None and job._taken_away is None:
+                job._taken_away = "the job was cancelled"  # what a sync worker sees in job.cancelled()
             self.running[job_id].cancel()
             hit += 1
         return hit
+
+    def lose_lease(self, reason: str) -> tuple[list[int], list[int]]:
+        """The node lost its lease: fetch nothing more, cancel the running async attempts and
+        flag the sync ones (`job.cancelled()`); none of them will be acked. Returns the ids
+        (cancelled, flagged)."""
+        self.suspended = True
+        cancelled: list[int] = []
+        flagged: list[int] = []
+        for job_id, task in list(self.running.items()):
+            job = self._jobs.get(job_id)
+            if job is None:
+                continue
+            if job._taken_away is None:
+                job._taken_away = reason
+            self._given_up.add((job_id, job.attempt))
+            if self.node.executor.is_async(job):
+                task.cancel()
+                cancelled.append(job_id)
+            else:
+                flagged.append(job_id)  # a thread cannot be stopped: it sees job.cancelled()
+        return cancelled, flagged
+
+    def regain_lease(self, uuid: str) -> None:
+        """The node registered again: go on fetching as the new producer `uuid`, so every late
+        ack of an attempt made under the old one is fenced."""
+        self.uuid = uuid
+        self.suspended = False
+        self.wake()
 
     async def stop_fetching(self) -> None:
         self._stopping = True

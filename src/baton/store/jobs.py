@@ -373,6 +373,25 @@ async def delete_producers(conn: Conn, uuids: Sequence[str]) -> None:
         await conn.execute("delete_producers", {"uuids": list(uuids)})
 
 
+async def reregister_producers(
+    conn: Conn, producers: Sequence[dict[str, Any]], old_uuids: Sequence[str], node: str
+) -> list[Job]:
+    """A node that lost its lease comes back (run in one transaction): insert its producers'
+    rows under new uuids, hand back every job still executing under the old ones (the node
+    gave those attempts up; fenced on the old uuid, so a job already rescued is untouched) and
+    delete the old rows. Returns the jobs handed back."""
+    await upsert_producers(conn, producers)
+    released: list[Job] = []
+    for uuid in old_uuids:
+        ids = await executing_ids(conn, uuid)
+        if ids:
+            released += await release_jobs_of_producer(
+                conn, ids, uuid, f"node {node} lost its lease while the job was executing; rescued", "lease_lost"
+            )
+    await delete_producers(conn, old_uuids)
+    return released
+
+
 async def elect_leader(conn: Conn, node: str, instance: str, ttl: float) -> bool:
     """Become or stay leader unless another live instance holds an unexpired lease."""
     row = await conn.fetchone("elect_leader", {"node": node, "instance": instance, "ttl": ttl})

@@ -26,6 +26,8 @@ PLUGIN_PRUNED: Event = ("baton", "plugin", "pruned")
 LEADER_ELECTED: Event = ("baton", "leader", "elected")
 LEADER_LOST: Event = ("baton", "leader", "lost")
 LEADER_RESIGNED: Event = ("baton", "leader", "resigned")
+LEASE_LOST: Event = ("baton", "node", "lease_lost")
+LEASE_REGAINED: Event = ("baton", "node", "lease_regained")
 # How attempts, workflows and plugin sweeps ended: what the metrics and tracing bridges record.
 OUTCOMES: tuple[Event, ...] = (
     JOB_STOP,

@@ -115,6 +115,9 @@ async def perform_job_async(
         ack = await Executor(lambda name: probe, threads, "baton-testing").run(job)
     finally:
         threads.shutdown(wait=False)
+    # None only for an attempt taken away while it ran (a cancel or a lost lease), which
+    # nothing can do to a job performed here.
+    assert ack is not None
     result = PerformResult(
         state=ack.state,
         job=job,
