@@ -62,6 +62,11 @@ class Host(Protocol):
     @property
     def poll_interval(self) -> float: ...
 
+    @property
+    def process_pool_size(self) -> int:
+        """How many worker processes run `executor="process"` jobs at once on this node."""
+        ...
+
     def resolve_worker(self, name: str) -> WorkerDef | None:
         """The definition of worker `name`, or None when it is unknown here."""
         ...
