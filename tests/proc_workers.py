@@ -25,6 +25,12 @@ def square(job: baton.Job) -> dict[str, int]:
     return {"square": job.args["x"] ** 2, "pid": os.getpid()}
 
 
+def plus_one(job: baton.Job) -> int:
+    """A workflow step reading its dependency's result in the child."""
+    job.log("debug", "adding one")
+    return int(job.upstream("sq")["square"]) + 1
+
+
 def _check(value: Any) -> None:
     raise ValueError(f"bad input {value!r}")
 

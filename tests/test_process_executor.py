@@ -168,21 +168,56 @@ async def test_cancelling_a_running_job_kills_its_child(make_app: Any, tmp_path:
         assert (await job_in(app, after.id, "completed")).meta["result"]["square"] == 9
 
 
-async def test_job_log_lines_from_the_child_are_stored(make_app: Any) -> None:
+async def test_a_job_waiting_for_a_child_is_cancelled_without_killing_others(make_app: Any, tmp_path: Path) -> None:
+    app = make_app(queues={"default": 2}, process_pool_size=1)
+    slow = app.worker(executor="process")(proc_workers.sleep)
+    pidfile = tmp_path / "busy.pid"
+    async with app:
+        busy = await app.insert(slow.new({"seconds": 60, "pidfile": str(pidfile)}))
+        pid = await read_pid(pidfile)
+        waiting = await app.insert(slow.new({"seconds": 0}))
+        await job_in(app, waiting.id, "executing")  # fetched, waiting for the only child
+        await app.cancel_job(waiting.id)
+        await job_in(app, waiting.id, "cancelled")
+        assert not gone(pid)
+        job = await app.get_job(busy.id)
+        assert job is not None and job.state == "executing"
+        await app.cancel_job(busy.id)
+        await wait_for(lambda: gone(pid))
+
+
+async def test_the_timeout_does_not_count_the_wait_for_a_child(make_app: Any) -> None:
+    app = make_app(queues={"default": 2}, process_pool_size=1)
+    slow = app.worker(executor="process")(proc_workers.sleep)
+    quick = app.worker(executor="process", timeout=1.5, max_attempts=1, name="proc.quick")(proc_workers.sleep)
+    async with app:
+        first = await app.insert(slow.new({"seconds": 3}))
+        await job_in(app, first.id, "executing")
+        second = await app.insert(quick.new({"seconds": 0}))
+        await job_in(app, first.id, "completed")
+        done = await job_in(app, second.id, "completed", "discarded")
+    assert done.state == "completed", done.errors
+
+
+async def test_job_log_lines_and_upstream_results_cross_the_process_boundary(make_app: Any) -> None:
     app = make_app(queues={"default": 2})
     square = app.worker(executor="process")(proc_workers.square)
+    plus_one = app.worker(executor="process")(proc_workers.plus_one)
     wf = baton.Workflow(label="proc-logs")
     wf.add("sq", square.new({"x": 6}))
+    wf.add("plus", plus_one.new({}), deps=["sq"])
     wid = await app.insert_workflow(wf)
     await app.drain()
     status = await app.workflow_status(wid)
-    assert status.steps == {"sq": "completed"}
+    assert status.steps == {"sq": "completed", "plus": "completed"}
     assert status.details["sq"].result["square"] == 36
-    rows = query(app.url, "SELECT name, level, message FROM workflow_debug_logs")
-    assert len(rows) == 1
+    assert status.details["plus"].result == 37
+    rows = query(app.url, "SELECT name, level, message FROM workflow_debug_logs ORDER BY id")
+    assert len(rows) == 2
     name, level, message = rows[0]
     assert (name, level) == ("sq", "info") and message.startswith("squaring 6 in process ")
     assert int(message.rsplit(" ", 1)[1]) != os.getpid()
+    assert rows[1] == ("plus", "debug", "adding one")
 
 
 async def test_at_most_pool_size_children_and_none_after_stop(make_app: Any) -> None:

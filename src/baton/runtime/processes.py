@@ -24,7 +24,7 @@ import pickle
 import signal
 import threading
 import traceback
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from ..job import Cancel, Discard, Job, Snooze
@@ -97,7 +97,7 @@ class Ticket:
 
 
 class _Child:
-    __slots__ = ("conn", "process")
+    __slots__ = ("conn", "lock", "process")
 
     def __init__(self) -> None:
         parent_end, child_end = _SPAWN.Pipe()
@@ -106,18 +106,21 @@ class _Child:
         self.process.start()
         child_end.close()
         self.conn: Connection = parent_end
+        # Every waitpid (exitcode, join) and kill happens under this lock, so a kill never
+        # signals a process id that was already reaped (and may belong to someone else now).
+        self.lock = threading.Lock()
 
     def kill(self) -> None:
-        try:
-            self.process.kill()
-        except (OSError, ValueError):  # already gone, or already closed
-            pass
+        with self.lock:
+            if self.process.exitcode is None:
+                self.process.kill()
 
-    def reap(self, timeout: float | None = 5.0) -> int | None:
+    def reap(self, timeout: float = 5.0) -> int | None:
         """Wait for the process to end (no zombie left behind); its exit code."""
-        self.process.join(timeout)
-        if self.process.exitcode is None:
+        if not wait([self.process.sentinel], timeout):
             self.kill()
+            wait([self.process.sentinel])
+        with self.lock:
             self.process.join()
         self.conn.close()
         return self.process.exitcode
@@ -163,31 +166,36 @@ class ProcessPool:
 
     def run(self, ticket: Ticket, target: str, job: Job, timeout: float | None) -> Reply:
         """Run `job` with the worker at import path `target` in a child; blocks until it
-        replies. Returns `(kind, value, traceback, changed job fields)` with kind "ok" (value is
-        the result), "outcome" (a Snooze/Cancel/Discard) or "error" (the exception). Raises
-        ProcessTimedOut, WorkerProcessDied, or _Cancelled when `cancel(ticket)` was called."""
-        state = _job_state(job)
+        replies. Returns `(kind, value, traceback, changed job fields)`: kind "ok" (value is the
+        result, or a Snooze/Cancel/Discard) or "error" (value is the exception). Raises
+        ProcessTimedOut, WorkerProcessDied, or _Cancelled when `cancel(ticket)` was called.
+        The timeout counts from when the child starts the worker (as a thread worker's counts
+        from when a thread picks it up), not from when the job waited for a child."""
+        message = _message(target, job, timeout is not None)
         while True:
             child = self._acquire(ticket)
             try:
-                child.conn.send((target, state))
-            except (BrokenPipeError, ConnectionError, EOFError, OSError):
+                child.conn.send_bytes(message)
+            except OSError:
                 # It died while idle (the OOM killer, a stray kill): start another one.
                 self._discard(ticket, child)
                 continue
             break
         try:
-            if not child.conn.poll(timeout):
-                child.kill()
-                self._discard(ticket, child)
-                raise ProcessTimedOut
-            reply: Reply = child.conn.recv()
+            if timeout is not None:
+                child.conn.recv_bytes()  # "began": the child imported the worker and built the job
+                if not child.conn.poll(timeout):
+                    child.kill()
+                    self._discard(ticket, child)
+                    raise ProcessTimedOut
+            reply: Reply = pickle.loads(child.conn.recv_bytes())
         except (EOFError, OSError):
             exitcode = self._discard(ticket, child)
             if ticket.cancelled:
                 raise _Cancelled from None
+            log.warning("job %s: %s", job.id, _death(exitcode))
             raise WorkerProcessDied(_death(exitcode)) from None
-        except (ProcessTimedOut, _Cancelled):
+        except ProcessTimedOut:
             raise
         except BaseException:  # a reply that does not unpickle: this child's state is unknown
             child.kill()
@@ -195,12 +203,12 @@ class ProcessPool:
             raise
         with self._cond:
             ticket.child = None
-            cancelled = ticket.cancelled
-            if not cancelled and not self._closed:
+            keep = not ticket.cancelled and not self._closed
+            if keep:
                 self._idle.append(child)
                 self._cond.notify()
-        if cancelled or self._closed:
-            # Cancelled just as it replied: `cancel` may have killed it already.
+        if not keep:
+            # Cancelled (or closed) just as it replied: it may have been killed already.
             child.kill()
             self._discard(ticket, child)
         return reply
@@ -260,7 +268,7 @@ class ProcessPool:
         for child in children:
             if child in idle:
                 try:
-                    child.conn.send(None)
+                    child.conn.send_bytes(b"")
                 except (OSError, ValueError):
                     child.kill()
             else:
@@ -269,19 +277,19 @@ class ProcessPool:
             child.reap(timeout)
 
 
-def _job_state(job: Job) -> dict[str, Any]:
-    """The job's fields to send to a child; a field that does not pickle (a lock, an event
-    added by the runtime) is left out and takes its default there."""
+def _message(target: str, job: Job, began: bool) -> bytes:
+    """The pickled request for a child. A job field that does not pickle (a lock or an event
+    the runtime added) is left out and takes its default there."""
     state = {name: getattr(job, name) for name in _JOB_FIELDS}
     try:
-        pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((target, state, began), pickle.HIGHEST_PROTOCOL)
     except Exception:
         for name, value in list(state.items()):
             try:
                 pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
             except Exception:
                 del state[name]
-    return state
+        return pickle.dumps((target, state, began), pickle.HIGHEST_PROTOCOL)
 
 
 def unpack(job: Job, reply: Reply, recorded: bool) -> Any:
@@ -306,26 +314,22 @@ def unpack(job: Job, reply: Reply, recorded: bool) -> Any:
 
 
 def _serve(conn: Connection) -> None:
-    """A child's loop: receive `(target, job state)`, run it, send the reply; exit on None or
-    when the parent's end of the pipe closes."""
+    """A child's loop: receive a job, run it, send the reply; exit on an empty message or when
+    the parent's end of the pipe closes (the parent is gone)."""
     # Ctrl-C reaches the whole process group: the node decides when its jobs stop, not the terminal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     resolved: dict[str, Any] = {}
     while True:
         try:
-            message = conn.recv()
+            message = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        if message is None:
+        if not message:
             return
-        target, state = message
-        reply = _perform(resolved, target, state)
         try:
-            conn.send(reply)
+            conn.send_bytes(_perform(conn, resolved, message))
         except (EOFError, OSError):
             return
-        except Exception as exc:  # the changed fields did not pickle
-            conn.send(("error", RuntimeError(f"could not send the job's logs back: {exc!r}"), reply[2], {}))
 
 
 def _resolve(target: str) -> Any:
@@ -349,33 +353,59 @@ def _resolve(target: str) -> Any:
     raise LookupError(f"worker {target!r} cannot be imported in the worker process ({os.getpid()})")
 
 
-def _perform(resolved: dict[str, Any], target: str, state: dict[str, Any]) -> Reply:
+def _perform(conn: Connection, resolved: dict[str, Any], message: bytes) -> bytes:
+    """Run one job; the pickled reply (never raises but for a broken pipe)."""
     job: Job | None = None
     before: dict[str, Any] = {}
+    began = False
     try:
+        target, state, began = pickle.loads(message)
         fn = resolved.get(target)
         if fn is None:
             fn = resolved[target] = _resolve(target)
         job = Job(**state)
         before = {name: copy.copy(getattr(job, name)) for name in _PRIVATE_FIELDS}
-        result = fn(job)
-        reply: Reply = ("ok", result, "", {})
+        if began:
+            conn.send_bytes(b"")
+            began = False
+        reply: Reply = ("ok", fn(job), "", {})
     except _OUTCOMES as outcome:
         reply = ("ok", outcome, "", {})
     except BaseException as exc:  # like a thread worker: sys.exit() fails the job, not the child
-        tb = traceback.format_exc()
-        if not isinstance(exc, Exception | SystemExit):  # KeyboardInterrupt must not reach the node
-            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-        try:
-            pickle.loads(pickle.dumps(exc, pickle.HIGHEST_PROTOCOL))
-        except Exception:
-            exc = RuntimeError(f"{type(exc).__name__}: {exc!r} (the exception could not be pickled back)")
-        reply = ("error", exc, tb, {})
-    if reply[0] == "ok":
-        try:
-            pickle.dumps(reply[1], pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            reply = ("ok", Unpicklable(f"{type(reply[1]).__name__}: {reply[1]!r:.200}"), "", {})
+        reply = _error(exc, traceback.format_exc())
+    if began:  # failed before the worker started: the parent still waits for "began"
+        conn.send_bytes(b"")
     if job is not None:
-        reply[3].update({name: value for name in _PRIVATE_FIELDS if (value := getattr(job, name)) != before.get(name)})
-    return reply
+        for name in _PRIVATE_FIELDS:
+            value = getattr(job, name)
+            if value != before.get(name):
+                reply[3][name] = value
+    try:
+        return pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    kind, value, tb, changed = reply
+    if kind == "ok":
+        try:
+            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            value = Unpicklable(f"{type(value).__name__}: {value!r:.200}")
+    else:
+        value = _error(value, tb)[1]
+    try:
+        pickle.dumps(changed, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        kind, value, tb = "error", RuntimeError(f"the job's logs could not be sent back: {exc!r:.200}"), tb
+        changed = {}
+    return pickle.dumps((kind, value, tb, changed), pickle.HIGHEST_PROTOCOL)
+
+
+def _error(exc: BaseException, tb: str) -> Reply:
+    """An error reply whose exception survives the trip back to the parent."""
+    if not isinstance(exc, Exception | SystemExit):  # KeyboardInterrupt must not reach the node
+        exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+    try:
+        pickle.loads(pickle.dumps(exc, pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        exc = RuntimeError(f"{type(exc).__name__}: {exc!r:.500} (the exception could not be pickled back)")
+    return ("error", exc, tb, {})
