@@ -152,6 +152,19 @@ async def test_a_child_that_exits_fails_only_its_job(make_app: Any) -> None:
     assert result is not None and result.meta["result"]["square"] == 4
 
 
+async def test_an_idle_child_that_died_is_replaced(make_app: Any) -> None:
+    app = make_app(queues={"default": 2}, process_pool_size=1)
+    square = app.worker(executor="process", record=True)(proc_workers.square)
+    async with app:
+        first = await job_in(app, (await app.insert(square.new({"x": 1}))).id, "completed")
+        pid = first.meta["result"]["pid"]
+        os.kill(pid, signal.SIGKILL)  # idle, between jobs
+        second = await job_in(app, (await app.insert(square.new({"x": 2}))).id, "completed")
+    assert second.attempt == 1 and second.meta["result"]["square"] == 4
+    assert second.meta["result"]["pid"] != pid
+    assert gone(pid)
+
+
 async def test_cancelling_a_running_job_kills_its_child(make_app: Any, tmp_path: Path) -> None:
     app = make_app(queues={"default": 2}, process_pool_size=2)
     slow = app.worker(executor="process")(proc_workers.sleep)
