@@ -51,6 +51,10 @@ def fail_unpicklable(job: baton.Job) -> None:
     raise LockedError("holding a lock")
 
 
+def return_lock(job: baton.Job) -> Any:
+    return threading.Lock()
+
+
 def snooze(job: baton.Job) -> baton.Snooze:
     return baton.Snooze(120)
 

@@ -88,6 +88,22 @@ async def test_an_exception_fails_the_attempt_with_the_child_traceback(make_app:
     assert "in fail_unpicklable" in error["traceback"]
 
 
+async def test_a_result_that_cannot_come_back_fails_only_when_it_is_recorded(make_app: Any) -> None:
+    app = make_app(queues={"default": 2})
+    ignored = app.worker(executor="process", name="proc.lock_ignored")(proc_workers.return_lock)
+    recorded = app.worker(executor="process", name="proc.lock_recorded", record=True, max_attempts=1)(
+        proc_workers.return_lock
+    )
+    first = await app.insert(ignored.new({}))
+    second = await app.insert(recorded.new({}))
+    assert await app.drain() == {"completed": 1, "discarded": 1}
+    job = await app.get_job(first.id)
+    assert job is not None and job.state == "completed"
+    job = await app.get_job(second.id)
+    assert job is not None and job.state == "discarded"
+    assert job.errors[-1]["error"].startswith("TypeError: the worker returned a value that cannot be sent back")
+
+
 async def test_snooze_and_discard_from_a_child(make_app: Any) -> None:
     app = make_app(queues={"default": 2})
     snooze = app.worker(executor="process")(proc_workers.snooze)

@@ -97,7 +97,7 @@ class Ticket:
 
 
 class _Child:
-    __slots__ = ("conn", "lock", "process")
+    __slots__ = ("conn", "lock", "process", "served")
 
     def __init__(self) -> None:
         parent_end, child_end = _SPAWN.Pipe()
@@ -109,6 +109,7 @@ class _Child:
         # Every waitpid (exitcode, join) and kill happens under this lock, so a kill never
         # signals a process id that was already reaped (and may belong to someone else now).
         self.lock = threading.Lock()
+        self.served = 0  # jobs it replied to
 
     def kill(self) -> None:
         with self.lock:
@@ -170,24 +171,29 @@ class ProcessPool:
         result, or a Snooze/Cancel/Discard) or "error" (value is the exception). Raises
         ProcessTimedOut, WorkerProcessDied, or _Cancelled when `cancel(ticket)` was called.
         The timeout counts from when the child starts the worker (as a thread worker's counts
-        from when a thread picks it up), not from when the job waited for a child."""
-        message = _message(target, job, timeout is not None)
+        from when a thread picks it up), not from when the job waited for a child. A child that
+        had died between jobs (noticed before it started this one) is replaced, not blamed."""
+        message = _message(target, job)
         while True:
             child = self._acquire(ticket)
             try:
                 child.conn.send_bytes(message)
-            except OSError:
-                # It died while idle (the OOM killer, a stray kill): start another one.
-                self._discard(ticket, child)
-                continue
-            break
-        try:
-            if timeout is not None:
                 child.conn.recv_bytes()  # "began": the child imported the worker and built the job
-                if not child.conn.poll(timeout):
-                    child.kill()
-                    self._discard(ticket, child)
-                    raise ProcessTimedOut
+                break
+            except (EOFError, OSError):
+                exitcode = self._discard(ticket, child)
+                if ticket.cancelled:
+                    raise _Cancelled from None
+                if child.served == 0:  # a new child that cannot even start the job
+                    log.warning("job %s: %s before it started the job", job.id, _death(exitcode))
+                    raise WorkerProcessDied(_death(exitcode) + " before it started the job") from None
+                # It died between jobs (the OOM killer, a stray kill), so this job never ran:
+                # it gets another child rather than a failed attempt.
+        try:
+            if not child.conn.poll(timeout):
+                child.kill()
+                self._discard(ticket, child)
+                raise ProcessTimedOut
             reply: Reply = pickle.loads(child.conn.recv_bytes())
         except (EOFError, OSError):
             exitcode = self._discard(ticket, child)
@@ -201,6 +207,7 @@ class ProcessPool:
             child.kill()
             self._discard(ticket, child)
             raise
+        child.served += 1
         with self._cond:
             ticket.child = None
             keep = not ticket.cancelled and not self._closed
@@ -237,13 +244,19 @@ class ProcessPool:
             raise
         with self._cond:
             self._starting -= 1
-            self._children.add(child)
-            ticket.child = child
-            if ticket.cancelled or self._closed:
-                self._idle.append(child)
+            closed = self._closed
+            if not closed:
+                self._children.add(child)
+                if not ticket.cancelled:
+                    ticket.child = child
+                    return child
+                self._idle.append(child)  # another job can have it
                 self._cond.notify()
-                raise _Cancelled if ticket.cancelled else RuntimeError("the process pool is closed")
-            return child
+        if closed:  # closed while it started: `close` did not see it
+            child.kill()
+            child.reap()
+            raise RuntimeError("the process pool is closed (the node is stopping)")
+        raise _Cancelled
 
     def _discard(self, ticket: Ticket, child: _Child) -> int | None:
         with self._cond:
@@ -277,19 +290,19 @@ class ProcessPool:
             child.reap(timeout)
 
 
-def _message(target: str, job: Job, began: bool) -> bytes:
+def _message(target: str, job: Job) -> bytes:
     """The pickled request for a child. A job field that does not pickle (a lock or an event
     the runtime added) is left out and takes its default there."""
     state = {name: getattr(job, name) for name in _JOB_FIELDS}
     try:
-        return pickle.dumps((target, state, began), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((target, state), pickle.HIGHEST_PROTOCOL)
     except Exception:
         for name, value in list(state.items()):
             try:
                 pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
             except Exception:
                 del state[name]
-        return pickle.dumps((target, state, began), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((target, state), pickle.HIGHEST_PROTOCOL)
 
 
 def unpack(job: Job, reply: Reply, recorded: bool) -> Any:
@@ -354,26 +367,27 @@ def _resolve(target: str) -> Any:
 
 
 def _perform(conn: Connection, resolved: dict[str, Any], message: bytes) -> bytes:
-    """Run one job; the pickled reply (never raises but for a broken pipe)."""
+    """Run one job; the pickled reply (never raises but for a broken pipe). Sends "began" (an
+    empty message) first, once the worker is imported, so the parent starts the job's timeout
+    then and knows the job started."""
     job: Job | None = None
     before: dict[str, Any] = {}
     began = False
     try:
-        target, state, began = pickle.loads(message)
+        target, state = pickle.loads(message)
         fn = resolved.get(target)
         if fn is None:
             fn = resolved[target] = _resolve(target)
         job = Job(**state)
         before = {name: copy.copy(getattr(job, name)) for name in _PRIVATE_FIELDS}
-        if began:
-            conn.send_bytes(b"")
-            began = False
+        began = True
+        conn.send_bytes(b"")
         reply: Reply = ("ok", fn(job), "", {})
     except _OUTCOMES as outcome:
         reply = ("ok", outcome, "", {})
     except BaseException as exc:  # like a thread worker: sys.exit() fails the job, not the child
         reply = _error(exc, traceback.format_exc())
-    if began:  # failed before the worker started: the parent still waits for "began"
+    if not began:  # failed before the worker started: the parent still waits for "began"
         conn.send_bytes(b"")
     if job is not None:
         for name in _PRIVATE_FIELDS:
