@@ -618,7 +618,9 @@ class Baton:
         await self.engine.open()
         if self._drain_threads is None:
             self._drain_threads = DaemonThreadPool(8, "baton-drain")
-        executor = Executor(self.resolve_worker, self._drain_threads, self.node, self.process_pool_size)
+        executor = Executor(
+            self.resolve_worker, self._drain_threads, self.node, process_pool_size=self.process_pool_size
+        )
         uuid = str(uuidlib.uuid4())
         # A producer row of its own, so the lifeline never takes a draining job for an orphan.
         producer = {

@@ -49,6 +49,7 @@ class Executor:
         resolve: Callable[[str], WorkerDef | None],
         threads: ThreadPool,
         node: str,
+        *,
         process_pool_size: int | None = None,
     ) -> None:
         self._resolve = resolve

@@ -37,7 +37,7 @@ class Node:
         self.instance = app.instance
         limits = sum(q["limit"] for q in app.queues.values())
         self.threads = DaemonThreadPool(max(4, limits + 2))
-        self.executor = Executor(app.resolve_worker, self.threads, self.name, app.process_pool_size)
+        self.executor = Executor(app.resolve_worker, self.threads, self.name, process_pool_size=app.process_pool_size)
         self.acker = Acker(self)
         self.producers: dict[str, Producer] = {}
         self.leadership = Leadership(self, ttl=max(2 * app.refresh_interval, 1.0))

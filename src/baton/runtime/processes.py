@@ -151,11 +151,6 @@ class ProcessPool:
         self._starting = 0
         self._closed = False
 
-    def pids(self) -> list[int]:
-        """Process ids of the live children."""
-        with self._cond:
-            return [c.process.pid for c in self._children if c.process.pid is not None]
-
     def cancel(self, ticket: Ticket) -> None:
         """Withdraw `ticket`'s request, killing its child if it is running the job."""
         with self._cond:
