@@ -5,6 +5,7 @@ functions with `app.worker(executor="process", ...)(fn)`."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -49,6 +50,10 @@ class LockedError(Exception):
 
 def fail_unpicklable(job: baton.Job) -> None:
     raise LockedError("holding a lock")
+
+
+def calls_sys_exit(job: baton.Job) -> None:
+    sys.exit(2)
 
 
 def return_lock(job: baton.Job) -> Any:

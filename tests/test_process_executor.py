@@ -70,9 +70,11 @@ async def test_an_exception_fails_the_attempt_with_the_child_traceback(make_app:
     app = make_app(queues={"default": 2})
     fail = app.worker(executor="process", max_attempts=1)(proc_workers.fail)
     fail_unpicklable = app.worker(executor="process", max_attempts=2)(proc_workers.fail_unpicklable)
+    exits = app.worker(executor="process", max_attempts=1)(proc_workers.calls_sys_exit)
     first = await app.insert(fail.new({"value": 7}))
     second = await app.insert(fail_unpicklable.new({}))
-    assert await app.drain() == {"discarded": 1, "retryable": 1}
+    third = await app.insert(exits.new({}))
+    assert await app.drain() == {"discarded": 2, "retryable": 1}
 
     job = await app.get_job(first.id)
     assert job is not None and job.state == "discarded"
@@ -86,6 +88,9 @@ async def test_an_exception_fails_the_attempt_with_the_child_traceback(make_app:
     assert error["error"].startswith("RuntimeError: LockedError: LockedError('holding a lock')")
     assert "could not be pickled" in error["error"]
     assert "in fail_unpicklable" in error["traceback"]
+
+    job = await app.get_job(third.id)  # sys.exit() fails the job, as on a thread, not the child
+    assert job is not None and job.errors[-1]["error"] == "SystemExit: 2"
 
 
 async def test_a_result_that_cannot_come_back_fails_only_when_it_is_recorded(make_app: Any) -> None:
@@ -179,6 +184,18 @@ async def test_an_idle_child_that_died_is_replaced(make_app: Any) -> None:
     assert second.attempt == 1 and second.meta["result"]["square"] == 4
     assert second.meta["result"]["pid"] != pid
     assert gone(pid)
+
+
+async def test_ctrl_c_in_the_terminal_does_not_interrupt_a_child(make_app: Any, tmp_path: Path) -> None:
+    app = make_app(queues={"default": 2}, process_pool_size=1)
+    slow = app.worker(executor="process", record=True)(proc_workers.sleep)
+    pidfile = tmp_path / "sigint.pid"
+    async with app:
+        job = await app.insert(slow.new({"seconds": 1, "pidfile": str(pidfile)}))
+        pid = await read_pid(pidfile)
+        os.kill(pid, signal.SIGINT)  # what Ctrl-C sends to the whole process group
+        done = await job_in(app, job.id, "completed", "retryable", "discarded")
+    assert done.state == "completed" and done.meta["result"] == pid
 
 
 async def test_cancelling_a_running_job_kills_its_child(make_app: Any, tmp_path: Path) -> None:
