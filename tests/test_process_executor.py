@@ -109,6 +109,22 @@ async def test_a_result_that_cannot_come_back_fails_only_when_it_is_recorded(mak
     assert job.errors[-1]["error"].startswith("TypeError: the worker returned a value that cannot be sent back")
 
 
+async def test_a_worker_module_that_fails_to_import_in_the_child_reports_why(make_app: Any) -> None:
+    def stand_in(job: baton.Job) -> None:
+        pass
+
+    # Sent to the child as tests/proc_broken.py's `work`, whose module imports a missing package.
+    stand_in.__module__, stand_in.__qualname__ = "proc_broken", "work"
+    app = make_app(queues={"default": 2})
+    broken = app.worker(executor="process", name="proc.broken", max_attempts=1)(stand_in)
+    job = await app.insert(broken.new({}))
+    assert await app.drain() == {"discarded": 1}
+    done = await app.get_job(job.id)
+    assert done is not None
+    assert done.errors[-1]["error"] == "ModuleNotFoundError: No module named 'baton_no_such_dependency'"
+    assert "proc_broken.py" in done.errors[-1]["traceback"]
+
+
 async def test_snooze_and_discard_from_a_child(make_app: Any) -> None:
     app = make_app(queues={"default": 2})
     snooze = app.worker(executor="process")(proc_workers.snooze)

@@ -344,9 +344,12 @@ def _resolve(target: str) -> Any:
     """The callable that runs a job for the function or Worker class at `target`."""
     parts = target.split(".")
     for cut in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:cut])
         try:
-            found: Any = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
+            found: Any = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and not module.startswith(exc.name):
+                raise  # the worker's module exists but needs a module that is missing here
             continue
         for attr in parts[cut:]:
             found = getattr(found, attr, None)
