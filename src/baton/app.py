@@ -183,6 +183,7 @@ class Baton:
         pool_size: int | None = None,
         log_events: bool = True,
         lease_guard: bool = True,
+        process_pool_size: int | None = None,
     ) -> None:
         self.url = check_text("url", resolve_url(url), what="a database URL")
         self.queues = _queue_options(queues)
@@ -203,6 +204,15 @@ class Baton:
             raise ValidationError("node", f"must be a non-empty name, got {node!r:.80}")
         self.node = check_text("node", node) if node is not None else f"{socket.gethostname()}-{os.getpid()}"
         self.instance = str(uuidlib.uuid4())
+        if process_pool_size is None:
+            process_pool_size = os.cpu_count() or 1
+        if not isinstance(process_pool_size, int) or isinstance(process_pool_size, bool) or process_pool_size < 1:
+            raise ValidationError(
+                "process_pool_size",
+                f"must be an integer >= 1 (worker processes for executor='process' workers) or None (one per CPU), "
+                f"got {process_pool_size!r:.80}",
+            )
+        self.process_pool_size = process_pool_size
         if pool_size is None:
             pool_size = max(4, len(self.queues) + 4)
         if not isinstance(pool_size, int) or isinstance(pool_size, bool):
@@ -258,7 +268,8 @@ class Baton:
         function taking the job (or on a `baton.Worker` subclass to register it here).
 
         Options: name, queue, max_attempts, priority, tags, timeout, unique, chain_by,
-        on_discarded, on_cancelled, record, backoff (callable job -> seconds),
+        on_discarded, on_cancelled, record, executor ("thread", or "process" for CPU-bound
+        sync functions, see docs/executors.md), backoff (callable job -> seconds),
         after_cancelled (callable reason, job)."""
 
         def decorate(target: Any) -> Any:
@@ -714,7 +725,9 @@ class Baton:
         await self.engine.open()
         if self._drain_threads is None:
             self._drain_threads = DaemonThreadPool(8, "baton-drain")
-        executor = Executor(self.resolve_worker, self._drain_threads, self.node)
+        executor = Executor(
+            self.resolve_worker, self._drain_threads, self.node, process_pool_size=self.process_pool_size
+        )
         uuid = str(uuidlib.uuid4())
         # A producer row of its own, so the lifeline never takes a draining job for an orphan.
         producer = {
@@ -743,6 +756,8 @@ class Baton:
                 if ran == 0:
                     return counts
         finally:
+            if executor.processes is not None:
+                await asyncio.to_thread(executor.close)
             await self.engine.run(store.delete_producers, [uuid])
 
     # -- events -----------------------------------------------------------------------

@@ -68,6 +68,11 @@ class Host(Protocol):
         """Whether a node that cannot renew its producer rows gives its jobs up (docs/lease.md)."""
         ...
 
+    @property
+    def process_pool_size(self) -> int:
+        """How many worker processes run `executor="process"` jobs at once on this node."""
+        ...
+
     def resolve_worker(self, name: str) -> WorkerDef | None:
         """The definition of worker `name`, or None when it is unknown here."""
         ...

@@ -189,6 +189,9 @@ class Snooze(_Outcome):
         self.seconds = float(seconds)
         super().__init__(f"snoozed for {self.seconds:g}s")
 
+    def __reduce__(self) -> tuple[type[Snooze], tuple[float]]:
+        return (Snooze, (self.seconds,))  # pickles (for process workers) by its seconds, not its message
+
 
 class Cancel(_Outcome):
     """Stop the job for good: it ends `cancelled` with `reason` recorded in its errors."""

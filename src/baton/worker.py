@@ -14,6 +14,7 @@ from .errors import ValidationError
 from .job import MAX_DELAY, Job, JobSpec, Unique, check_json
 
 CHAIN_MODES = ("ignore", "hold", "halt")
+EXECUTORS = ("thread", "process")
 _MISSING: Any = object()
 
 
@@ -28,6 +29,7 @@ class WorkerOptions:
 
     __slots__ = (
         "chain_by",
+        "executor",
         "max_attempts",
         "name",
         "on_cancelled",
@@ -54,6 +56,7 @@ class WorkerOptions:
         on_discarded: str = "ignore",
         on_cancelled: str = "ignore",
         record: bool | None = None,
+        executor: str = "thread",
     ) -> None:
         self.name = name
         # JobSpec validates queue/priority/max_attempts/tags; build a probe to reuse that.
@@ -86,6 +89,13 @@ class WorkerOptions:
         if record is not None and not isinstance(record, bool):
             raise ValidationError("record", "must be True, False or None (record workflow step results)")
         self.record = record
+        if executor not in EXECUTORS:
+            raise ValidationError(
+                "executor",
+                f"must be 'thread' (sync workers on the node's threads) or 'process' (CPU-bound sync workers "
+                f"in a pool of processes), got {executor!r:.80}",
+            )
+        self.executor = executor
 
     def chain_key(self, args: Mapping[str, Any], meta: Mapping[str, Any]) -> str | None:
         """The key that orders this worker's jobs one at a time, or None when not chained."""
@@ -145,7 +155,7 @@ class Worker:
     """Base class for class-form workers. Override `perform(self, job)` (sync or async).
 
     Options are class attributes: `queue`, `max_attempts`, `priority`, `tags`, `timeout`,
-    `unique`, `chain_by`, `on_discarded`, `on_cancelled`, `record`, and `name` (defaults to
+    `unique`, `chain_by`, `on_discarded`, `on_cancelled`, `record`, `executor`, and `name` (defaults to
     the import path `module.QualName`). Subclasses register themselves by name on definition.
     """
 
@@ -160,6 +170,7 @@ class Worker:
     on_discarded: ClassVar[str] = "ignore"
     on_cancelled: ClassVar[str] = "ignore"
     record: ClassVar[bool | None] = None
+    executor: ClassVar[str] = "thread"
     options: ClassVar[WorkerOptions]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -178,7 +189,9 @@ class Worker:
             on_discarded=cls.on_discarded,
             on_cancelled=cls.on_cancelled,
             record=cls.record,
+            executor=cls.executor,
         )
+        check_executor(cls.options, cls, inspect.iscoroutinefunction(cls.perform))
         if "perform" in cls.__dict__ or not inspect.isabstract(cls):
             GLOBAL_REGISTRY[cls.name] = WorkerDef.from_class(cls)
 
@@ -197,6 +210,25 @@ class Worker:
 
     def after_cancelled(self, reason: str, job: Job) -> None:
         """Called when a workflow cascade cancels this step (`reason`: cancelled, discarded, deleted)."""
+
+
+def check_executor(options: WorkerOptions, code: Any, is_async: bool) -> None:
+    """A process worker must be sync code a child process can import by name."""
+    if options.executor != "process":
+        return
+    if is_async:
+        raise ValidationError(
+            "executor",
+            f"worker {options.name} is async: async workers run on the event loop; use executor='process' "
+            "only for sync (CPU-bound) code",
+        )
+    qualname = getattr(code, "__qualname__", "")
+    if "<locals>" in qualname or "<lambda>" in qualname or not getattr(code, "__module__", None):
+        raise ValidationError(
+            "executor",
+            f"worker {options.name} ({qualname or code!r}) must be defined at module level for "
+            "executor='process': a worker process imports it by its module and name",
+        )
 
 
 class WorkerDef:
@@ -254,6 +286,7 @@ class FunctionWorker:
         backoff: Callable[[Job], float] | None = None,
         after_cancelled: Callable[[str, Job], Any] | None = None,
     ) -> None:
+        check_executor(options, fn, inspect.iscoroutinefunction(fn))
         self.fn = fn
         self.options = options
         self.name = options.name

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from ..job import Cancel, Discard, Job, Snooze, check_json, storable
 from ..store.jobs import Ack
 from ..worker import WorkerDef, default_backoff
 from ..workflows.builder import Graft
+from .processes import ProcessPool, ProcessTimedOut, Ticket, target_of, unpack
 from .threads import DaemonThreadPool, LoopHandoff
 
 log = logging.getLogger("baton.executor")
@@ -43,16 +45,32 @@ def _queue_ms(job: Job) -> float:
 class Executor:
     """Runs attempts for one node."""
 
-    def __init__(self, resolve: Callable[[str], WorkerDef | None], threads: ThreadPool, node: str) -> None:
+    def __init__(
+        self,
+        resolve: Callable[[str], WorkerDef | None],
+        threads: ThreadPool,
+        node: str,
+        *,
+        process_pool_size: int | None = None,
+    ) -> None:
         self._resolve = resolve
         self._threads = threads
         self._node = node
         self._handoff: LoopHandoff | None = None
+        self._process_pool_size = process_pool_size
+        self.processes: ProcessPool | None = None  # started with the first process worker's job
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started (blocks while they exit)."""
+        if self.processes is not None:
+            self.processes.close()
+            self.processes = None
 
     def is_async(self, job: Job) -> bool:
-        """Whether `job`'s worker runs on the event loop (so cancelling its task stops it)."""
+        """Whether cancelling `job`'s task stops its worker: an async worker on the event loop,
+        or a process worker (its child is killed); a thread cannot be stopped."""
         worker = self._resolve(job.worker)
-        return worker is not None and worker.is_async
+        return worker is not None and (worker.is_async or worker.options.executor == "process")
 
     async def run(self, job: Job) -> Ack | None:
         """Run `job`'s current attempt; never raises except CancelledError. None when the
@@ -113,6 +131,8 @@ class Executor:
         return self._completed(job, worker, result, started)
 
     async def _call(self, worker: WorkerDef, job: Job, timeout: float | None) -> Any:
+        if worker.options.executor == "process":
+            return await self._call_in_process(worker, job, timeout)
         if worker.is_async:
             if timeout is None:
                 return await worker.perform(job)
@@ -151,6 +171,28 @@ class Executor:
                 abandon()
             raise _TimedOut
         return future.result()
+
+    async def _call_in_process(self, worker: WorkerDef, job: Job, timeout: float | None) -> Any:
+        # A node thread waits for the child's reply (and enforces the timeout by killing it).
+        if self.processes is None:
+            self.processes = ProcessPool(self._process_pool_size or os.cpu_count() or 1)
+        pool, ticket = self.processes, Ticket()
+        loop = asyncio.get_running_loop()
+        try:
+            if isinstance(self._threads, DaemonThreadPool):
+                handoff = self._handoff
+                if handoff is None or handoff.loop is not loop:
+                    handoff = self._handoff = LoopHandoff(self._threads, loop)
+                reply = await handoff.run(pool.run, ticket, target_of(worker), job, timeout)
+            else:
+                reply = await loop.run_in_executor(self._threads, pool.run, ticket, target_of(worker), job, timeout)
+        except asyncio.CancelledError:
+            pool.cancel(ticket)  # kills the child running the job
+            raise
+        except ProcessTimedOut:
+            raise _TimedOut from None
+        recorded = worker.options.record or (job.workflow_id is not None and worker.options.record is not False)
+        return unpack(job, reply, recorded)
 
     def _completed(self, job: Job, worker: WorkerDef, result: Any, started: float, replayed: bool = False) -> Ack:
         ack = Ack(job, "completed")

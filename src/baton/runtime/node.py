@@ -50,7 +50,7 @@ class Node:
         self.instance = app.instance
         limits = sum(q["limit"] for q in app.queues.values())
         self.threads = DaemonThreadPool(max(4, limits + 2))
-        self.executor = Executor(app.resolve_worker, self.threads, self.name)
+        self.executor = Executor(app.resolve_worker, self.threads, self.name, process_pool_size=app.process_pool_size)
         self.acker = Acker(self)
         self.producers: dict[str, Producer] = {}
         self.leadership = Leadership(self, ttl=max(2 * app.refresh_interval, 1.0))
@@ -433,4 +433,6 @@ class Node:
         for producer in self.producers.values():
             producer.emit("stop")
         self.threads.shutdown(wait=False, cancel_futures=True)
+        if self.executor.processes is not None:  # worker processes: their jobs were handed back above
+            await asyncio.to_thread(self.executor.close)
         log.info("node %s stopped", self.name)
