@@ -23,7 +23,7 @@ from polling import wait_for  # noqa: F401 - tests import it from conftest
 
 BATON_TABLES = (
     "baton_jobs, baton_producers, baton_leaders, baton_workflows, workflow_nodes, baton_workflow_deps, "
-    "workflow_completions, workflow_step_stats, workflow_debug_logs, baton_cron"
+    "workflow_completions, workflow_step_stats, workflow_debug_logs, baton_cron, baton_usage"
 )
 # The workflow tables WorkflowHealth prunes (its ("baton", "plugin", "pruned") counts per table).
 WORKFLOW_TABLES = (
@@ -31,6 +31,7 @@ WORKFLOW_TABLES = (
     "baton_workflow_deps",
     "workflow_step_stats",
     "workflow_debug_logs",
+    "baton_usage",
     "workflow_completions",
     "baton_workflows",
 )

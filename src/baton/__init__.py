@@ -11,7 +11,8 @@ from .errors import (
     ValidationError,
     WorkflowError,
 )
-from .job import Cancel, Discard, Job, JobSpec, Snooze
+from .job import Cancel, Discard, Job, JobSpec, Snooze, UsageRecord
+from .usage import Pricing, StepUsage, UsageTotals, WorkflowUsage
 from .worker import Worker
 from .workflows import Workflow, WorkflowStatus
 
@@ -27,12 +28,17 @@ __all__ = [
     "JobSpec",
     "MigrationError",
     "MissingExtraError",
+    "Pricing",
     "Snooze",
+    "StepUsage",
+    "UsageRecord",
+    "UsageTotals",
     "ValidationError",
     "Worker",
     "Workflow",
     "WorkflowError",
     "WorkflowStatus",
+    "WorkflowUsage",
     "__version__",
     "plugins",
     "telemetry",

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import telemetry
 from ..errors import ValidationError
-from ..job import Cancel, Discard, Job, Snooze, check_json, storable
+from ..job import Cancel, Discard, Job, PriceFn, Snooze, check_json, storable
 from ..store.jobs import Ack
 from ..worker import WorkerDef, default_backoff
 
@@ -41,10 +41,17 @@ def _queue_ms(job: Job) -> float:
 class Executor:
     """Runs attempts for one node."""
 
-    def __init__(self, resolve: Callable[[str], WorkerDef | None], threads: ThreadPool, node: str) -> None:
+    def __init__(
+        self,
+        resolve: Callable[[str], WorkerDef | None],
+        threads: ThreadPool,
+        node: str,
+        pricing: PriceFn | None = None,
+    ) -> None:
         self._resolve = resolve
         self._threads = threads
         self._node = node
+        self._pricing = pricing
 
     async def run(self, job: Job) -> Ack:
         """Run `job`'s current attempt; never raises except CancelledError."""
@@ -66,6 +73,7 @@ class Executor:
                 START, {"queue_time": _queue_ms(job)}, {"job": job, "node": self._node, "worker": job.worker}
             )
         timeout = worker.options.timeout
+        job._price = self._pricing
         try:
             result = await self._call(worker, job, timeout)
         except (Snooze, Cancel, Discard) as outcome:
@@ -171,6 +179,10 @@ class Executor:
     def _finish(self, job: Job, ack: Ack, started: float, exc: BaseException | None = None) -> Ack:
         duration = (time.perf_counter() - started) * 1000
         ack.run_ms = int(duration)
+        if job._usage is not None:
+            # Taken for this attempt's ack: a timed-out sync worker still running in its
+            # thread can no longer add to it.
+            ack.usage, job._usage = job._usage, None
         event = EXCEPTION if exc is not None else STOP
         if telemetry.has_handlers(event):
             meta: dict[str, Any] = {"job": job, "state": ack.state, "node": self._node, "worker": job.worker}

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..engines.base import Conn, Row
-from ..job import Job, JobSpec, dumps, to_datetime
+from ..job import Job, JobSpec, UsageRecord, dumps, to_datetime
 
 INSERT_BATCH = 5_000
 
@@ -242,6 +242,7 @@ class Ack:
     result_json: str | None = None  # set when the result is recorded
     run_ms: int = 0
     reason: str | None = None
+    usage: list[UsageRecord] | None = None  # `job.record_usage` calls of this attempt
 
     def row(self) -> dict[str, Any]:
         err = None
