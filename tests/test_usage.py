@@ -6,10 +6,14 @@ priced by `Baton(pricing=...)` in exact Decimals, read back by `workflow_usage` 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -529,3 +533,40 @@ async def test_usage_by_model_rejects_a_naive_datetime(app: baton.Baton) -> None
         with pytest.raises(baton.ValidationError) as err:
             await app.usage_by_model(since=since)  # type: ignore[arg-type]
         assert err.value.field == "since"
+
+
+# --------------------------------------------------------------------------- the example
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "llm_costs.py"
+
+
+def test_the_llm_costs_example_prices_each_model_of_its_fan_out(db_url: str) -> None:
+    spec = importlib.util.spec_from_file_location("llm_costs_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = example  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(example)
+    finally:
+        del sys.modules[spec.name]
+
+    usage = asyncio.run(example.main(db_url))
+    assert list(usage.by_model) == sorted([*example.MODELS, example.SYNTHESIZER])
+    assert set(usage.by_step) == {*(f"ask_{m}" for m in example.MODELS), "synthesize"}
+    assert usage.by_model["local-llama"].cost is None and usage.unpriced_models == ["local-llama"]
+    expected = Decimal(0)
+    for model, u in usage.by_model.items():
+        if model in example.PRICING:
+            price = example.PRICING[model]
+            cost = (u.input_tokens * Decimal(price["input"]) + u.output_tokens * Decimal(price["output"])) / 10**6
+            assert u.cost == cost
+            expected += cost
+    assert usage.total_cost == expected
+
+
+def test_the_llm_costs_example_runs_as_a_script_on_sqlite() -> None:
+    out = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=120, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("workflow ")
+    assert any(line.startswith("local-llama") and line.endswith("unpriced") for line in lines)
+    assert lines[-1].startswith("total: $") and "not counting local-llama" in lines[-1]
