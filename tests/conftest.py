@@ -24,7 +24,7 @@ from polling import wait_for  # noqa: F401 - tests import it from conftest
 BATON_TABLES = (
     "baton_jobs, baton_producers, baton_leaders, baton_workflows, workflow_nodes, baton_workflow_deps, "
     "workflow_completions, workflow_step_stats, workflow_debug_logs, baton_cron, "
-    "baton_rate_window"
+    "baton_rate_window, baton_usage"
 )
 # The workflow tables WorkflowHealth prunes (its ("baton", "plugin", "pruned") counts per table).
 WORKFLOW_TABLES = (
@@ -32,6 +32,7 @@ WORKFLOW_TABLES = (
     "baton_workflow_deps",
     "workflow_step_stats",
     "workflow_debug_logs",
+    "baton_usage",
     "workflow_completions",
     "baton_workflows",
 )

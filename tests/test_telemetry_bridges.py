@@ -101,6 +101,18 @@ class Broken(baton.plugins.Plugin):
         raise RuntimeError("sweep failed")
 
 
+def _usage_app(make_app: Callable[..., baton.Baton]) -> baton.Baton:
+    """An app whose `llm` worker records 1000/100 tokens of gpt-4.1 (priced) and 5/5 of local (not)."""
+    app = make_app(queues={"default": 2}, pricing={"gpt-4.1": {"input": "2.00", "output": "8.00"}})
+
+    @app.worker(name="llm")
+    def llm(job: baton.Job) -> None:
+        job.record_usage(model="gpt-4.1", input_tokens=1000, output_tokens=100)
+        job.record_usage(model="local", input_tokens=5, output_tokens=5)
+
+    return app
+
+
 # --------------------------------------------------------------------------- OpenTelemetry
 
 
@@ -222,6 +234,20 @@ async def test_otel_records_job_workflow_fenced_and_plugin_metrics(
     assert otel.value("baton.jobs.fenced", reason="cancelled") == 1
     assert otel.value("baton.workflows.finished", status="failed") == 1
     assert otel.value("baton.plugin.duration", plugin="stager") == 1
+
+
+async def test_otel_counts_usage_tokens_and_cost_by_model(make_app: Callable[..., baton.Baton], otel: Otel) -> None:
+    app = _usage_app(make_app)
+    await app.insert_all([app.new("llm", {}), app.new("llm", {})])
+    await app.drain()
+    assert otel.value("baton.usage.tokens", model="gpt-4.1", kind="input") == 2000
+    assert otel.value("baton.usage.tokens", model="gpt-4.1", kind="output") == 200
+    assert otel.value("baton.usage.tokens", model="local", kind="input") == 10
+    # (1000*2 + 100*8) / 1e6 = 0.0028 per job; an unpriced model adds no cost point.
+    assert otel.value("baton.usage.cost", model="gpt-4.1") == pytest.approx(0.0056)
+    assert otel.points("baton.usage.cost") and all(
+        p.attributes["model"] != "local" for p in otel.points("baton.usage.cost")
+    )
 
 
 async def test_otel_counts_the_self_healing_events(
@@ -349,6 +375,20 @@ async def test_prometheus_exports_workflow_fenced_and_plugin_metrics(
     assert sample(samples, "baton_plugin_duration_seconds_count", plugin="stager") == 1
     last = sample(samples, "baton_plugin_last_success_timestamp_seconds", plugin="stager")
     assert last is not None and last >= before
+
+
+async def test_prometheus_counts_usage_tokens_and_cost_by_model(
+    make_app: Callable[..., baton.Baton], registry: CollectorRegistry
+) -> None:
+    app = _usage_app(make_app)
+    await app.insert_all([app.new("llm", {}), app.new("llm", {})])
+    await app.drain()
+    samples = scrape(registry)
+    assert sample(samples, "baton_usage_tokens_total", model="gpt-4.1", kind="input") == 2000
+    assert sample(samples, "baton_usage_tokens_total", model="gpt-4.1", kind="output") == 200
+    assert sample(samples, "baton_usage_tokens_total", model="local", kind="output") == 10
+    assert sample(samples, "baton_usage_cost_total", model="gpt-4.1") == pytest.approx(0.0056)
+    assert sample(samples, "baton_usage_cost_total", model="local") is None
 
 
 async def test_prometheus_counts_the_self_healing_events(

@@ -341,6 +341,7 @@ async def test_retention_deletes_workflow_rows_whose_jobs_are_gone_in_bounded_ba
         "baton_workflow_deps": 1,
         "workflow_step_stats": 2,
         "workflow_debug_logs": 2,
+        "baton_usage": 0,
         "workflow_completions": 1,
         "baton_workflows": 1,
     }

@@ -12,7 +12,8 @@ from .errors import (
     ValidationError,
     WorkflowError,
 )
-from .job import Cancel, Discard, Job, JobSpec, Snooze
+from .job import Cancel, Discard, Job, JobSpec, Snooze, UsageRecord
+from .usage import Pricing, StepUsage, UsageTotals, WorkflowUsage
 from .worker import Worker
 from .workflows import Graft, Workflow, WorkflowStatus
 
@@ -30,12 +31,17 @@ __all__ = [
     "JobSpec",
     "MigrationError",
     "MissingExtraError",
+    "Pricing",
     "Snooze",
+    "StepUsage",
+    "UsageRecord",
+    "UsageTotals",
     "ValidationError",
     "Worker",
     "Workflow",
     "WorkflowError",
     "WorkflowStatus",
+    "WorkflowUsage",
     "__version__",
     "plugins",
     "telemetry",

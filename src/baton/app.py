@@ -12,6 +12,7 @@ import socket
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
 from . import telemetry
@@ -27,14 +28,18 @@ from .runtime.threads import DaemonThreadPool
 from .store import jobs as store
 from .store import limits as limits_store
 from .store import transitions
+from .store import usage as usagestore
 from .store import workflows as wfstore
 from .store.effects import Effects
 from .store.transitions import AckResult
+from .usage import Pricing, PricingCallable, WorkflowUsage
 from .worker import GLOBAL_REGISTRY, FunctionWorker, Worker, WorkerDef, WorkerOptions, import_worker
 from .workflows.builder import Workflow
 from .workflows.status import WorkflowStatus
 
 log = logging.getLogger("baton")
+
+USAGE = telemetry.events.JOB_USAGE
 
 F = TypeVar("F", bound=Callable[..., Any])
 Callback = Callable[[dict[str, Any]], Any]
@@ -184,6 +189,7 @@ class Baton:
         log_events: bool = True,
         lease_guard: bool = True,
         process_pool_size: int | None = None,
+        pricing: Mapping[str, Mapping[str, Any]] | PricingCallable | None = None,
     ) -> None:
         self.url = check_text("url", resolve_url(url), what="a database URL")
         self.queues = _queue_options(queues)
@@ -200,6 +206,7 @@ class Baton:
         if not isinstance(lease_guard, bool):
             raise ValidationError("lease_guard", f"must be True or False, got {lease_guard!r:.80}")
         self.lease_guard = lease_guard
+        self.pricing = Pricing.parse(pricing)
         if node is not None and (not isinstance(node, str) or not node.strip()):
             raise ValidationError("node", f"must be a non-empty name, got {node!r:.80}")
         self.node = check_text("node", node) if node is not None else f"{socket.gethostname()}-{os.getpid()}"
@@ -513,6 +520,29 @@ class Baton:
         label = _text_or_none("label", label, "a workflow label")
         return await self.engine.run(wfstore.list_workflows, limit, label)
 
+    # -- usage and cost ---------------------------------------------------------------
+
+    async def workflow_usage(self, workflow_id: str) -> WorkflowUsage:
+        """Tokens and cost a workflow's steps recorded (`job.record_usage`), in total, by step
+        (and within a step by model and attempt) and by model. Costs are Decimal; a total
+        leaves unpriced calls out and names their models in `unpriced_models`."""
+        check_text("workflow_id", workflow_id, what="a workflow id string")
+        usage = await self.engine.run(usagestore.workflow_usage, workflow_id)
+        if usage is None:
+            raise ValidationError("workflow_id", f"no workflow with id {workflow_id!r}")
+        return usage
+
+    async def usage_by_model(self, since: datetime | timedelta | None = None) -> dict[str, dict[str, Any]]:
+        """Usage of every job recorded since `since` (an aware datetime, or a timedelta back
+        from now; None: all kept), by model: `{model: {"cost": Decimal | None, "input_tokens": n,
+        "output_tokens": n, "calls": n, "unpriced_calls": n}}`."""
+        if isinstance(since, timedelta):
+            since = datetime.now(UTC) - since
+        elif since is not None and (not isinstance(since, datetime) or since.utcoffset() is None):
+            raise ValidationError("since", f"must be a timezone-aware datetime, a timedelta or None, got {since!r:.80}")
+        totals = await self.engine.run(usagestore.usage_by_model, since)
+        return {model: t.as_dict() for model, t in totals.items()}
+
     # -- jobs: read, cancel, retry ----------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
@@ -726,7 +756,11 @@ class Baton:
         if self._drain_threads is None:
             self._drain_threads = DaemonThreadPool(8, "baton-drain")
         executor = Executor(
-            self.resolve_worker, self._drain_threads, self.node, process_pool_size=self.process_pool_size
+            self.resolve_worker,
+            self._drain_threads,
+            self.node,
+            self.pricing,
+            process_pool_size=self.process_pool_size,
         )
         uuid = str(uuidlib.uuid4())
         # A producer row of its own, so the lifeline never takes a draining job for an orphan.
@@ -841,7 +875,36 @@ class Baton:
     async def after_ack(self, result: AckResult) -> None:
         """Report fenced acks and publish the effects of an ack transaction."""
         self._report_fenced(result)
+        self._report_usage(result)
         await self.publish_effects(result.effects)
+
+    def _report_usage(self, result: AckResult) -> None:
+        if not telemetry.has_handlers(USAGE):
+            return
+        for ack in result.acked:
+            job = ack.job
+            for u in ack.usage or ():
+                telemetry.emit(
+                    USAGE,
+                    {
+                        "input_tokens": u.input_tokens,
+                        "output_tokens": u.output_tokens,
+                        "cost": None if u.cost is None else float(u.cost),
+                    },
+                    {
+                        "model": u.model,
+                        "cost": u.cost,
+                        "extra": u.extra,
+                        "job": job,
+                        "job_id": job.id,
+                        "workflow_id": job.workflow_id,
+                        "step": job.step,
+                        "attempt": job.attempt,
+                        "worker": job.worker,
+                        "queue": job.queue,
+                        "node": self.node,
+                    },
+                )
 
     def _report_fenced(self, result: AckResult) -> None:
         for dropped in result.dropped:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .engines.base import Engine
     from .store.effects import Effects
     from .store.transitions import AckResult
+    from .usage import Pricing
     from .worker import WorkerDef
 
 
@@ -49,6 +50,11 @@ class Host(Protocol):
     @property
     def plugins(self) -> Sequence[Any]:
         """The plugins this node runs when it leads."""
+        ...
+
+    @property
+    def pricing(self) -> Pricing | None:
+        """How recorded usage is priced (`Baton(pricing=...)`), or None."""
         ...
 
     @property

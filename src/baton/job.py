@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -395,6 +396,35 @@ class JobSpec:
         return self.unique.key_for(self.worker, self.queue, self.args, self.meta)
 
 
+# --------------------------------------------------------------------------- usage
+
+
+MAX_MODEL_NAME: Final = 200
+
+# (model, input_tokens, output_tokens, extra) -> cost, given to a running job by its executor.
+PriceFn = Callable[[str, int, int, dict[str, Any]], Decimal | None]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One `job.record_usage(...)` call: what an LLM call (or any metered call) of an attempt
+    used, and its cost under the app's pricing at the time (None when the model is unpriced)."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    extra: dict[str, Any]
+    cost: Decimal | None
+
+
+def _tokens(field_name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_BIGINT:
+        raise ValidationError(
+            field_name, f"must be a whole number of tokens from 0 to {MAX_BIGINT} (2**63 - 1), got {value!r:.80}"
+        )
+    return value
+
+
 # --------------------------------------------------------------------------- Job
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -411,7 +441,8 @@ def freeze(value: Any) -> Any:
 
 @dataclass(slots=True, eq=False)
 class Job:
-    """A job row as stored, plus what a running step can read (`upstream`) and write (`log`)."""
+    """A job row as stored, plus what a running step can read (`upstream`) and write (`log`,
+    `record_usage`)."""
 
     id: int
     state: str
@@ -446,6 +477,9 @@ class Job:
     _context: Mapping[str, Any] | None = None
     # Why this attempt was taken away while running (set by the node, read by the worker).
     _taken_away: str | None = None
+    # `record_usage` calls of this attempt (None until the first: plain jobs carry nothing).
+    _usage: list[UsageRecord] | None = None
+    _price: PriceFn | None = None  # the app's pricing, set by the executor
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Job) and other.id == self.id
@@ -561,3 +595,22 @@ class Job:
         if level not in {"debug", "info", "warning", "error"}:
             raise ValidationError("level", f"must be one of debug, info, warning, error; got {level!r}")
         self._logs.append((level, storable(str(message))))
+
+    def record_usage(self, *, model: str, input_tokens: int, output_tokens: int, **extra: Any) -> None:
+        """Record what one call of this attempt used (an LLM call: its model and tokens; `extra`
+        holds any other JSON values, e.g. `cached_tokens=`). Call it any number of times, from
+        sync or async workers; the records are written with the attempt's ack, priced by the
+        app's `pricing` now (cost None for an unpriced model). Bad values raise ValidationError."""
+        check_text("model", model, what="a model name string")
+        if not model.strip() or len(model) > MAX_MODEL_NAME:
+            raise ValidationError("model", f"must be a non-empty name of at most {MAX_MODEL_NAME} characters")
+        _tokens("input_tokens", input_tokens)
+        _tokens("output_tokens", output_tokens)
+        if extra:
+            check_json("extra", extra)
+        cost = self._price(model, input_tokens, output_tokens, extra) if self._price is not None else None
+        record = UsageRecord(model, input_tokens, output_tokens, extra, cost)
+        if self._usage is None:
+            self._usage = [record]
+        else:
+            self._usage.append(record)

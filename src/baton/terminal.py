@@ -1,17 +1,21 @@
 """Terminal rendering shared by the CLI and the demo: state colours and marks, a workflow drawn
-as a tree of its steps, counts in state colours, and short forms of times, errors and JSON."""
+as a tree of its steps, counts in state colours, usage tables with their costs, and short forms
+of times, errors and JSON."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
 from .job import STATES, Job
+from .usage import UsageTotals
 from .workflows.status import StepStatus, WorkflowStatus
 
 STATE_STYLES: dict[str, str] = {
@@ -162,3 +166,35 @@ def counts_text(counts: Mapping[str, int]) -> Text:
             text.append(" · ", style="dim")
         text.append(f"{state} {counts[state]}", style=STATE_STYLES.get(state, ""))
     return text
+
+
+# --------------------------------------------------------------------------- usage
+
+
+def cost_text(cost: Decimal | None, unpriced_calls: int = 0) -> str:
+    """A cost exactly as summed (`0.00481`), `-` when nothing was priced, and how many calls
+    it leaves out (`0.0048 + 1 unpriced`)."""
+    if cost is None:
+        return f"- ({unpriced_calls} unpriced)" if unpriced_calls else "-"
+    shown = format(cost.normalize(), "f") if cost else "0"
+    return f"{shown} + {unpriced_calls} unpriced" if unpriced_calls else shown
+
+
+def usage_table(first: str, rows: Mapping[str, UsageTotals], total: UsageTotals | None = None) -> Table:
+    """One line of calls, tokens and cost per key (step or model), and a total line."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column(first, overflow="fold")
+    for name in ("CALLS", "INPUT TOKENS", "OUTPUT TOKENS", "COST"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for key, u in rows.items():
+        cost = cost_text(u.cost, u.unpriced_calls)
+        table.add_row(key, str(u.calls), f"{u.input_tokens:,}", f"{u.output_tokens:,}", cost)
+    if total is not None:
+        table.add_row(
+            Text("total", style="bold"),
+            str(total.calls),
+            f"{total.input_tokens:,}",
+            f"{total.output_tokens:,}",
+            Text(cost_text(total.cost, total.unpriced_calls), style="bold"),
+        )
+    return table

@@ -1,6 +1,6 @@
 """The `baton` command line, one module per command group; `main` is the console script."""
 
-from . import dashboard, jobs, maintenance, nodes, queues, workflows
+from . import dashboard, jobs, maintenance, nodes, queues, usage, workflows
 from .base import cli, main
 
-__all__ = ["cli", "dashboard", "jobs", "main", "maintenance", "nodes", "queues", "workflows"]
+__all__ = ["cli", "dashboard", "jobs", "main", "maintenance", "nodes", "queues", "usage", "workflows"]

@@ -15,7 +15,8 @@ from rich.text import Text
 from ..app import Baton
 from ..errors import BatonError, ValidationError, WorkflowError
 from ..job import TERMINAL_STATES
-from ..terminal import counts_text, state_text, when, workflow_tree
+from ..terminal import counts_text, state_text, usage_table, when, workflow_tree
+from ..usage import WorkflowUsage
 from ..workflows.builder import Workflow
 from ..workflows.status import WorkflowStatus
 from .base import (
@@ -89,20 +90,22 @@ def workflows_list(settings: Settings, limit: int, label: str | None) -> None:
 )
 @database_options
 def workflows_show(settings: Settings, workflow_id: str, fmt: str) -> None:
-    """Show a workflow as a tree of its steps, each with its state, and why steps wait."""
+    """Show a workflow as a tree of its steps, each with its state, and why steps wait; then
+    the tokens and cost of its steps, when they recorded usage."""
 
-    async def go() -> WorkflowStatus | None:
+    async def go() -> tuple[WorkflowStatus, WorkflowUsage] | None:
         async with admin(settings) as app:
             try:
-                return await app.workflow_status(workflow_id)
+                return await app.workflow_status(workflow_id), await app.workflow_usage(workflow_id)
             except ValidationError as exc:
                 if exc.field == "workflow_id":
                     return None
                 raise
 
-    status = run(go())
-    if status is None:
+    found = run(go())
+    if found is None:
         raise Failure(f"no workflow with id {workflow_id}")
+    status, usage = found
     if fmt != "tree":
         click.echo(status.to_mermaid() if fmt == "mermaid" else status.to_dot(), nl=False)
         return
@@ -120,6 +123,11 @@ def workflows_show(settings: Settings, workflow_id: str, fmt: str) -> None:
         out.print(Text("nothing is running and these steps still wait:", style="bold yellow"))
         for name, why in stuck.items():
             out.print(Text(f"  {name}: {why}"))
+    if usage.calls:
+        out.print()
+        out.print(usage_table("STEP", usage.by_step, usage.totals))
+        if usage.unpriced_models:
+            out.print(Text(f"unpriced models: {', '.join(usage.unpriced_models)}", style="yellow"))
 
 
 def _param_value(text: str) -> tuple[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import telemetry
 from ..errors import JobCancelled, ValidationError
-from ..job import Cancel, Discard, Job, Snooze, check_json, storable
+from ..job import Cancel, Discard, Job, PriceFn, Snooze, check_json, storable
 from ..store.jobs import Ack
 from ..worker import WorkerDef, default_backoff
 from ..workflows.builder import Graft
@@ -50,6 +50,7 @@ class Executor:
         resolve: Callable[[str], WorkerDef | None],
         threads: ThreadPool,
         node: str,
+        pricing: PriceFn | None = None,
         *,
         process_pool_size: int | None = None,
     ) -> None:
@@ -59,6 +60,7 @@ class Executor:
         self._handoff: LoopHandoff | None = None
         self._process_pool_size = process_pool_size
         self.processes: ProcessPool | None = None  # started with the first process worker's job
+        self._pricing = pricing
 
     def close(self) -> None:
         """Stop the worker processes, if any were started (blocks while they exit)."""
@@ -94,6 +96,7 @@ class Executor:
                 START, {"queue_time": _queue_ms(job)}, {"job": job, "node": self._node, "worker": job.worker}
             )
         timeout = worker.options.timeout
+        job._price = self._pricing
         try:
             result = await self._call(worker, job, timeout)
         except (Snooze, Cancel, Discard) as outcome:
@@ -264,6 +267,10 @@ class Executor:
     def _finish(self, job: Job, ack: Ack, started: float, exc: BaseException | None = None) -> Ack:
         duration = (time.perf_counter() - started) * 1000
         ack.run_ms = int(duration)
+        if job._usage is not None:
+            # Taken for this attempt's ack: a timed-out sync worker still running in its
+            # thread can no longer add to it.
+            ack.usage, job._usage = job._usage, None
         event = EXCEPTION if exc is not None else STOP
         if telemetry.has_handlers(event):
             meta: dict[str, Any] = {"job": job, "state": ack.state, "node": self._node, "worker": job.worker}

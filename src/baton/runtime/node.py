@@ -50,7 +50,9 @@ class Node:
         self.instance = app.instance
         limits = sum(q["limit"] for q in app.queues.values())
         self.threads = DaemonThreadPool(max(4, limits + 2))
-        self.executor = Executor(app.resolve_worker, self.threads, self.name, process_pool_size=app.process_pool_size)
+        self.executor = Executor(
+            app.resolve_worker, self.threads, self.name, app.pricing, process_pool_size=app.process_pool_size
+        )
         self.acker = Acker(self)
         self.producers: dict[str, Producer] = {}
         self.leadership = Leadership(self, ttl=max(2 * app.refresh_interval, 1.0))
@@ -366,8 +368,10 @@ class Node:
     async def flush_acks(self, batch: list[Ack]) -> None:
         # Acks of plain jobs are one fenced UPDATE: no transaction needed (and a retry after an
         # ambiguous failure is harmless, the fence drops it). Workflow steps, chain links and
-        # debug logs need their follow-up writes in the same transaction.
-        plain = all(a.job.workflow_id is None and a.job.chain_key is None and not a.job._logs for a in batch)
+        # debug logs and usage records need their follow-up writes in the same transaction.
+        plain = all(
+            a.job.workflow_id is None and a.job.chain_key is None and not a.job._logs and a.usage is None for a in batch
+        )
         run = self.engine.run_autocommit if plain else self.engine.run
         result = await run(transitions.ack_jobs, batch, self.name, self.instance)
         for queue in {a.job.queue for a in batch}:

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..engines.base import Conn, Row
-from ..job import Job, JobSpec, dumps, to_datetime
+from ..job import Job, JobSpec, UsageRecord, dumps, to_datetime
 
 if TYPE_CHECKING:
     from ..workflows.builder import PlannedStep
@@ -246,6 +246,7 @@ class Ack:
     run_ms: int = 0
     reason: str | None = None
     graft: list[PlannedStep] | None = None  # a graft step's planned steps, inserted with this ack
+    usage: list[UsageRecord] | None = None  # `job.record_usage` calls of this attempt
 
     def row(self) -> dict[str, Any]:
         err = None

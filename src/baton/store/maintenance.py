@@ -284,6 +284,7 @@ async def prune_workflow_rows(conn: Conn, *, limit: int, debug_log_max_age: floa
     counts["workflow_debug_logs"] = await conn.execute(
         "prune_debug_logs", {"limit": limit, "max_age": debug_log_max_age}
     )
+    counts["baton_usage"] = await conn.execute("prune_usage", {"limit": limit})
     done = await conn.fetch("prune_completions", {"limit": limit})
     counts["workflow_completions"] = len(done)
     if done:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..engines.base import Conn, Row
 from ..job import TERMINAL_STATES, Job, dumps
-from . import chains, workflows
+from . import chains, usage, workflows
 from .effects import Cascaded, Effects, publish
 from .jobs import Ack, Dropped
 
@@ -114,6 +114,9 @@ async def ack_jobs(conn: Conn, acks: Sequence[Ack], node: str, origin: str = "")
     if logs:
         await workflows.insert_logs(conn, logs)
     await _graft(conn, result)
+    used = [a for a in result.acked if a.usage]
+    if used:
+        await usage.record_usage(conn, used)
     terminal = [(a.job, a.state) for a in result.acked if a.state in TERMINAL_STATES]
     await settle(conn, terminal, node, result.effects)
     return result

@@ -17,6 +17,7 @@ JOB_START: Event = ("baton", "job", "start")
 JOB_STOP: Event = ("baton", "job", "stop")
 JOB_EXCEPTION: Event = ("baton", "job", "exception")
 JOB_FENCED: Event = ("baton", "job", "fenced")
+JOB_USAGE: Event = ("baton", "job", "usage")
 WORKFLOW_FINISHED: Event = ("baton", "workflow", "finished")
 WORKFLOW_FAILED: Event = ("baton", "workflow", "failed")
 PLUGIN_STOP: Event = ("baton", "plugin", "stop")
@@ -33,6 +34,7 @@ OUTCOMES: tuple[Event, ...] = (
     JOB_STOP,
     JOB_EXCEPTION,
     JOB_FENCED,
+    JOB_USAGE,
     WORKFLOW_FINISHED,
     WORKFLOW_FAILED,
     PLUGIN_STOP,

@@ -58,6 +58,8 @@ class _Instruments:
     job_duration: Histogram
     job_queue_time: Histogram
     jobs_fenced: Counter
+    usage_tokens: Counter
+    usage_cost: Counter
     workflows_finished: Counter
     workflows_failed: Counter
     plugin_duration: Histogram
@@ -83,6 +85,12 @@ def _instruments(tracer_provider: TracerProvider | None, meter_provider: MeterPr
         ),
         jobs_fenced=meter.create_counter(
             "baton.jobs.fenced", unit="{job}", description="Late acks dropped because the job was no longer theirs"
+        ),
+        usage_tokens=meter.create_counter(
+            "baton.usage.tokens", unit="{token}", description="Tokens recorded by job.record_usage, by model and kind"
+        ),
+        usage_cost=meter.create_counter(
+            "baton.usage.cost", unit="1", description="Cost of priced calls recorded by job.record_usage, by model"
         ),
         workflows_finished=meter.create_counter(
             "baton.workflows.finished", unit="{workflow}", description="Workflows that finished, by status"
@@ -137,6 +145,12 @@ class _Bridge:
             job = metadata.get("job")
             attrs = {"queue": _text(getattr(job, "queue", None)), "reason": _text(metadata.get("reason"))}
             self.i.jobs_fenced.add(int(_number(measurements.get("count", 1))) or 1, attrs)
+        elif event == ev.JOB_USAGE:
+            model = _text(metadata.get("model"))
+            self.i.usage_tokens.add(int(_number(measurements.get("input_tokens"))), {"model": model, "kind": "input"})
+            self.i.usage_tokens.add(int(_number(measurements.get("output_tokens"))), {"model": model, "kind": "output"})
+            if measurements.get("cost") is not None:
+                self.i.usage_cost.add(_number(measurements.get("cost")), {"model": model})
         elif event == ev.WORKFLOW_FINISHED:
             self.i.workflows_finished.add(1, {"status": _text(metadata.get("status"))})
         elif event == ev.WORKFLOW_FAILED:

@@ -10,7 +10,7 @@ start_http_server(9100)
 ```
 
 Metric names and labels are listed in docs/telemetry.md. Labels are kept to bounded sets
-(queue, worker, state, status, plugin, node): never job or workflow ids.
+(queue, worker, state, status, plugin, node, model): never job or workflow ids.
 """
 
 from __future__ import annotations
@@ -89,6 +89,18 @@ class _Bridge:
             "Late acks dropped because the job was no longer theirs",
             registry=None,
         )
+        self.usage_tokens = Counter(
+            "baton_usage_tokens_total",
+            "Tokens recorded by job.record_usage, by model and kind (input or output)",
+            ["model", "kind"],
+            registry=None,
+        )
+        self.usage_cost = Counter(
+            "baton_usage_cost_total",
+            "Cost of the priced calls recorded by job.record_usage, by model (in the pricing's currency)",
+            ["model"],
+            registry=None,
+        )
         self.workflows_finished = Counter(
             "baton_workflows_finished_total",
             "Workflows that finished, by status",
@@ -141,6 +153,8 @@ class _Bridge:
             self.job_duration,
             self.job_queue_time,
             self.jobs_fenced,
+            self.usage_tokens,
+            self.usage_cost,
             self.workflows_finished,
             self.workflows_failed,
             self.plugin_rescued,
@@ -184,6 +198,12 @@ class _Bridge:
             self.job_queue_time.labels(queue).observe(_number(measurements.get("queue_time")) / 1000)
         elif event == ev.JOB_FENCED:
             self.jobs_fenced.inc(_number(measurements.get("count", 1)) or 1)
+        elif event == ev.JOB_USAGE:
+            model = _text(metadata.get("model"))
+            self.usage_tokens.labels(model, "input").inc(max(0.0, _number(measurements.get("input_tokens"))))
+            self.usage_tokens.labels(model, "output").inc(max(0.0, _number(measurements.get("output_tokens"))))
+            if measurements.get("cost") is not None:
+                self.usage_cost.labels(model).inc(max(0.0, _number(measurements.get("cost"))))
         elif event == ev.WORKFLOW_FINISHED:
             self.workflows_finished.labels(_text(metadata.get("status"))).inc()
         elif event == ev.WORKFLOW_FAILED:

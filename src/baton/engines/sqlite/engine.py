@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,23 @@ def _adapt(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.timestamp()
     return value
+
+
+class _DecimalSum:
+    """The `baton_decimal_sum(text)` aggregate: an exact sum of decimal numbers stored as TEXT
+    (costs), returned as TEXT; NULL when every value is NULL. SQLite's own sum() would go
+    through REAL and round."""
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: Any) -> None:
+        if value is not None:
+            number = Decimal(str(value))
+            self.total = number if self.total is None else self.total + number
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else format(self.total, "f")
 
 
 def split_statements(script: str) -> list[str]:
@@ -211,6 +229,7 @@ class SqliteEngine(Engine):
             raise DatabaseUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.create_aggregate("baton_decimal_sum", 1, _DecimalSum)  # type: ignore[arg-type]
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             if self.path != ":memory:":
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

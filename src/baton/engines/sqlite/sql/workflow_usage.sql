@@ -1,0 +1,5 @@
+SELECT step, model, attempt, count(*) AS calls, count(cost) AS priced,
+       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, baton_decimal_sum(cost) AS cost
+FROM baton_usage
+WHERE workflow_id = :workflow_id
+GROUP BY step, model, attempt
