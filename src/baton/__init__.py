@@ -17,7 +17,7 @@ from .usage import Pricing, StepUsage, UsageTotals, WorkflowUsage
 from .worker import Worker
 from .workflows import Graft, Workflow, WorkflowStatus
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Baton",
