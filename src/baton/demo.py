@@ -147,7 +147,7 @@ async def run_demo(url: str | None = None, *, schema: str = "public", keep: bool
                 )
             console.print(
                 f"open it in the web dashboard:  baton dashboard --url {url}  then  "
-                f"http://127.0.0.1:8484/workflows/{wid}",
+                f"http://127.0.0.1:8484/workflows/{wid}  (the dashboard extra: pip install 'baton-jobs[dashboard]')",
                 soft_wrap=True,
             )
 
