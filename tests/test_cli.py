@@ -271,6 +271,9 @@ def test_workflows_list_shows_recent_workflows(db_url: str) -> None:
     assert "nightly" in row and "failed" in row and "4/4" in row
 
     assert invoke(db_url, "workflows", "list", "--label", "other").stdout.strip() == "no workflows"
+    # The same page query as the dashboard's, with its status filter.
+    assert wid in invoke(db_url, "workflows", "list", "--status", "failed").stdout
+    assert invoke(db_url, "workflows", "list", "--status", "running").stdout.strip() == "no workflows"
 
 
 def test_workflows_show_draws_the_dag_as_a_tree_with_step_states(db_url: str) -> None:

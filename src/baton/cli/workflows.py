@@ -12,6 +12,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from .. import read
 from ..app import Baton
 from ..errors import BatonError, ValidationError, WorkflowError
 from ..job import TERMINAL_STATES
@@ -43,21 +44,27 @@ def workflows() -> None:
 @workflows.command("list")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--label", "-l", default=None, help="Only workflows with this label.")
+@click.option(
+    "--status",
+    "-s",
+    type=click.Choice(["running", "completed", "failed"]),
+    default=None,
+    help="Only workflows in this status.",
+)
 @database_options
-def workflows_list(settings: Settings, limit: int, label: str | None) -> None:
-    """List recent workflows, newest first."""
+def workflows_list(settings: Settings, limit: int, label: str | None, status: str | None) -> None:
+    """List recent workflows, newest first (the dashboard's query: `baton.read.workflows_page`)."""
 
     async def go() -> list[dict[str, Any]]:
         async with admin(settings) as app:
-            return await app.list_workflows(limit=limit, label=label)
+            page = await app.engine.run(read.workflows_page, status, label, None, limit)
+            return list(page["workflows"])
 
     rows = run(go())
     out = console(wide=True)
     if not rows:
         out.print("no workflows")
         return
-    from ..job import to_datetime
-
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("ID", no_wrap=True)
     table.add_column("LABEL", overflow="fold")
@@ -66,14 +73,13 @@ def workflows_list(settings: Settings, limit: int, label: str | None) -> None:
     table.add_column("INSERTED", no_wrap=True)
     table.add_column("FINISHED", no_wrap=True)
     for row in rows:
-        status = row["completion_status"] or "running"
         table.add_row(
             str(row["id"]),
             row["label"] or "-",
-            state_text(status),
-            f"{int(row['resolved'] or 0)}/{int(row['steps'] or 0)}",
-            when(to_datetime(row["inserted_at"])),
-            when(to_datetime(row["announced_at"])),
+            state_text(row["status"]),
+            f"{row['resolved']}/{row['steps']}",
+            when(row["inserted_at"]),
+            when(row["finished_at"]),
         )
     out.print(table)
 
