@@ -127,6 +127,20 @@ BEGIN
     -- snapshot of its own (a VOLATILE function's statements each take one), so it sees every
     -- job the previous turn started.
     PERFORM pg_advisory_xact_lock(hashtextextended('baton.queue_limits.' || current_schema() || '.' || p_queue, 0));
+    -- When even the whole queue's usage plus this fetch stays within every limit, no partition
+    -- can reach its limit: fetch like an unpartitioned queue (scan only what is fetched, no
+    -- ranking per partition; starts are still recorded per partition for the rate window).
+    -- Only the turns whose fetch could bind pay for partitions.
+    IF (g_allowed IS NULL OR g_allowed >= p_limit + (
+            SELECT count(*) FROM baton_jobs WHERE state = 'executing' AND queue = p_queue))
+       AND (r_allowed IS NULL OR r_allowed >= p_limit + (
+            SELECT coalesce(sum(n), 0) FROM baton_rate_window
+            WHERE queue = p_queue AND started_at > clock_timestamp() - make_interval(secs => r_period)))
+    THEN
+        p_scan := p_limit;
+        g_fields := '{}';
+        g_keys := '{}';
+    END IF;
     RETURN QUERY
     WITH clock AS MATERIALIZED (
         SELECT clock_timestamp() AS t  -- after the lock: stamps follow the order of the turns
