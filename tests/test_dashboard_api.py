@@ -594,7 +594,8 @@ async def test_queues_show_usage_against_the_limits_across_nodes(make_app: Calla
             assert response.status_code == 200
             assert response.json()["global_limit"] == 9 and response.json()["rate_limit"]["allowed"] == 120
             await wait_for(lambda: node.queue_state()["api"]["global_limit"] == {"allowed": 9})
-            await wait_for(lambda: _lines_are(lines, {"api": ["4 / 9 executing across nodes", "4 / 120 starts per 30 s"]}))
+            scaled = {"api": ["4 / 9 executing across nodes", "4 / 120 starts per 30 s"]}
+            await wait_for(lambda: _lines_are(lines, scaled))
             bad = await client.post("/api/queues/api/scale", data={"rate_limit": "fast"}, headers=headers)
             assert bad.status_code == 400 and bad.json()["field"] == "rate_limit"
             refused = await client.post("/api/queues/api/scale", data={"global_limit": "3"})

@@ -123,7 +123,8 @@ def _rate_limit(params: Mapping[str, Any]) -> dict[str, Any] | None:
     try:
         n, seconds = int(allowed), float(period)
     except ValueError:
-        raise BadRequest("rate_limit", f"must be ALLOWED/PERIOD, e.g. 50/60 (50 starts per 60 s), got {text!r}") from None
+        message = f"must be ALLOWED/PERIOD, e.g. 50/60 (50 starts per 60 s), got {text!r}"
+        raise BadRequest("rate_limit", message) from None
     if n < 1 or not 0 < seconds <= 86400 * 365:
         raise BadRequest("rate_limit", f"must be ALLOWED/PERIOD with ALLOWED >= 1 and PERIOD > 0, got {text!r}")
     return {"allowed": n, "period": seconds}

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
-
 from urllib.parse import quote
 
 from markupsafe import Markup, escape
@@ -90,6 +89,20 @@ def _failed_path(steps: Sequence[Mapping[str, Any]]) -> set[tuple[str, str]]:
     return {(d, s["name"]) for s in steps for d in s["deps"] if state.get(d) in FAILED and state[s["name"]] in FAILED}
 
 
+def _rooted(steps: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Grafted roots drawn after their graft step: a grafted step none of whose deps was grafted
+    with it gets an edge from the graft step (stored, its dependency is the graft's completion)."""
+    names = {s["name"] for s in steps}
+    parent = {s["name"]: s.get("parent") for s in steps}
+    out: list[Mapping[str, Any]] = []
+    for s in steps:
+        p = s.get("parent")
+        if p in names and p not in s["deps"] and not any(parent.get(d) == p for d in s["deps"]):
+            s = {**s, "deps": [p, *s["deps"]]}
+        out.append(s)
+    return out
+
+
 def _group_label(group: str, members: Sequence[Mapping[str, Any]]) -> str:
     if any(m.get("parent") == group for m in members):
         return f"{group} (grafted, {len(members)} step{'' if len(members) == 1 else 's'})"
@@ -105,6 +118,7 @@ def dag(
         return Markup('<p class="muted">This workflow has no steps.</p>')
     if len(steps) > MAX_DRAWN:
         return Markup(f'<p class="muted">{len(steps)} steps are too many to draw; the table below lists them all.</p>')
+    steps = _rooted(steps)
     layer = layers(steps)
     rows = order(steps, layer)
     xy: dict[str, tuple[int, int]] = {}
@@ -190,7 +204,7 @@ def _collapsed_box(s: Mapping[str, Any], x: int, y: int, base: str, workflow_id:
     title = f"{graft}: {num(info['steps'])} grafted steps\n" + "\n".join(f"{st}: {num(n)}" for st, n in counts)
     sub = " · ".join(f"{num(n)} {st}" for st, n in counts[:2]) + (" …" if len(counts) > 2 else "")
     label = f"{num(info['steps'])} grafted steps"
-    href = f"{escape(base)}/jobs?workflow={escape(quote(workflow_id, safe=''))}" if workflow_id else f"{escape(base)}/jobs"
+    href = f"{escape(base)}/jobs" + (f"?workflow={escape(quote(workflow_id, safe=''))}" if workflow_id else "")
     return (
         f'<a href="{href}" class="step-link collapsed" data-step="{escape(s["name"])}">'
         f'<g class="step state-{escape(s["state"])}"><title>{escape(title)}</title>'
