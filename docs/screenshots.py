@@ -31,6 +31,28 @@ from baton.dashboard import create_app  # noqa: E402
 OUT = ROOT / "docs" / "images"
 
 
+async def graft_workflow(app: baton.Baton) -> str:
+    """A graft that mapped eight LLM calls, each recording its usage, and a summary step."""
+
+    @app.worker(name="llm.summarize")
+    def summarize(job: baton.Job) -> str:
+        model = "gpt-4.1-mini" if job.args.get("i", 0) % 3 else "gpt-4.1"
+        job.record_usage(model=model, input_tokens=12_000 + 700 * job.args.get("i", 0), output_tokens=900)
+        return "ok"
+
+    @app.worker(name="llm.fan_out")
+    def fan_out(job: baton.Job) -> baton.Graft:
+        return baton.Graft.map(summarize, [{"i": i} for i in range(8)])
+
+    wf = baton.Workflow(label="summarize-documents")
+    wf.add("list", summarize.new({"i": 0}))
+    wf.add_graft("process", fan_out.new({}), deps=["list"])
+    wf.add("report", summarize.new({"i": 1}), deps=["process"])
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    return wid
+
+
 async def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     async with benchlib.fresh_database(benchlib.default_url()) as url:
@@ -40,13 +62,22 @@ async def main() -> None:
             await conn.execute("DELETE FROM baton_jobs WHERE state NOT IN ('completed', 'discarded', 'cancelled')")
         app = baton.Baton(
             url,
-            queues={"default": 10, "mailers": 5, "billing": 4},
+            queues={
+                "default": {"limit": 10, "global_limit": 20, "rate_limit": {"allowed": 600, "period": 60}},
+                "mailers": 5,
+                "billing": 4,
+            },
+            pricing={
+                "gpt-4.1": {"input": "2.00", "output": "8.00"},
+                "gpt-4.1-mini": {"input": "0.40", "output": "1.60"},
+            },
             plugins=[baton.plugins.Lifeline(), baton.plugins.WorkflowHealth()],
             node="web-1",
             log_events=False,
         )
         workers = dash_data.register(app)
         ids = await dash_data.seed(app, workers)
+        ids["graft_wf"] = await graft_workflow(app)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -63,6 +94,7 @@ async def main() -> None:
                 ("overview", "/"),
                 ("jobs", "/jobs?queue=default"),
                 ("workflow", f"/workflows/{ids['failed_wf']}"),
+                ("workflow-graft", f"/workflows/{ids['graft_wf']}"),
                 ("job", f"/jobs/{card.id}"),
                 ("failures", "/failures"),
                 ("health", "/health"),

@@ -14,7 +14,8 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -505,3 +506,165 @@ def test_the_cli_serves_it_with_auth_from_the_environment_and_read_only(db_url: 
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert "Baton dashboard for" in err and "read-only, basic auth" in err
+
+
+# --------------------------------------------------------------------------- round 2: usage, limits, grafts
+
+
+async def test_workflow_usage_and_cost_by_model_in_the_api_and_pages(make_app: Callable[..., baton.Baton]) -> None:
+    app = make_app(queues={"default": 2}, pricing={"gpt-4.1": {"input": "2.00", "output": "8.00"}})
+
+    @app.worker(name="llm.ask")
+    def ask(job: baton.Job) -> None:
+        job.record_usage(model=job.args["model"], input_tokens=1_000_000, output_tokens=job.args["out"])
+
+    wf = baton.Workflow(label="costly")
+    wf.add("draft", ask.new({"model": "gpt-4.1", "out": 500_000}))
+    wf.add("review", ask.new({"model": EVIL, "out": 10}), deps=["draft"])
+    wid = await app.insert_workflow(wf)
+    plain_wf = baton.Workflow(label="free")
+    plain_wf.add("only", ask.new({"model": "gpt-4.1", "out": 0}, schedule_in=3600))
+    free = await app.insert_workflow(plain_wf)
+    await app.drain()
+    async with client_for(create_app(app)) as client:
+        usage = (await client.get(f"/api/workflows/{wid}")).json()["usage"]
+        # 1M input tokens at 2.00 and 0.5M output tokens at 8.00 per million; the unpriced model is left out.
+        assert Decimal(usage["total_cost"]) == Decimal("6") == (await app.workflow_usage(wid)).total_cost
+        assert usage["input_tokens"] == 2_000_000 and usage["output_tokens"] == 500_010
+        assert usage["by_step"]["draft"]["cost"] == str((await app.workflow_usage(wid)).by_step["draft"].cost)
+        assert usage["by_step"]["review"]["cost"] is None and usage["unpriced_models"] == [EVIL]
+        assert (await client.get(f"/api/workflows/{free}")).json()["usage"] is None
+
+        page = (await client.get(f"/workflows/{wid}")).text
+        assert "Usage and cost" in page and str((await app.workflow_usage(wid)).total_cost) in page
+        assert EVIL not in page and "&lt;script&gt;window.__pwned" in page
+        assert "Usage and cost" not in (await client.get(f"/workflows/{free}")).text
+
+        by_model = (await client.get("/api/overview")).json()["usage_by_model"]
+        expected = await app.usage_by_model(since=timedelta(hours=1))
+        assert set(by_model) == {"gpt-4.1", EVIL}
+        assert by_model["gpt-4.1"]["cost"] == str(expected["gpt-4.1"]["cost"])
+        assert by_model[EVIL]["cost"] is None and by_model[EVIL]["unpriced_calls"] == 1
+        overview = (await client.get("/")).text
+        assert "Usage by model" in overview and EVIL not in overview
+
+
+async def test_the_overview_hides_usage_when_none_was_recorded(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/api/overview")).json()["usage_by_model"] == {}
+    assert "Usage by model" not in (await api.get("/")).text
+
+
+async def test_queues_show_usage_against_the_limits_across_nodes(make_app: Callable[..., baton.Baton]) -> None:
+    queues = {
+        "api": {"limit": 5, "global_limit": 5, "rate_limit": {"allowed": 50, "period": 60}},
+        "tenants": {"limit": 5, "global_limit": {"allowed": 2, "partition": {"fields": ["args"], "keys": ["t"]}}},
+    }
+    node = make_app(queues=queues, refresh_interval=0.2, stale_after=5, poll_interval=0.05)
+    release = asyncio.Event()
+
+    @node.worker(name="slow.call")
+    async def call(job: baton.Job) -> None:
+        await release.wait()
+
+    await node.insert_all([call.new({"n": i}, queue="api") for i in range(4)])
+    await node.insert_all([call.new({"t": "acme", "n": i}, queue="tenants") for i in range(3)])
+    await node.insert(call.new({"t": "other"}, queue="tenants"))
+    async with node, client_for(create_app(node)) as client:
+        try:
+
+            async def lines() -> dict[str, list[str]]:
+                rows = (await client.get("/api/queues")).json()["queues"]
+                return {q["queue"]: q["limit_lines"] for q in rows}
+
+            # The 4 api jobs run (limit 5); of the tenants, 2 of acme's 3 (limit 2 each) and other's 1.
+            want = {
+                "api": ["4 / 5 executing across nodes", "4 / 50 starts per 60 s"],
+                "tenants": ['busiest ["acme"]: 2 / 2 executing per args t (3 in all)'],
+            }
+            await wait_for(lambda: _lines_are(lines, want))
+            page = (await client.get("/queues")).text
+            assert "4 / 5 executing across nodes" in page and "4 / 50 starts per 60 s" in page
+            assert "busiest [&#34;acme&#34;]: 2 / 2 executing" in page
+            assert "4 / 5 executing across nodes" in (await client.get("/")).text
+
+            headers = await token(client)
+            response = await client.post(
+                "/api/queues/api/scale", data={"global_limit": "9", "rate_limit": "120/30"}, headers=headers
+            )
+            assert response.status_code == 200
+            assert response.json()["global_limit"] == 9 and response.json()["rate_limit"]["allowed"] == 120
+            await wait_for(lambda: node.queue_state()["api"]["global_limit"] == {"allowed": 9})
+            scaled = {"api": ["4 / 9 executing across nodes", "4 / 120 starts per 30 s"]}
+            await wait_for(lambda: _lines_are(lines, scaled))
+            bad = await client.post("/api/queues/api/scale", data={"rate_limit": "fast"}, headers=headers)
+            assert bad.status_code == 400 and bad.json()["field"] == "rate_limit"
+            refused = await client.post("/api/queues/api/scale", data={"global_limit": "3"})
+            assert refused.status_code == 403
+        finally:
+            release.set()
+
+
+async def _lines_are(lines: Callable[[], Any], want: dict[str, list[str]]) -> bool:
+    got = await lines()
+    return all(got.get(q) == v for q, v in want.items())
+
+
+def graft_app(make_app: Callable[..., baton.Baton], n: int) -> tuple[baton.Baton, baton.Workflow]:
+    """A workflow list -> process (a graft of `n` steps) -> report."""
+    app = make_app(queues={"default": 5})
+
+    @app.worker(name="g.item")
+    def item(job: baton.Job) -> int:
+        return int(job.args["i"])
+
+    @app.worker(name="g.expand")
+    def expand(job: baton.Job) -> baton.Graft:
+        return baton.Graft.map(item, [{"i": i} for i in range(n)])
+
+    wf = baton.Workflow(label="fan-out")
+    wf.add("list", item.new({"i": -1}))
+    wf.add_graft("process", expand.new({}), deps=["list"])
+    wf.add("report", item.new({"i": -2}), deps=["process"])
+    return app, wf
+
+
+async def test_a_grafts_steps_are_grouped_under_it(make_app: Callable[..., baton.Baton]) -> None:
+    app, wf = graft_app(make_app, 3)
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    status = await app.workflow_status(wid)
+    assert sorted(status.grafted("process")) == ["process.0", "process.1", "process.2"]
+    async with client_for(create_app(app)) as client:
+        detail = (await client.get(f"/api/workflows/{wid}")).json()
+        steps = {s["name"]: s for s in detail["steps"]}
+        assert steps["process"]["graft"] is True and steps["process.1"]["parent"] == "process"
+        assert steps["process.1"]["group"] == "process"
+        assert detail["grafts"] == [{"name": "process", "steps": 3, "counts": detail["grafts"][0]["counts"]}]
+        assert sum(detail["grafts"][0]["counts"].values()) == 3
+        page = (await client.get(f"/workflows/{wid}")).text
+        assert "process (grafted, 3 steps)" in page
+        for name in ("process.0", "process.1", "process.2", "report"):
+            assert f'data-step="{name}"' in page
+        assert "grafted steps" not in page  # not collapsed
+
+
+async def test_a_big_map_is_collapsed_into_one_box(make_app: Callable[..., baton.Baton]) -> None:
+    app, wf = graft_app(make_app, 2_000)
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    status = await app.workflow_status(wid)
+    assert len(status.grafted("process")) == 2_000
+    async with client_for(create_app(app)) as client:
+        detail = (await client.get(f"/api/workflows/{wid}")).json()
+        assert detail["grafts"][0]["steps"] == 2_000 and len(detail["steps"]) == 2_003
+        page = (await client.get(f"/workflows/{wid}")).text
+        assert 'data-step="process.*"' in page and "2\u202f000 grafted steps" in page
+        assert 'data-step="process.17"' not in page
+        assert f"/jobs?workflow={wid}" in page
+        assert '<svg class="dag"' in page  # drawn: 4 boxes, not 2 003
+        counts = detail["grafts"][0]["counts"]
+        for state, n in counts.items():
+            assert f"{state} {n:,}".replace(",", "\u202f") in page
+        jobs = (await client.get("/api/jobs", params={"workflow": wid, "limit": 500})).json()
+        assert len(jobs["jobs"]) == 500 and {j["workflow_id"] for j in jobs["jobs"]} == {wid}
+        assert (await client.get(f"/jobs?workflow={wid}")).status_code == 200

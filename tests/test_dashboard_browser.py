@@ -1,6 +1,6 @@
 """The dashboard in a real headless Chromium (Debian's /usr/bin/chromium driven by the
 `playwright` package), served by uvicorn in a thread: the overview, filtering jobs, a workflow's
-graph, retrying a discarded job and seeing its state change without a reload, a change made
+graph (a graft's steps grouped), retrying a discarded job and seeing its state change without a reload, a change made
 elsewhere arriving live, markup in args staying inert, and read-only mode."""
 
 from __future__ import annotations
@@ -150,6 +150,42 @@ async def test_workflow_graph_draws_steps_with_their_states(page: Page, server: 
     await graph.locator("[data-step=clean]").click()
     await page.wait_for_url("**/jobs/*")
     await expect(page.locator("h1")).to_contain_text("report.step")
+
+
+async def test_a_graft_workflow_draws_its_grafted_steps_in_a_group(
+    page: Page, server: DashboardServer, seeded: dict[str, Any]
+) -> None:
+    app = seeded["app"]
+
+    @app.worker(name="g.item")
+    def item(job: baton.Job) -> int:
+        return int(job.args["i"])
+
+    @app.worker(name="g.expand")
+    def expand(job: baton.Job) -> baton.Graft:
+        return baton.Graft.map(item, [{"i": i} for i in range(3)])
+
+    wf = baton.Workflow(label="fan-out")
+    wf.add("list", item.new({"i": -1}))
+    wf.add_graft("process", expand.new({}), deps=["list"])
+    wf.add("report", item.new({"i": -2}), deps=["process"])
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    await page.goto(f"{server.base}/workflows/{wid}")
+    graph = page.locator("svg.dag")
+    await expect(graph.locator("g.step")).to_have_count(6)
+    group = graph.locator("g.group", has_text="process (grafted, 3 steps)")
+    await expect(group).to_have_count(1)
+    box = await group.locator("rect").bounding_box()
+    assert box is not None
+    for name in ("process.0", "process.1", "process.2"):
+        step = await graph.locator(f"[data-step='{name}'] rect").first.bounding_box()
+        assert step is not None
+        assert box["x"] <= step["x"] and step["x"] + step["width"] <= box["x"] + box["width"]
+        assert box["y"] <= step["y"] and step["y"] + step["height"] <= box["y"] + box["height"]
+    for name in ("list", "process", "report"):  # the graft step and the others stay outside
+        step = await graph.locator(f"[data-step='{name}'] rect").first.bounding_box()
+        assert step is not None and not (box["x"] <= step["x"] <= box["x"] + box["width"])
 
 
 async def test_retry_a_discarded_job_and_see_it_change_without_a_reload(

@@ -5,10 +5,12 @@ dashboard`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -21,6 +23,7 @@ from ..errors import ValidationError
 from ..job import MAX_BIGINT, STATES, TERMINAL_STATES
 from ..read.jobs import JobFilter
 from ..store import maintenance
+from ..store import usage as usagestore
 from .format import register_filters
 from .live import Broadcaster
 from .security import csrf_token, set_csrf_cookie
@@ -35,6 +38,8 @@ BULK_MAX = 100_000
 BULK_CHUNK = 1_000
 WORKFLOW_STATUSES = ("running", "completed", "failed")
 COUNTS_TTL = 1.0
+USAGE_SINCE = timedelta(hours=24)
+"""How far back the overview sums usage and cost by model."""
 MINUTES_PER_REQUEST = 15
 """Past minutes of the throughput chart a request counts at most (the rest come with later refreshes)."""
 
@@ -70,7 +75,7 @@ def int_param(
 
 
 def job_filter(params: Mapping[str, Any]) -> JobFilter:
-    """The jobs filter from query parameters (state, queue, worker, tag, q)."""
+    """The jobs filter from query parameters (state, queue, worker, tag, q, workflow)."""
     state = text_param(params, "state")
     if state is not None and state not in STATES:
         raise BadRequest("state", f"unknown state {state!r}; choose from {', '.join(STATES)}")
@@ -80,6 +85,7 @@ def job_filter(params: Mapping[str, Any]) -> JobFilter:
         worker=text_param(params, "worker"),
         tag=text_param(params, "tag"),
         q=text_param(params, "q", 200),
+        workflow=text_param(params, "workflow"),
     )
 
 
@@ -132,16 +138,68 @@ async def _cluster(conn: Conn, stale_after: float) -> dict[str, Any]:
     return {"nodes": await read.nodes(conn, stale_after), "leader": await read.leader(conn)}
 
 
+def plain(value: Any) -> Any:
+    """Usage data as JSON-ready values: dataclasses as dicts, Decimal as a string (exact)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _partition(limit: Mapping[str, Any]) -> str:
+    p = limit.get("partition")
+    if not p:
+        return ""
+    return " per " + " ".join([*p.get("fields", ()), *p.get("keys", ())])
+
+
+def limit_lines(usage: Mapping[str, Any] | None) -> list[str]:
+    """A queue's usage against its limits across nodes, one line per limit, e.g. `3 / 5
+    executing across nodes`, `41 / 50 starts per 60 s`; for a partitioned limit the busiest
+    partition."""
+    if not usage:
+        return []
+    lines = []
+    g, r = usage.get("global_limit"), usage.get("rate_limit")
+    if g:
+        if g.get("partition"):
+            busiest = next(iter((usage.get("executing_by_partition") or {}).items()), None)
+            top = f"busiest {busiest[0]}: {busiest[1]}" if busiest else "busiest: 0"
+            lines.append(f"{top} / {g['allowed']} executing{_partition(g)} ({usage.get('executing', 0)} in all)")
+        else:
+            lines.append(f"{usage.get('executing', 0)} / {g['allowed']} executing across nodes")
+    if r:
+        period = f"{float(r['period']):g} s"
+        if r.get("partition"):
+            busiest = next(iter((usage.get("window_by_partition") or {}).items()), None)
+            top = f"busiest {busiest[0]}: {busiest[1]}" if busiest else "busiest: 0"
+            lines.append(f"{top} / {r['allowed']} starts per {period}{_partition(r)} ({usage.get('window', 0)} in all)")
+        else:
+            lines.append(f"{usage.get('window', 0)} / {r['allowed']} starts per {period}")
+    return lines
+
+
 def queue_rows(overview: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Queues with their counts and, from the producers, each node's limit/running/paused."""
+    """Queues with their counts and, from the producers, each node's limit/running/paused; with
+    `queue_usage` in `overview` also the limits across nodes and their usage (`limits`,
+    `limit_lines`)."""
     producers: dict[str, list[dict[str, Any]]] = {}
     for node in overview["nodes"]:
         for p in node["producers"]:
             if not p["drain"]:
                 producers.setdefault(p["queue"], []).append({**p, "node": node["node"]})
     rows = []
+    usage = overview.get("queue_usage") or {}
     for q in overview["queues"]:
         ps = producers.get(q["queue"], [])
+        limits = usage.get(q["queue"])
+        if limits is not None:
+            limits = {k: v for k, v in limits.items() if k != "nodes"}
         rows.append(
             {
                 **q,
@@ -149,6 +207,8 @@ def queue_rows(overview: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "paused": bool(ps) and all(p["paused"] for p in ps if not p["stale"]),
                 "running": sum(int(p["running"] or 0) for p in ps if not p["stale"]),
                 "limit": sum(int(p["limit"] or 0) for p in ps if not p["stale"]),
+                "limits": limits,
+                "limit_lines": limit_lines(limits),
             }
         )
     return rows
@@ -199,9 +259,31 @@ class Dashboard:
         return await self.read(_cluster, self.app.stale_after)  # type: ignore[no-any-return]
 
     async def overview(self) -> dict[str, Any]:
-        """Counts, throughput, nodes and leader."""
+        """Counts, throughput, nodes and leader, queue limits, and usage by model (last 24 h)."""
         counts = await self.counts()
-        return {**counts, **await self.read(_throughput, self.closed_minutes), **await self.cluster()}
+        return {
+            **counts,
+            **await self.read(_throughput, self.closed_minutes),
+            **await self.cluster(),
+            "queue_usage": await self.queue_usage(),
+            "usage_by_model": await self.usage_by_model(),
+        }
+
+    async def queue_usage(self) -> dict[str, dict[str, Any]]:
+        """Per queue a live node runs: its limits across nodes and their current usage."""
+        return await self.app.queue_usage()
+
+    async def usage_by_model(self) -> dict[str, Any]:
+        """Tokens and cost by model over the last `USAGE_SINCE` (Decimal as text)."""
+        totals = await self.read(usagestore.usage_by_model, datetime.now(UTC) - USAGE_SINCE)
+        return {model: plain(t) for model, t in sorted(totals.items())}
+
+    async def workflow_usage(self, workflow_id: str) -> dict[str, Any] | None:
+        """A workflow's tokens and cost, in total, by step and by model; None when it recorded none."""
+        usage = await self.read(usagestore.workflow_usage, workflow_id)
+        if usage is None or not usage.calls:
+            return None
+        return plain(usage)  # type: ignore[no-any-return]
 
     def invalidate(self) -> None:
         """Forget cached reads (after an action)."""

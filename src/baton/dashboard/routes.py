@@ -114,6 +114,22 @@ def _acted(dash: Dashboard, request: Request, payload: Mapping[str, Any], messag
     return JSON(payload)
 
 
+def _rate_limit(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`rate_limit=ALLOWED/PERIOD` (starts per seconds, as `baton queues scale --rate-limit`)."""
+    text = text_param(params, "rate_limit", 40)
+    if text is None:
+        return None
+    allowed, _, period = text.partition("/")
+    try:
+        n, seconds = int(allowed), float(period)
+    except ValueError:
+        message = f"must be ALLOWED/PERIOD, e.g. 50/60 (50 starts per 60 s), got {text!r}"
+        raise BadRequest("rate_limit", message) from None
+    if n < 1 or not 0 < seconds <= 86400 * 365:
+        raise BadRequest("rate_limit", f"must be ALLOWED/PERIOD with ALLOWED >= 1 and PERIOD > 0, got {text!r}")
+    return {"allowed": n, "period": seconds}
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -231,10 +247,11 @@ def api_routes(dash: Dashboard) -> list[Route]:
         detail = await dash.read(read.workflow_detail, request.path_params["id"])
         if detail is None:
             return JSON({"error": f"no workflow with id {request.path_params['id']!r}"}, status_code=404)
+        detail["usage"] = await dash.workflow_usage(detail["workflow_id"])
         return JSON(detail)
 
     async def queues(request: Request) -> Response:
-        data = {**await dash.counts(), **await dash.cluster()}
+        data = {**await dash.counts(), **await dash.cluster(), "queue_usage": await dash.queue_usage()}
         return JSON({"queues": queue_rows(data)})
 
     async def queue_action(request: Request) -> Response:
@@ -248,13 +265,20 @@ def api_routes(dash: Dashboard) -> list[Route]:
         elif action == "resume":
             await app.resume_queue(name)
         else:
-            limit = int_param(await _params(request), "limit", None, 1, 2**31 - 1)
-            if limit is None:
+            params = await _params(request)
+            limit = int_param(params, "limit", None, 1, 2**31 - 1)
+            global_limit = int_param(params, "global_limit", None, 1, 2**31 - 1)
+            rate_limit = _rate_limit(params)
+            if limit is None and global_limit is None and rate_limit is None:
                 raise BadRequest("limit", "give the new concurrency limit, e.g. limit=20")
-            await app.scale_queue(name, limit)
-            return _acted(
-                dash, request, {"queue": name, "action": action, "limit": limit}, f"queue {name}: limit {limit}"
+            await app.scale_queue(name, limit, global_limit=global_limit, rate_limit=rate_limit)
+            changed = {"limit": limit, "global_limit": global_limit, "rate_limit": rate_limit}
+            text = ", ".join(
+                f"{k.replace('_', ' ')} " + (f"{v['allowed']}/{v['period']:g}s" if isinstance(v, dict) else str(v))
+                for k, v in changed.items()
+                if v is not None
             )
+            return _acted(dash, request, {"queue": name, "action": action, **changed}, f"queue {name}: {text}")
         return _acted(dash, request, {"queue": name, "action": action}, f"queue {name}: {action} sent to every node")
 
     async def cron(request: Request) -> Response:
@@ -411,11 +435,13 @@ def page_routes(dash: Dashboard) -> list[Route]:
                 request, "error.html", http_status=404, nav="workflows", message="There is no workflow with this id."
             )
         base = request.scope.get("root_path", "").rstrip("/")
-        graph = svg.dag(detail["steps"], base, detail["root_failure"])
-        return dash.render(request, "workflow.html", nav="workflows", wf=detail, graph=graph)
+        steps = read.collapsed(detail)
+        graph = svg.dag(steps, base, detail["root_failure"], detail["workflow_id"])
+        usage = await dash.workflow_usage(detail["workflow_id"])
+        return dash.render(request, "workflow.html", nav="workflows", wf=detail, steps=steps, graph=graph, usage=usage)
 
     async def queues(request: Request) -> Response:
-        data = {**await dash.counts(), **await dash.cluster()}
+        data = {**await dash.counts(), **await dash.cluster(), "queue_usage": await dash.queue_usage()}
         return dash.render(request, "queues.html", nav="queues", queues=queue_rows(data), o=data)
 
     async def cron(request: Request) -> Response:

@@ -1,5 +1,6 @@
 """Server-rendered SVG: a workflow's DAG (layered layout: longest-path layers, barycentric
-ordering within a layer, sub-workflow steps kept together) and the throughput bar chart.
+ordering within a layer, sub-workflow and grafted steps kept together in a labelled box, a
+big graft collapsed into one box) and the throughput bar chart.
 Every text that came from a user is escaped here."""
 
 from __future__ import annotations
@@ -7,8 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from markupsafe import Markup, escape
+
+from .format import num
 
 NODE_W, NODE_H = 176, 44
 COL_GAP, ROW_GAP = 64, 16
@@ -85,12 +89,36 @@ def _failed_path(steps: Sequence[Mapping[str, Any]]) -> set[tuple[str, str]]:
     return {(d, s["name"]) for s in steps for d in s["deps"] if state.get(d) in FAILED and state[s["name"]] in FAILED}
 
 
-def dag(steps: Sequence[Mapping[str, Any]], base: str, root_failure: str | None = None) -> Markup:
-    """The workflow's steps as an SVG graph, each step linking to its job's page."""
+def _rooted(steps: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Grafted roots drawn after their graft step: a grafted step none of whose deps was grafted
+    with it gets an edge from the graft step (stored, its dependency is the graft's completion)."""
+    names = {s["name"] for s in steps}
+    parent = {s["name"]: s.get("parent") for s in steps}
+    out: list[Mapping[str, Any]] = []
+    for s in steps:
+        p = s.get("parent")
+        if p in names and p not in s["deps"] and not any(parent.get(d) == p for d in s["deps"]):
+            s = {**s, "deps": [p, *s["deps"]]}
+        out.append(s)
+    return out
+
+
+def _group_label(group: str, members: Sequence[Mapping[str, Any]]) -> str:
+    if any(m.get("parent") == group for m in members):
+        return f"{group} (grafted, {len(members)} step{'' if len(members) == 1 else 's'})"
+    return group
+
+
+def dag(
+    steps: Sequence[Mapping[str, Any]], base: str, root_failure: str | None = None, workflow_id: str | None = None
+) -> Markup:
+    """The workflow's steps as an SVG graph, each step linking to its job's page; a collapsed
+    graft (`read.collapsed`) is one box with its counts by state, linking to the workflow's jobs."""
     if not steps:
         return Markup('<p class="muted">This workflow has no steps.</p>')
     if len(steps) > MAX_DRAWN:
         return Markup(f'<p class="muted">{len(steps)} steps are too many to draw; the table below lists them all.</p>')
+    steps = _rooted(steps)
     layer = layers(steps)
     rows = order(steps, layer)
     xy: dict[str, tuple[int, int]] = {}
@@ -115,7 +143,8 @@ def dag(steps: Sequence[Mapping[str, Any]], base: str, root_failure: str | None 
         if s.get("group"):
             groups.setdefault(s["group"], []).append(s["name"])
     for g, members in sorted(groups.items()):
-        if len(members) < 2:
+        label = _group_label(g, [by_name[m] for m in members])
+        if len(members) < 2 and label == g:
             continue
         xs = [xy[m][0] for m in members]
         ys = [xy[m][1] for m in members]
@@ -123,7 +152,7 @@ def dag(steps: Sequence[Mapping[str, Any]], base: str, root_failure: str | None 
         x1, y1 = max(xs) + NODE_W + 8, max(ys) + NODE_H + 8
         out.append(
             f'<g class="group"><rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0 + 10}" rx="10"/>'
-            f'<text x="{x0 + 8}" y="{y1 + 14}">{escape(g)}</text></g>'
+            f'<text x="{x0 + 8}" y="{y1 + 14}">{escape(label)}</text></g>'
         )
     for s in steps:
         for d in s["deps"]:
@@ -141,6 +170,9 @@ def dag(steps: Sequence[Mapping[str, Any]], base: str, root_failure: str | None 
             )
     for name, (x, y) in xy.items():
         s = by_name[name]
+        if s.get("collapsed"):
+            out.append(_collapsed_box(s, x, y, base, workflow_id))
+            continue
         state = str(s["state"])
         label = name if len(name) <= 24 else name[:23] + "…"
         sub = state
@@ -162,6 +194,25 @@ def dag(steps: Sequence[Mapping[str, Any]], base: str, root_failure: str | None 
         )
     out.append("</svg>")
     return Markup("".join(out))
+
+
+def _collapsed_box(s: Mapping[str, Any], x: int, y: int, base: str, workflow_id: str | None) -> str:
+    """One box standing for a big graft's grafted steps: how many, and how many in each state."""
+    info = s["collapsed"]
+    counts = sorted(info["counts"].items(), key=lambda kv: -kv[1])
+    graft = str(s["parent"])
+    title = f"{graft}: {num(info['steps'])} grafted steps\n" + "\n".join(f"{st}: {num(n)}" for st, n in counts)
+    sub = " · ".join(f"{num(n)} {st}" for st, n in counts[:2]) + (" …" if len(counts) > 2 else "")
+    label = f"{num(info['steps'])} grafted steps"
+    href = f"{escape(base)}/jobs" + (f"?workflow={escape(quote(workflow_id, safe=''))}" if workflow_id else "")
+    return (
+        f'<a href="{href}" class="step-link collapsed" data-step="{escape(s["name"])}">'
+        f'<g class="step state-{escape(s["state"])}"><title>{escape(title)}</title>'
+        f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="7" class="stack"/>'
+        f'<rect class="bar" x="{x}" y="{y}" width="5" height="{NODE_H}" rx="2"/>'
+        f'<text class="name" x="{x + 14}" y="{y + 18}">{escape(label)}</text>'
+        f'<text class="sub" x="{x + 14}" y="{y + 34}">{escape(sub)}</text></g></a>'
+    )
 
 
 def throughput_chart(buckets: Sequence[tuple[datetime, int | None]], width: int = 1200, height: int = 160) -> Markup:

@@ -11,7 +11,7 @@ from ..engines.base import Conn, Op
 from .jobs import JobFilter, failure_group_ids, failure_groups, job_detail, job_ids, jobs_page
 from .ops import cron_entries, cron_slots, health
 from .overview import change_stamp, leader, nodes, queue_counts, throughput
-from .workflows import workflow_detail, workflows_page
+from .workflows import collapsed, workflow_detail, workflows_page
 
 T = TypeVar("T")
 
@@ -27,6 +27,7 @@ __all__ = [
     "JobFilter",
     "bounded",
     "change_stamp",
+    "collapsed",
     "cron_entries",
     "cron_slots",
     "failure_group_ids",

@@ -28,6 +28,7 @@ class JobFilter:
     worker: str | None = None
     tag: str | None = None
     q: str | None = None
+    workflow: str | None = None
 
     @property
     def windowed(self) -> bool:
@@ -46,11 +47,12 @@ class JobFilter:
             "worker": self.worker,
             "tag": self.tag or None,
             "pattern": pattern,
+            "workflow": self.workflow,
         }
 
     def query(self) -> dict[str, str]:
         """The set filters, for URLs."""
-        return {k: v for k in ("state", "queue", "worker", "tag", "q") if (v := getattr(self, k))}
+        return {k: v for k in ("state", "queue", "worker", "tag", "q", "workflow") if (v := getattr(self, k))}
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:

@@ -48,9 +48,17 @@ async def workflows_page(
     return {"workflows": items, "next_before": next_before}
 
 
-def step_dict(status: WorkflowStatus, name: str) -> dict[str, Any]:
-    """One step as plain data, with why it waits."""
+COLLAPSE_AT = 50
+"""A graft with more grafted steps than this is drawn (and listed on the page) as one box."""
+
+
+def step_dict(status: WorkflowStatus, name: str, waiting: dict[str, str] | None = None) -> dict[str, Any]:
+    """One step as plain data, with why it waits (`waiting`: `status.waiting`, computed once
+    by a caller that asks for many steps). Grafted steps are grouped under their graft step,
+    sub-workflow steps under their prefix."""
     d = status.details[name]
+    if waiting is None:
+        waiting = status.waiting
     return {
         "name": name,
         "state": d.state,
@@ -64,8 +72,10 @@ def step_dict(status: WorkflowStatus, name: str) -> dict[str, Any]:
         "last_error": d.last_error,
         "queued_ms": d.queued_ms,
         "run_ms": d.run_ms,
-        "waiting": status.waiting.get(name) if d.state not in TERMINAL_STATES else None,
-        "group": name.split(".", 1)[0] if "." in name else None,
+        "waiting": waiting.get(name) if d.state not in TERMINAL_STATES else None,
+        "graft": d.graft,
+        "parent": d.parent,
+        "group": d.parent if d.parent is not None else name.split(".", 1)[0] if "." in name else None,
     }
 
 
@@ -75,7 +85,8 @@ async def workflow_detail(conn: Conn, workflow_id: str) -> dict[str, Any] | None
     if wf is None:
         return None
     status = WorkflowStatus.from_rows(wf, rows)
-    steps = [step_dict(status, n) for n in status.steps]
+    waiting = status.waiting
+    steps = [step_dict(status, n, waiting) for n in status.steps]
     # Declared deps name steps of the same (sub-)workflow; the stored edges also hold the
     # ones a sub-workflow's roots inherit from the step they stand for.
     name_of = {s["job_id"]: s["name"] for s in steps}
@@ -86,9 +97,17 @@ async def workflow_detail(conn: Conn, workflow_id: str) -> dict[str, Any] | None
         if dep is not None and step is not None:
             extra.setdefault(step, []).append(dep)
     for s in steps:
+        known = set(s["deps"])
         for dep in sorted(extra.get(s["name"], ()), key=lambda n: status.details[n].job_id):
-            if dep not in s["deps"]:
+            if dep not in known:
+                known.add(dep)
                 s["deps"].append(dep)
+    grafts: dict[str, dict[str, Any]] = {}
+    for s in steps:
+        if s["parent"] is not None:
+            g = grafts.setdefault(s["parent"], {"name": s["parent"], "steps": 0, "counts": {}})
+            g["steps"] += 1
+            g["counts"][s["state"]] = g["counts"].get(s["state"], 0) + 1
     root = None
     failed = [s for s in steps if s["state"] in ("discarded",)] or [s for s in steps if s["state"] == "deleted"]
     if failed:
@@ -105,4 +124,59 @@ async def workflow_detail(conn: Conn, workflow_id: str) -> dict[str, Any] | None
         "steps": steps,
         "failed_steps": status.failed_steps,
         "root_failure": root,
+        "grafts": list(grafts.values()),
     }
+
+
+def collapsed(detail: dict[str, Any], limit: int = COLLAPSE_AT) -> list[dict[str, Any]]:
+    """The workflow's steps to draw and list on its page: the grafted steps of a graft with more
+    than `limit` of them (and the steps grafted under those) become one step, named
+    `<graft>.*`, with `collapsed` = {"steps": n, "counts": {state: n}}; edges to them point to it."""
+    big = {g["name"]: g for g in detail["grafts"] if g["steps"] > limit}
+    if not big:
+        return list(detail["steps"])
+    by_name = {s["name"]: s for s in detail["steps"]}
+
+    def owner(name: str) -> str | None:
+        """The outermost collapsed graft `name` was grafted under, if any."""
+        found, parent = None, by_name[name]["parent"] if name in by_name else None
+        while parent is not None:
+            if parent in big:
+                found = parent
+            parent = by_name[parent]["parent"] if parent in by_name else None
+        return found
+
+    hidden = {s["name"]: g for s in detail["steps"] if (g := owner(s["name"])) is not None}
+    boxes: dict[str, dict[str, Any]] = {}
+    out: list[dict[str, Any]] = []
+    for s in detail["steps"]:
+        g = hidden.get(s["name"])
+        if g is not None:
+            box = boxes.get(g)
+            if box is None:
+                box = boxes[g] = {
+                    "name": f"{g}.*",
+                    "state": _summary_state(big[g]["counts"]),
+                    "deps": [g],
+                    "job_id": None,
+                    "group": None,
+                    "graft": False,
+                    "parent": g,
+                    "collapsed": {"steps": 0, "counts": {}},
+                }
+                out.append(box)
+            box["collapsed"]["steps"] += 1
+            counts = box["collapsed"]["counts"]
+            counts[s["state"]] = counts.get(s["state"], 0) + 1
+            continue
+        deps = dict.fromkeys(f"{hidden[d]}.*" if d in hidden else d for d in s["deps"])
+        out.append({**s, "deps": list(deps)})
+    return out
+
+
+def _summary_state(counts: dict[str, int]) -> str:
+    """The state a collapsed box shows: failed if any failed, else running, else completed."""
+    for state in ("discarded", "cancelled", "deleted", "executing", "retryable", "available", "scheduled"):
+        if counts.get(state):
+            return state
+    return "suspended" if counts.get("suspended") else "completed"

@@ -10,6 +10,7 @@ WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
   AND (%(worker)s::text IS NULL OR worker = %(worker)s::text)
   AND (%(tag)s::text IS NULL OR tags @> ARRAY[%(tag)s::text])
   AND (%(pattern)s::text IS NULL OR args::text ILIKE %(pattern)s::text)
+  AND (%(workflow)s::text IS NULL OR workflow_id = %(workflow)s::text)
   AND (%(before)s::bigint IS NULL OR id < %(before)s::bigint)
   AND (%(floor)s::bigint IS NULL OR id >= %(floor)s::bigint)
 ORDER BY id DESC

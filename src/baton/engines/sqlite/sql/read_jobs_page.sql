@@ -8,6 +8,7 @@ WHERE (:state IS NULL OR state = :state)
   AND (:worker IS NULL OR worker = :worker)
   AND (:tag IS NULL OR EXISTS (SELECT 1 FROM json_each(baton_jobs.tags) t WHERE t.value = :tag))
   AND (:pattern IS NULL OR args LIKE :pattern ESCAPE '\')
+  AND (:workflow IS NULL OR workflow_id = :workflow)
   AND (:before IS NULL OR id < :before)
   AND (:floor IS NULL OR id >= :floor)
 ORDER BY id DESC
