@@ -19,6 +19,11 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
+# States with an index walked newest first: the partial (state, id) and (queue, state, id)
+# indexes of migration 003, and the partial index of executing jobs.
+INDEXED_STATES = frozenset({"scheduled", "retryable", "suspended", "discarded", "cancelled", "executing"})
+
+
 @dataclass(frozen=True, slots=True)
 class JobFilter:
     """The filters of the jobs page; None means any."""
@@ -32,8 +37,15 @@ class JobFilter:
 
     @property
     def windowed(self) -> bool:
-        """Whether a filter without an index is set (pages then look at id windows)."""
-        return bool(self.tag or self.q)
+        """Whether a filter without an index of its own is set (pages then look at id
+        windows): text and tags always; a worker or a busy state (available, completed)
+        unless a workflow, a queue or one of the indexed states narrows the page (migration
+        003 indexes (queue, state, id) and, by state, only the states a job waits or fails in)."""
+        if self.tag or self.q:
+            return True
+        if self.workflow or self.queue or self.state in INDEXED_STATES:
+            return False
+        return bool(self.worker or self.state)
 
     def params(self) -> dict[str, Any]:
         """Query parameters (the search text as an escaped LIKE pattern)."""
