@@ -8,9 +8,9 @@ import click
 from rich.markup import escape
 
 from ..app import Baton
-from ..errors import BatonError, ValidationError
+from ..errors import ValidationError
 from .base import Settings, SetupFailure, check_ready, cli, console, database_options, describe, log, run
-from .nodes import load_app
+from .nodes import load_app_for
 
 
 @cli.command()
@@ -44,12 +44,7 @@ def dashboard(
         raise SetupFailure(f"the dashboard needs its extra: pip install 'baton-jobs[dashboard]' ({exc})") from None
     auth = basic_auth if basic_auth is not None else os.environ.get("BATON_DASHBOARD_AUTH") or None
     if app_ref is not None:
-        if settings.url_given:
-            os.environ["BATON_DATABASE_URL"] = settings.url
-        try:
-            app = load_app(app_ref)
-        except BatonError as exc:
-            raise SetupFailure(f"{app_ref}: {exc}") from None
+        app = load_app_for(settings, app_ref)
     else:
         app = Baton(settings.url, schema=settings.schema, plugins=[], log_events=False)
     try:

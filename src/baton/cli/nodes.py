@@ -119,6 +119,18 @@ def load_app(reference: str) -> Baton:
     return target
 
 
+def load_app_for(settings: Settings, app_ref: str) -> Baton:
+    """`load_app(app_ref)` for a command: `--url` applies to an app built with `baton.Baton()`
+    and no URL (BATON_DATABASE_URL is set before the app is imported); a failure to load it
+    is a setup failure naming the reference."""
+    if settings.url_given:
+        os.environ["BATON_DATABASE_URL"] = settings.url
+    try:
+        return load_app(app_ref)
+    except BatonError as exc:
+        raise SetupFailure(f"{app_ref}: {exc}") from None
+
+
 async def serve(app: Baton) -> int:
     """Run `app` as a node until SIGTERM or SIGINT, then stop gracefully; return the exit code.
 
@@ -218,12 +230,7 @@ def worker(
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
-    if settings.url_given:
-        os.environ["BATON_DATABASE_URL"] = settings.url
-    try:
-        app = load_app(app_ref)
-    except BatonError as exc:
-        raise SetupFailure(f"{app_ref}: {exc}") from None
+    app = load_app_for(settings, app_ref)
     if settings.url_given and app.url != settings.url:
         raise SetupFailure(
             f"{app_ref} is configured with database {app.engine.display_url}, not {settings.url}: build it with "

@@ -4,7 +4,6 @@ starting one from a JSON template."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from rich.text import Text
 
 from .. import read
 from ..app import Baton
-from ..errors import BatonError, ValidationError, WorkflowError
+from ..errors import ValidationError, WorkflowError
 from ..job import TERMINAL_STATES
 from ..terminal import counts_text, state_text, usage_table, when, workflow_tree
 from ..usage import WorkflowUsage
@@ -23,7 +22,6 @@ from ..workflows.status import WorkflowStatus
 from .base import (
     Failure,
     Settings,
-    SetupFailure,
     admin,
     check_ready,
     cli,
@@ -31,7 +29,7 @@ from .base import (
     database_options,
     run,
 )
-from .nodes import load_app
+from .nodes import load_app_for
 
 # --------------------------------------------------------------------------- workflows
 
@@ -181,12 +179,7 @@ def workflows_start(settings: Settings, file: Path, params: tuple[str, ...], app
         values[name] = value
     app: Baton | None = None
     if app_ref is not None:
-        if settings.url_given:
-            os.environ["BATON_DATABASE_URL"] = settings.url
-        try:
-            app = load_app(app_ref)
-        except BatonError as exc:
-            raise SetupFailure(f"{app_ref}: {exc}") from None
+        app = load_app_for(settings, app_ref)
 
     async def go() -> str:
         if app is not None:
