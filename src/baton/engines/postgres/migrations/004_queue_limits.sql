@@ -137,6 +137,13 @@ BEGIN
             SELECT coalesce(sum(n), 0) FROM baton_rate_window
             WHERE queue = p_queue AND started_at > clock_timestamp() - make_interval(secs => r_period)))
     THEN
+        IF r_allowed IS NULL OR cardinality(r_fields) = 0 THEN
+            -- Nothing to record per partition either: the unpartitioned fetch, which is half
+            -- the cost of the ranking query below (the lock is taken again, harmlessly).
+            RETURN QUERY SELECT * FROM baton_fetch_limited_simple(
+                p_queue, p_node, p_uuid, p_limit, p_limit, g_allowed, '{}', '{}', r_allowed, r_period, r_fields, r_keys);
+            RETURN;
+        END IF;
         p_scan := p_limit;
         g_fields := '{}';
         g_keys := '{}';
