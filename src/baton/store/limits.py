@@ -55,7 +55,10 @@ async def fetch_limited_jobs(
     params.update(node=node, uuid=uuid, limit=limit, scan=partition_scan(limit) if limits.partitioned else limit)
     await conn.execute("lock_queue", params)
     await conn.execute("prune_rate_window", params)
-    rows = await conn.fetch("fetch_limited_jobs" if limits.partitioned else "fetch_limited_simple", params)
+    # PostgreSQL has a cheaper statement for limits without partitions; on SQLite one statement
+    # serves both (every partition key is [], so each limit is one count).
+    simple = not limits.partitioned and conn.dialect == "postgres"
+    rows = await conn.fetch("fetch_limited_simple" if simple else "fetch_limited_jobs", params)
     fetched = [r for r in rows if r["id"] is not None]
     jobs = [Job.fetched(r, node, uuid) for r in fetched]
     jobs.sort(key=lambda j: (j.priority, j.id))
