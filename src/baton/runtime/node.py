@@ -20,6 +20,7 @@ from .. import telemetry
 from ..limits import QueueLimits, effective, parse_global_limit, parse_rate_limit
 from ..store import jobs as store
 from ..store import transitions
+from ..store.effects import parse_wake
 from ..store.jobs import Ack
 from .acks import Acker
 from .executor import Executor
@@ -306,7 +307,10 @@ class Node:
 
     def on_notification(self, channel: str, payload: str) -> None:
         if channel == "insert":
-            producer = self.producers.get(payload)
+            queue, origin = parse_wake(payload)
+            if origin == self.instance:
+                return  # our own ack released these jobs: its commit already woke the producer
+            producer = self.producers.get(queue)
             if producer is not None:
                 producer.wake()
             return
@@ -366,19 +370,49 @@ class Node:
         producer.declare(limits)
 
     async def flush_acks(self, batch: list[Ack]) -> None:
-        # Acks of plain jobs are one fenced UPDATE: no transaction needed (and a retry after an
-        # ambiguous failure is harmless, the fence drops it). Workflow steps, chain links and
-        # debug logs and usage records need their follow-up writes in the same transaction.
-        plain = all(
-            a.job.workflow_id is None and a.job.chain_key is None and not a.job._logs and a.usage is None for a in batch
-        )
-        run = self.engine.run_autocommit if plain else self.engine.run
-        result = await run(transitions.ack_jobs, batch, self.name, self.instance)
+        # A batch that ack_jobs writes in one statement (plain jobs; on PostgreSQL plain
+        # completions of workflow steps too) needs no transaction: the statement is atomic, and
+        # a retry after an ambiguous failure is harmless, the fence drops it. Other outcomes of
+        # steps, chain links, debug logs and usage need their follow-up writes in one transaction.
+        one = transitions.one_statement(batch, self.engine.dialect)
+        run = self.engine.run_autocommit if one else self.engine.run
+        # Steps this batch releases may start here at once, without a fetch (ack_jobs's
+        # `take`): each producer of the batch's queues sets slots aside for them meanwhile.
+        offers = self._offer_slots(batch) if one and self.engine.dialect == "postgres" else {}
+        try:
+            take = [(p.queue, p.uuid, n) for p, n in offers.items()]
+            result = await run(transitions.ack_jobs, batch, self.name, self.instance, take)
+        finally:
+            for producer, n in offers.items():
+                producer.unreserve(n)
+        for producer in offers:
+            jobs = result.taken.pop(producer.uuid, None)
+            if jobs:
+                await producer.adopt(jobs)
         for queue in {a.job.queue for a in batch}:
-            producer = self.producers.get(queue)
-            if producer is not None:
-                producer.slots_freed()
+            freed = self.producers.get(queue)
+            if freed is not None:
+                freed.slots_freed()
         await self.app.after_ack(result)
+
+    def _offer_slots(self, batch: list[Ack]) -> dict[Producer, int]:
+        """Free slots of the batch's queues' producers set aside for the steps and chain links
+        the batch releases (at most one per ack, the usual next hop). A limited queue offers none: its
+        starts go through the limited fetch."""
+        offers: dict[Producer, int] = {}
+        wanted: dict[str, int] = {}
+        for a in batch:
+            if a.job.workflow_id is not None or a.job.chain_key is not None:
+                wanted[a.job.queue] = wanted.get(a.job.queue, 0) + 1
+        for queue, n in wanted.items():
+            producer = self.producers.get(queue)
+            if producer is None:
+                continue
+            n = min(n, producer.free_for_offer())
+            if n > 0:
+                producer.reserve(n)
+                offers[producer] = n
+        return offers
 
     # -- stop -------------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ class Producer:
         self._task: asyncio.Task[None] | None = None
         self._stray: set[int] = set()
         self.fetched = 0
+        self.reserved = 0  # slots an ack in flight set aside for steps it releases (adopt)
+        self.fetching = 0  # slots a fetch in flight may fill
 
     def row(self, uuid: str | None = None) -> dict[str, Any]:
         """This producer's `baton_producers` row (under another `uuid` when re-registering)."""
@@ -114,7 +116,7 @@ class Producer:
         loop = asyncio.get_running_loop()
         full_scan_at = -poll
         while not self._stopping:
-            free = 0 if self.paused or self.suspended else self.limit - len(self.running)
+            free = 0 if self.paused or self.suspended else self.limit - len(self.running) - self.reserved
             if free > 0 and self._more:
                 signals = self._signals
                 # Continue after the last job fetched while batches come back full, scanning
@@ -130,9 +132,13 @@ class Producer:
                         )
                         jobs, self._capped, self._reopen_in = limited.jobs, limited.capped, limited.reopen_in
                     else:
-                        jobs, last = await self.node.engine.run_relaxed(
-                            transitions.fetch_next, self.queue, self.node.name, uuid, free, after
-                        )
+                        self.fetching = free
+                        try:
+                            jobs, last = await self.node.engine.run_relaxed(
+                                transitions.fetch_next, self.queue, self.node.name, uuid, free, after
+                            )
+                        finally:
+                            self.fetching = 0
                         if after is None:
                             full_scan_at = loop.time()
                         if self._signals == signals:
@@ -174,6 +180,46 @@ class Producer:
             except TimeoutError:
                 self._more = True  # polling fallback
             self._wake.clear()
+
+    def free_for_offer(self) -> int:
+        """Slots an ack may fill with the steps it releases (see Node.flush_acks): none while
+        paused, stopping, without a lease or limited, and none taken by a fetch in flight."""
+        if self.paused or self.suspended or self._stopping or self.limits:
+            return 0
+        return max(0, self.limit - len(self.running) - self.reserved - self.fetching)
+
+    def reserve(self, n: int) -> None:
+        """Set `n` free slots aside for an ack in flight (`free_for_offer` allows it)."""
+        self.reserved += n
+
+    def unreserve(self, n: int) -> None:
+        """The ack returned: its slots are free again (or filled by `adopt`)."""
+        self.reserved -= n
+        if self._more:
+            self._wake.set()
+
+    async def adopt(self, jobs: list[Job]) -> None:
+        """Run jobs an ack moved to `executing` for this producer (released workflow steps).
+        If the producer stopped or lost its lease meanwhile, they are not its to run: a
+        stopping node hands them back at once; after a lost lease they belong to the rescue."""
+        if self._stopping:
+            try:
+                await self.node.engine.run(store.release_on_shutdown, [j.id for j in jobs], self.uuid, self.node.name)
+            except Exception as exc:
+                log.error("could not hand back %d released steps (%s); the lifeline will rescue them", len(jobs), exc)
+            return
+        if self.suspended or jobs[0].attempted_by != [self.node.name, self.uuid]:
+            log.warning(
+                "queue %s: %d released steps reached this node after it lost its lease; not running them: %s",
+                self.queue,
+                len(jobs),
+                [j.id for j in jobs][:20],
+            )
+            return
+        self.fetched += len(jobs)
+        for job in jobs:
+            self._jobs[job.id] = job
+            self.running[job.id] = asyncio.create_task(self._execute(job), name=f"baton-job-{job.id}")
 
     async def _execute(self, job: Job) -> None:
         try:

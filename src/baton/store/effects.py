@@ -30,11 +30,34 @@ class Effects:
     signal_cancel: list[int] = field(default_factory=list)
     cascaded: list[Cascaded] = field(default_factory=list)
     finished: list[dict[str, Any]] = field(default_factory=list)
+    # The caller wakes its own producers of released_queues when the commit returns (an ack
+    # on a node): the wake-up notifications name `origin`, so that node does not fetch twice.
+    wakes_locally: bool = False
+
+
+WAKE_TAG = "\x1f"
+
+
+def wake_payload(queue: str, origin: str) -> str:
+    """An insert-channel payload naming the instance that wakes its own producers already."""
+    return f"{WAKE_TAG}{origin}{WAKE_TAG}{queue}"
+
+
+def parse_wake(payload: str) -> tuple[str, str | None]:
+    """(queue, origin) of an insert-channel payload; origin is None for a plain queue name."""
+    if payload.startswith(WAKE_TAG):
+        origin, sep, queue = payload[1:].partition(WAKE_TAG)
+        if sep:
+            return queue, origin
+    return payload, None
 
 
 async def publish(conn: Conn, effects: Effects) -> None:
     """Notify other nodes of what a transaction released or cancelled (sent on commit)."""
     if effects.released_queues:
-        await conn.notify("insert", sorted(effects.released_queues))
+        queues = sorted(effects.released_queues)
+        if effects.wakes_locally and effects.origin:
+            queues = [wake_payload(q, effects.origin) for q in queues]
+        await conn.notify("insert", queues)
     if effects.signal_cancel:
         await conn.notify("signal", [dumps({"action": "cancel", "ids": sorted(set(effects.signal_cancel))})])

@@ -40,7 +40,13 @@ async def fetch_next(
     its next scan after its last job instead; it scans from the start again whenever it is
     woken (a job may have become available before that position) and at least once per poll
     interval, so a job released or inserted behind the position waits no longer than polling."""
-    params: dict[str, Any] = {"queue": queue, "node": node, "uuid": uuid, "limit": limit}
+    params: dict[str, Any] = {
+        "queue": queue,
+        "node": node,
+        "uuid": uuid,
+        "limit": limit,
+        "channel": conn.channel("workflow"),
+    }
     if after is None:
         rows = await conn.fetch("fetch_jobs", params)
     else:
@@ -53,7 +59,11 @@ async def fetch_next(
     jobs.sort(key=lambda j: (j.priority, j.id))
     steps = [j for j in jobs if j.workflow_id is not None]
     if steps:
-        await workflows.load_context(conn, steps)
+        if "ctx" in rows[0]:  # PostgreSQL returned each step's context with it
+            by_id = {r["id"]: r["ctx"] for r in rows}
+            workflows.apply_context_docs(steps, by_id)
+        else:
+            await workflows.load_context(conn, steps)
     return jobs, last
 
 
@@ -64,19 +74,39 @@ class AckResult:
     acked: list[Ack] = field(default_factory=list)
     dropped: list[Dropped] = field(default_factory=list)
     effects: Effects = field(default_factory=lambda: Effects())
+    # Released steps handed straight to the acking node's producers (rows as fetch_jobs
+    # returns them), by producer uuid: already `executing`, to be run without a fetch.
+    taken: dict[str, list[Job]] = field(default_factory=dict)
 
 
-async def ack_jobs(conn: Conn, acks: Sequence[Ack], node: str, origin: str = "") -> AckResult:
+async def ack_jobs(
+    conn: Conn, acks: Sequence[Ack], node: str, origin: str = "", take: Sequence[tuple[str, str, int]] = ()
+) -> AckResult:
     """Apply attempt outcomes, fenced by state, attempt and producer; then release workflow
-    dependents and chain links, cascade failures, and claim finished workflows — one transaction."""
-    result = AckResult(effects=Effects(origin=origin))
+    dependents and chain links, cascade failures, and claim finished workflows — one transaction.
+
+    `take` offers free slots of the acking node's producers as (queue, producer uuid, n): on
+    PostgreSQL, steps that a batch of plain completions releases in those queues start right
+    away for that producer (`AckResult.taken`), so the next hop of a workflow needs no fetch."""
+    result = AckResult(effects=Effects(origin=origin, wakes_locally=bool(origin)))
     if not acks:
+        return result
+    if conn.dialect == "postgres" and completions_that_release(acks):
+        claimed = await workflows.complete_steps(conn, acks, node, result.effects, result.acked, take)
+        if claimed:
+            uuids = {queue: uuid for queue, uuid, _ in take}
+            jobs = [Job.fetched(r, node, uuids[r["queue"]]) for r in claimed]
+            taken_steps = [j for j in jobs if j.workflow_id is not None]
+            if taken_steps:
+                workflows.apply_context_docs(taken_steps, {r["id"]: r["ctx"] for r in claimed})
+            for job in jobs:
+                result.taken.setdefault(uuids[job.queue], []).append(job)
+        await _fenced(conn, acks, result)
         return result
     simple: list[Ack] = []
     other: list[Ack] = []
     for a in acks:
-        plain = a.state == "completed" and a.error is None and a.meta is None and not a.extra_attempts
-        (simple if plain else other).append(a)
+        (simple if _plain(a) else other).append(a)
     rows: list[Row] = []
     if simple:
         rows += await conn.fetch(
@@ -92,20 +122,7 @@ async def ack_jobs(conn: Conn, acks: Sequence[Ack], node: str, origin: str = "")
     applied = {r["id"] for r in rows}
     by_id = {a.job.id: a for a in acks}
     result.acked = [by_id[i] for i in applied]
-    missing = [a for a in acks if a.job.id not in applied]
-    if missing:
-        current = {r["id"]: r for r in await conn.fetch("job_states", {"ids": [a.job.id for a in missing]})}
-        for a in missing:
-            row = current.get(a.job.id)
-            if row is None:
-                reason, state = "missing", None
-            elif row["state"] == "cancelled":
-                reason, state = "cancelled", row["state"]
-            elif row["attempt"] != a.job.attempt or row["state"] == "executing":
-                reason, state = "rescued", row["state"]
-            else:
-                reason, state = "finished", row["state"]
-            result.dropped.append(Dropped(a.job, state, reason))
+    await _fenced(conn, acks, result)
 
     steps = [a for a in result.acked if a.job.workflow_id is not None]
     if steps:
@@ -120,6 +137,52 @@ async def ack_jobs(conn: Conn, acks: Sequence[Ack], node: str, origin: str = "")
     terminal = [(a.job, a.state) for a in result.acked if a.state in TERMINAL_STATES]
     await settle(conn, terminal, node, result.effects)
     return result
+
+
+def _plain(a: Ack) -> bool:
+    """A completion with nothing to write but the state (the common case)."""
+    return a.state == "completed" and a.error is None and a.meta is None and not a.extra_attempts
+
+
+def completions_that_release(acks: Sequence[Ack]) -> bool:
+    """True when every ack of the batch is a plain completion (no logs, usage or graft) and at
+    least one is a workflow step or a chain link, whose completion releases what comes next: on
+    PostgreSQL, `ack_jobs` then writes the whole batch in one statement (complete_steps)."""
+    releases = False
+    for a in acks:
+        job = a.job
+        if not _plain(a) or job._logs or a.usage or a.graft is not None:
+            return False
+        releases = releases or job.workflow_id is not None or job.chain_key is not None
+    return releases
+
+
+def one_statement(acks: Sequence[Ack], dialect: str) -> bool:
+    """True when `ack_jobs` writes `acks` in one statement, which is atomic without a
+    transaction: plain jobs' completions and errors, and on PostgreSQL plain completions of
+    workflow steps and chain links too."""
+    if all(a.job.workflow_id is None and a.job.chain_key is None and not a.job._logs and a.usage is None for a in acks):
+        return True
+    return dialect == "postgres" and completions_that_release(acks)
+
+
+async def _fenced(conn: Conn, acks: Sequence[Ack], result: AckResult) -> None:
+    """Record the acks that did not apply (fenced) in `result.dropped`, with the reason."""
+    applied = {a.job.id for a in result.acked}
+    missing = [a for a in acks if a.job.id not in applied]
+    if missing:
+        current = {r["id"]: r for r in await conn.fetch("job_states", {"ids": [a.job.id for a in missing]})}
+        for a in missing:
+            row = current.get(a.job.id)
+            if row is None:
+                reason, state = "missing", None
+            elif row["state"] == "cancelled":
+                reason, state = "cancelled", row["state"]
+            elif row["attempt"] != a.job.attempt or row["state"] == "executing":
+                reason, state = "rescued", row["state"]
+            else:
+                reason, state = "finished", row["state"]
+            result.dropped.append(Dropped(a.job, state, reason))
 
 
 async def _graft(conn: Conn, result: AckResult) -> None:

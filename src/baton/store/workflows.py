@@ -172,35 +172,70 @@ async def graft(conn: Conn, acks: Sequence[Ack], effects: Effects) -> None:
 async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
     """Give fetched steps their name, deps, upstream results and any recorded result of an
     earlier attempt; announce them as executing."""
-    by_id = {j.id: j for j in steps}
-    upstream: dict[int, dict[str, Any]] = {j.id: {} for j in steps}
-    grafts: dict[int, set[str]] = {j.id: set() for j in steps}  # deps that are graft steps
-    contexts: dict[str, Any] = {}  # one frozen copy per workflow and fetch
-    rows = await conn.fetch("workflow_context", {"ids": list(by_id), "channel": conn.channel("workflow")})
+    own: dict[int, Row] = {}
+    deps: dict[int, list[tuple[str, bool, Any, bool]]] = {j.id: [] for j in steps}
+    rows = await conn.fetch("workflow_context", {"ids": [j.id for j in steps], "channel": conn.channel("workflow")})
     for r in rows:
         if r["is_dep"]:
-            if r["graft"]:
-                grafts[r["job_id"]].add(r["name"])
-            else:
-                upstream[r["job_id"]][r["name"]] = _loads(r["result"]) if r["recorded"] else None
-            continue
-        job = by_id[r["job_id"]]
-        job.step = r["name"]
-        job._deps = tuple(_loads(r["deps"]) or ())
-        job._graft = bool(r["graft"])
-        job._parent = r["parent"]
-        if r["context"] is not None:
-            wid = job.workflow_id or ""
-            if wid not in contexts:
-                contexts[wid] = freeze(_loads(r["context"]))
-            job._context = contexts[wid]
-        if r["recorded"]:
-            job._recorded = (_loads(r["result"]),)
+            deps[r["job_id"]].append((r["name"], r["recorded"], _loads(r["result"]), r["graft"]))
+        else:
+            own[r["job_id"]] = {
+                **r,
+                "result": _loads(r["result"]),
+                "deps": _loads(r["deps"]),
+                "context": _loads(r["context"]),
+            }
+    _apply_context(steps, own, deps)
+    if conn.dialect != "postgres":  # PostgreSQL sent these from the query above
+        await conn.notify(
+            "workflow",
+            [dumps(_step_event(j, "executing")) for j in steps],
+        )
+
+
+def apply_context_docs(steps: Sequence[Job], docs: dict[int, str | None]) -> None:
+    """`load_context` from the JSON documents a PostgreSQL fetch returned with each step
+    (`baton_step_context`, which also sent the steps' "executing" events)."""
+    own: dict[int, Row] = {}
+    deps: dict[int, list[tuple[str, bool, Any, bool]]] = {}
     for job in steps:
-        results = upstream[job.id]
+        text = docs.get(job.id)
+        if text is None:  # the step's node is gone (pruned mid-run): a bare job
+            deps[job.id] = []
+            continue
+        doc = own[job.id] = json.loads(text)
+        deps[job.id] = [tuple(d) for d in doc["up"] or ()]  # type: ignore[misc]
+    _apply_context(steps, own, deps)
+
+
+def _apply_context(
+    steps: Sequence[Job], own: dict[int, Row], deps: dict[int, list[tuple[str, bool, Any, bool]]]
+) -> None:
+    contexts: dict[str, Any] = {}  # one frozen copy per workflow and fetch
+    for job in steps:
+        r = own.get(job.id)
+        if r is not None:
+            job.step = r["name"]
+            job._deps = tuple(r["deps"] or ())
+            job._graft = bool(r["graft"])
+            job._parent = r["parent"]
+            if r["context"] is not None:
+                wid = job.workflow_id or ""
+                if wid not in contexts:
+                    contexts[wid] = freeze(r["context"])
+                job._context = contexts[wid]
+            if r["recorded"]:
+                job._recorded = (r["result"],)
+        results: dict[str, Any] = {}
+        grafts: set[str] = set()  # deps that are graft steps
+        for name, recorded, result, graft in deps.get(job.id, ()):
+            if graft:
+                grafts.add(name)
+            else:
+                results[name] = result if recorded else None
         view: dict[str, Any] = {}
         for dep in job._deps:
-            if dep in grafts[job.id]:  # a graft step: the results of the steps grafted under it
+            if dep in grafts:  # a graft step: the results of the steps grafted under it
                 prefix = dep + "."
                 view[dep] = {k: v for k, v in results.items() if k.startswith(prefix)}
             elif dep in results:
@@ -209,11 +244,6 @@ async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
                 prefix = dep + "."
                 view[dep] = {k[len(prefix) :]: v for k, v in results.items() if k.startswith(prefix)}
         job._upstream = view
-    if conn.dialect != "postgres":  # PostgreSQL sent these from the query above
-        await conn.notify(
-            "workflow",
-            [dumps(_step_event(j, "executing")) for j in steps],
-        )
 
 
 _EVENT = {"scheduled": "snoozed"}
@@ -237,28 +267,88 @@ async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
     results_json = dumps(results)
     if results:  # a no-op on PostgreSQL, where upsert_step_stats records them too
         await conn.execute("record_results", {"rows": results_json})
-    stats = []
-    for a in acks:
-        job = a.job
-        queued_ms = None
-        if job.attempted_at is not None and job.scheduled_at is not None:
-            queued_ms = max(0, int((job.attempted_at - job.scheduled_at).total_seconds() * 1000))
-        stats.append(
-            {
-                "job_id": job.id,
-                "workflow_id": job.workflow_id,
-                "name": job.step or "",
-                "queued_ms": queued_ms,
-                "run_ms": a.run_ms,
-                "attempts": job.attempt,
-                "state": a.state,
-            }
-        )
+    stats = [
+        {
+            "job_id": a.job.id,
+            "workflow_id": a.job.workflow_id,
+            "name": a.job.step or "",
+            "queued_ms": _queued_ms(a.job),
+            "run_ms": a.run_ms,
+            "attempts": a.job.attempt,
+            "state": a.state,
+        }
+        for a in acks
+    ]
     await conn.execute("upsert_step_stats", {"rows": dumps(stats), "results": results_json})
     await conn.notify(
         "workflow",
         [dumps(_step_event(a.job, _EVENT.get(a.state, a.state))) for a in acks],
     )
+
+
+def _queued_ms(job: Job) -> int | None:
+    """How long the attempt waited between its scheduled time and its start."""
+    if job.attempted_at is None or job.scheduled_at is None:
+        return None
+    return max(0, int((job.attempted_at - job.scheduled_at).total_seconds() * 1000))
+
+
+async def complete_steps(
+    conn: Conn,
+    acks: Sequence[Ack],
+    node: str,
+    effects: Effects,
+    acked: list[Ack],
+    take: Sequence[tuple[str, str, int]] = (),
+) -> list[Row]:
+    """PostgreSQL: write a batch of plain completions (workflow steps or chain links among them)
+    in one statement — the fenced ack, step stats and recorded results, "completed" step
+    events, resolution, count-down and release of dependents, the completion claims, the next
+    link of each chain, and their queues' wake-up (`baton_complete_steps`, migration 007).
+    Appends the applied acks to `acked` and records releases and claimed workflows in
+    `effects`, as `record_attempts`, `resolve` and `chains.advance` would have. `take` lists
+    (queue, producer uuid, free slots) of the acking node: released steps and links of those
+    queues move straight to `executing` for that producer, and their rows (as fetch_jobs
+    returns them, with `ctx`) are returned."""
+    steps = [a.job.workflow_id is not None for a in acks]
+    rows = await conn.fetch(
+        "complete_steps",
+        {
+            "ids": [a.job.id for a in acks],
+            "attempts": [a.job.attempt for a in acks],
+            "uuids": [(a.job.attempted_by or ["", ""])[-1] for a in acks],
+            "wids": [a.job.workflow_id for a in acks],
+            "names": [a.job.step or "" for a in acks],
+            "queued": [_queued_ms(a.job) if s else None for a, s in zip(acks, steps, strict=True)],
+            "run": [a.run_ms for a in acks],
+            "results": [a.result_json for a in acks],
+            "events": [dumps(_step_event(a.job, "completed")) if s else None for a, s in zip(acks, steps, strict=True)],
+            "chains": [a.job.chain_key for a in acks],
+            "take_queues": [t[0] for t in take],
+            "take_uuids": [t[1] for t in take],
+            "take_n": [t[2] for t in take],
+            "node": node,
+            "origin": effects.origin,
+            "step_channel": conn.channel("workflow"),
+            "insert_channel": conn.channel("insert"),
+        },
+    )
+    by_id = {a.job.id: a for a in acks}
+    claimed: list[Row] = []
+    for r in rows:
+        kind = r["kind"]
+        if kind == "acked":
+            acked.append(by_id[r["id"]])
+        elif kind == "claimed":
+            effects.released_ids.append(r["id"])
+            claimed.append(r)
+        elif kind == "released":
+            effects.released_ids.append(r["id"])
+            if r["state"] == "available":
+                effects.released_queues.add(r["queue"])
+        else:
+            effects.finished.append(json.loads(r["payload"]))
+    return claimed
 
 
 async def announce_steps(conn: Conn, jobs: Sequence[Job], event: str) -> None:
@@ -402,6 +492,10 @@ async def finish(conn: Conn, wids: Sequence[str], node: str, effects: Effects) -
     """Announce every workflow in `wids` whose steps have all resolved. The workflow rows are
     locked first so that of two transactions resolving the last steps concurrently, the second
     sees the first's commit: exactly one of them finds the workflow finished."""
+    if conn.dialect == "postgres":  # the same steps in one statement (migration 007)
+        params = {"ids": list(wids), "node": node, "origin": effects.origin, "channel": conn.channel("workflow")}
+        effects.finished.extend(json.loads(r["payload"]) for r in await conn.fetch("finish_workflows", params))
+        return
     await conn.execute("lock_workflows", {"ids": list(wids)})
     done = [r["id"] for r in await conn.fetch("terminated_workflows", {"ids": list(wids)})]
     if done:

@@ -1,4 +1,6 @@
 -- baton:prepare (hot path)
+-- A workflow step comes with its context (`ctx`, baton_step_context in migration 007), so a
+-- fetch of steps is one round trip.
 -- Returns only what the fetch does not already know (state, attempted_by and the end
 -- timestamps are set by Job.fetched); JSON comes as text, which Job.fetched parses faster
 -- than a JSON loader per value (and not at all for the usual empty meta and errors).
@@ -14,4 +16,5 @@ SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
     attempted_by = ARRAY[%(node)s::text, %(uuid)s::text]
 FROM picked
 WHERE j.id = picked.id
-RETURNING j.id, j.queue, j.worker, j.args::text AS args, j.meta::text AS meta, j.tags, j.errors::text AS errors, j.attempt, j.max_attempts, j.priority, j.inserted_at, j.scheduled_at, j.attempted_at, j.workflow_id, j.chain_key
+RETURNING j.id, j.queue, j.worker, j.args::text AS args, j.meta::text AS meta, j.tags, j.errors::text AS errors, j.attempt, j.max_attempts, j.priority, j.inserted_at, j.scheduled_at, j.attempted_at, j.workflow_id, j.chain_key,
+       CASE WHEN j.workflow_id IS NOT NULL THEN baton_step_context(j.id, %(channel)s) END AS ctx

@@ -16,4 +16,5 @@ SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
     attempted_by = ARRAY[%(node)s::text, %(uuid)s::text]
 FROM picked
 WHERE j.id = picked.id
-RETURNING j.id, j.queue, j.worker, j.args::text AS args, j.meta::text AS meta, j.tags, j.errors::text AS errors, j.attempt, j.max_attempts, j.priority, j.inserted_at, j.scheduled_at, j.attempted_at, j.workflow_id, j.chain_key
+RETURNING j.id, j.queue, j.worker, j.args::text AS args, j.meta::text AS meta, j.tags, j.errors::text AS errors, j.attempt, j.max_attempts, j.priority, j.inserted_at, j.scheduled_at, j.attempted_at, j.workflow_id, j.chain_key,
+       CASE WHEN j.workflow_id IS NOT NULL THEN baton_step_context(j.id, %(channel)s) END AS ctx

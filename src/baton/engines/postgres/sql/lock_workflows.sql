@@ -1,1 +1,1 @@
-SELECT id FROM baton_workflows WHERE id = ANY (%(ids)s::text[]) ORDER BY id FOR UPDATE
+-- Folded into baton_finish_workflows (migration 007) on PostgreSQL.

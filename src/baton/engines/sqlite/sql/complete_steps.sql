@@ -1,0 +1,1 @@
+-- PostgreSQL only (baton_complete_steps); SQLite acks steps statement by statement in its one writer transaction.

@@ -1,0 +1,1 @@
+-- PostgreSQL only (baton_finish_workflows); SQLite runs lock_workflows, terminated_workflows, workflow_summary and claim_completions.
