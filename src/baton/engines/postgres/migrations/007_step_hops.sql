@@ -130,7 +130,7 @@ DECLARE
     v_dep_ids bigint[];
     v_dep_n integer[];
     v_ready bigint[];
-    r_ids bigint[];
+    v_take bigint[] := '{}';
     r_wids text[];
     c_ids bigint[];
     c_keys text[];
@@ -200,18 +200,41 @@ BEGIN
         SELECT array_agg(c.job_id ORDER BY c.job_id) INTO v_ready FROM counted c WHERE c.pending <= 0;
     END IF;
 
+    -- Steps with nothing left pending start: those of the acking node's queues, up to the slots
+    -- it set aside (`p_take_*`), go straight to `executing` for its producer — one row version,
+    -- as a fetch would make — and come back with their context; the others become available
+    -- (or scheduled) as release_jobs.sql does.
     IF v_ready IS NOT NULL THEN
-        -- release_jobs.sql
+        IF cardinality(p_take_queues) > 0 THEN
+            v_take := ARRAY(
+                SELECT x.id FROM (
+                    SELECT j.id, t.n, row_number() OVER (PARTITION BY j.queue ORDER BY j.id) AS rank
+                    FROM baton_jobs j JOIN unnest(p_take_queues, p_take_n) AS t(queue, n) ON t.queue = j.queue
+                    WHERE j.id = ANY (v_ready) AND j.state = 'suspended' AND j.scheduled_at <= now()
+                ) x
+                WHERE x.rank <= x.n);
+        END IF;
+        RETURN QUERY
         WITH rel AS (
             UPDATE baton_jobs j
-            SET state = CASE WHEN j.scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
-                scheduled_at = greatest(j.scheduled_at, now())
+            SET state = CASE WHEN j.id = ANY (v_take) THEN 'executing'
+                             WHEN j.scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
+                scheduled_at = greatest(j.scheduled_at, now()),
+                attempt = j.attempt + (j.id = ANY (v_take))::integer,
+                attempted_at = CASE WHEN j.id = ANY (v_take) THEN now() ELSE j.attempted_at END,
+                attempted_by = CASE WHEN j.id = ANY (v_take)
+                                    THEN ARRAY[p_node, p_take_uuids[array_position(p_take_queues, j.queue)]]
+                                    ELSE j.attempted_by END
             WHERE j.id = ANY (v_ready) AND j.state = 'suspended'
-            RETURNING j.id, j.queue, j.state, j.workflow_id
+            RETURNING j.*
         )
-        SELECT array_agg(rel.id ORDER BY rel.id), array_agg(rel.workflow_id ORDER BY rel.id)
-        INTO r_ids, r_wids
-        FROM rel;
+        SELECT CASE WHEN r.state = 'executing' THEN 'claimed' ELSE 'released' END, r.id, r.queue, r.state,
+            r.workflow_id, NULL::text, r.worker, r.args::text, r.meta::text, r.tags, r.errors::text, r.attempt,
+            r.max_attempts, r.priority, r.inserted_at, r.scheduled_at, r.attempted_at, r.chain_key,
+            CASE WHEN r.state = 'executing' THEN baton_step_context(r.id, p_step_channel) END
+        FROM rel r;
+        r_wids := ARRAY(SELECT DISTINCT j.workflow_id FROM baton_jobs j
+                        WHERE j.id = ANY (v_ready) AND j.state IN ('available', 'scheduled', 'executing'));
     END IF;
 
     -- Workflows in which a step was just released cannot have finished; the others may have.
@@ -224,53 +247,56 @@ BEGIN
         FROM baton_finish_workflows(v_touched, p_node, p_origin, p_step_channel) AS f;
     END IF;
 
-    -- Chains whose link completed (and was applied): release each one's next link.
+    -- Chains whose link completed (and was applied): release each one's next link, and hand
+    -- it to the acking node's producer while slots set aside are left.
     c_keys := ARRAY(SELECT DISTINCT k FROM unnest(p_ids, p_chains) AS c(id, k)
                     WHERE k IS NOT NULL AND c.id = ANY (v_done) ORDER BY k);
     IF cardinality(c_keys) > 0 THEN
         PERFORM pg_advisory_xact_lock(hashtextextended('c:' || k, 0)) FROM unnest(c_keys) WITH ORDINALITY AS t(k, n)
         ORDER BY n;
         SELECT array_agg(c.id) INTO c_ids FROM baton_release_chains(c_keys) AS c;
-        r_ids := coalesce(r_ids, '{}'::bigint[]) || coalesce(c_ids, '{}'::bigint[]);
+    END IF;
+    IF c_ids IS NOT NULL THEN
+        IF cardinality(p_take_queues) > 0 THEN
+            RETURN QUERY
+            WITH t AS (  -- the slots left after the steps taken above
+                SELECT t.queue, t.uuid, t.n - (SELECT count(*) FROM baton_jobs j
+                                               WHERE j.id = ANY (v_take) AND j.queue = t.queue) AS n
+                FROM unnest(p_take_queues, p_take_uuids, p_take_n) AS t(queue, uuid, n)
+            ), ranked AS (
+                SELECT j.id, t.uuid, t.n, row_number() OVER (PARTITION BY j.queue ORDER BY j.id) AS rank
+                FROM baton_jobs j JOIN t ON t.queue = j.queue
+                WHERE j.id = ANY (c_ids) AND j.state = 'available'
+            ), claimed AS (
+                UPDATE baton_jobs j
+                SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
+                    attempted_by = ARRAY[p_node, r.uuid]
+                FROM ranked r
+                WHERE j.id = r.id AND r.rank <= r.n
+                RETURNING j.*
+            )
+            SELECT 'claimed'::text, c.id, c.queue, c.state, c.workflow_id, NULL::text, c.worker, c.args::text,
+                c.meta::text, c.tags, c.errors::text, c.attempt, c.max_attempts, c.priority, c.inserted_at,
+                c.scheduled_at, c.attempted_at, c.chain_key, NULL::text
+            FROM claimed c;
+        END IF;
+        RETURN QUERY
+        SELECT 'released'::text, j.id, j.queue, j.state, j.workflow_id, NULL::text, NULL::text, NULL::text,
+            NULL::text, NULL::text[], NULL::text, NULL::integer, NULL::integer, NULL::smallint, NULL::timestamptz,
+            NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::text
+        FROM baton_jobs j WHERE j.id = ANY (c_ids) AND j.state <> 'executing';
     END IF;
 
-    IF r_ids IS NULL OR cardinality(r_ids) = 0 THEN
-        RETURN;
+    -- Wake the queues left with available jobs. The acking node wakes its own producers when
+    -- this returns: the payload names it (store.effects.wake_payload), so it does not fetch twice.
+    IF v_ready IS NOT NULL OR c_ids IS NOT NULL THEN
+        PERFORM pg_notify(p_insert_channel, CASE WHEN p_origin = '' THEN q.queue
+                                                 ELSE chr(31) || p_origin || chr(31) || q.queue END)
+        FROM (SELECT DISTINCT j.queue FROM baton_jobs j
+              WHERE j.id = ANY (coalesce(v_ready, '{}'::bigint[]) || coalesce(c_ids, '{}'::bigint[]))
+                AND j.state = 'available') q
+        ORDER BY q.queue COLLATE "C";
     END IF;
-    IF cardinality(p_take_queues) > 0 THEN
-        -- Hand released steps to the acking node's producers, in id order per queue (fetch_jobs.sql).
-        RETURN QUERY
-        WITH t AS (
-            SELECT * FROM unnest(p_take_queues, p_take_uuids, p_take_n) AS t(queue, uuid, n)
-        ), ranked AS (
-            SELECT j.id, t.uuid, t.n, row_number() OVER (PARTITION BY j.queue ORDER BY j.id) AS rank
-            FROM baton_jobs j JOIN t ON t.queue = j.queue
-            WHERE j.id = ANY (r_ids) AND j.state = 'available'
-        ), claimed AS (
-            UPDATE baton_jobs j
-            SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
-                attempted_by = ARRAY[p_node, r.uuid]
-            FROM ranked r
-            WHERE j.id = r.id AND r.rank <= r.n
-            RETURNING j.*
-        )
-        SELECT 'claimed'::text, c.id, c.queue, c.state, c.workflow_id, NULL::text, c.worker, c.args::text,
-            c.meta::text, c.tags, c.errors::text, c.attempt, c.max_attempts, c.priority, c.inserted_at,
-            c.scheduled_at, c.attempted_at, c.chain_key, baton_step_context(c.id, p_step_channel)
-        FROM claimed c;
-    END IF;
-    -- The rest, as they are now, and the wake-up of the queues left with available ones. The
-    -- acking node wakes its own producers when this returns: the payload names it
-    -- (store.effects.wake_payload), so it does not fetch twice.
-    RETURN QUERY
-    SELECT 'released'::text, j.id, j.queue, j.state, j.workflow_id, NULL::text, NULL::text, NULL::text,
-        NULL::text, NULL::text[], NULL::text, NULL::integer, NULL::integer, NULL::smallint, NULL::timestamptz,
-        NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::text
-    FROM baton_jobs j WHERE j.id = ANY (r_ids) AND j.state <> 'executing';
-    PERFORM pg_notify(p_insert_channel, CASE WHEN p_origin = '' THEN q.queue
-                                             ELSE chr(31) || p_origin || chr(31) || q.queue END)
-    FROM (SELECT DISTINCT j.queue FROM baton_jobs j WHERE j.id = ANY (r_ids) AND j.state = 'available') q
-    ORDER BY q.queue COLLATE "C";
 END
 $$;
 

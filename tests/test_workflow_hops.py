@@ -1,0 +1,219 @@
+"""Workflow hops in as few round trips as their semantics allow (#19): on PostgreSQL a batch of
+plain completions of steps or chain links is one statement that also releases what comes next
+and hands it to the acking node's producer (no fetch for the next hop), a fetched step brings
+its context in the fetch, and the acking node does not fetch twice on its own wake-up
+notification — while every other node still hears it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+import baton
+from baton.store import transitions
+from baton.store.effects import parse_wake, wake_payload
+from baton.store.jobs import Ack
+from wf_nodes import query
+
+
+def steps(app: baton.Baton) -> Any:
+    @app.worker(name="hop.step", queue="default")
+    async def step(job: baton.Job) -> Any:
+        return {"i": job.args.get("i"), "seen": sorted(job.upstream_all())}
+
+    @app.worker(name="hop.link", queue="default", chain_by=["args.k"])
+    async def link(job: baton.Job) -> None:
+        return None
+
+    return step
+
+
+async def _fetch(app: baton.Baton, uuid_: str, limit: int = 10) -> list[baton.Job]:
+    return await app.engine.run(transitions.fetch_jobs, "default", "n1", uuid_, limit)
+
+
+async def _ack(app: baton.Baton, acks: list[Ack], take: list[tuple[str, str, int]]) -> Any:
+    async def op(conn: Any) -> Any:
+        before = conn.round_trips
+        result = await transitions.ack_jobs(conn, acks, "n1", "origin-1", take)
+        return result, conn.round_trips - before
+
+    return await app.engine.run_autocommit(op)
+
+
+def _chain(app: baton.Baton, n: int, context: dict[str, Any] | None = None) -> baton.Workflow:
+    wf = baton.Workflow(label="hops", context=context)
+    previous: list[str] = []
+    for i in range(n):
+        wf.add(f"s{i}", app.new("hop.step", {"i": i}), deps=previous)
+        previous = [f"s{i}"]
+    return wf
+
+
+@pytest.fixture
+def pg_app(app: baton.Baton, engine_name: str) -> baton.Baton:
+    if engine_name != "postgres":
+        pytest.skip("the one-statement hop is PostgreSQL's (SQLite's statements cost no round trip)")
+    return app
+
+
+async def test_a_step_completion_is_one_statement_that_hands_the_next_step_to_the_producer(pg_app: baton.Baton) -> None:
+    app = pg_app
+    steps(app)
+    wid = await app.insert_workflow(_chain(app, 3, context={"tenant": "t1"}))
+    producer = str(uuid.uuid4())
+    (first,) = await _fetch(app, producer)
+    assert first.step == "s0" and first.context == {"tenant": "t1"}  # the context came with the fetch
+
+    result, trips = await _ack(app, [Ack(first, "completed", result_json='{"i": 0}')], [("default", producer, 1)])
+    assert trips == 1
+    assert [a.job.id for a in result.acked] == [first.id]
+    (second,) = result.taken[producer]
+    assert second.step == "s1" and second.attempt == 1 and second.attempted_by == ["n1", producer]
+    assert second.upstream_all() == {"s0": {"i": 0}} and second.context == {"tenant": "t1"}
+    assert result.effects.released_queues == set()  # nothing left for anyone to fetch
+    rows = query(app.engine.url, f"SELECT state, attempt, attempted_by FROM baton_jobs WHERE id = {second.id}")
+    assert rows == [("executing", 1, ["n1", producer])]
+    stats = query(app.engine.url, f"SELECT state, attempts FROM workflow_step_stats WHERE job_id = {first.id}")
+    assert stats == [("completed", 1)]
+
+    # Without a slot on offer the next step is released for any producer to fetch.
+    result, _ = await _ack(app, [Ack(second, "completed")], [])
+    assert result.taken == {} and result.effects.released_queues == {"default"}
+    (third,) = await _fetch(app, producer)
+    assert third.step == "s2" and third.upstream_all() == {"s1": None}
+
+    # The last step: the same statement claims the workflow's finished announcement.
+    result, trips = await _ack(app, [Ack(third, "completed")], [("default", producer, 1)])
+    assert trips == 1 and result.taken == {}
+    (finished,) = result.effects.finished
+    assert finished == {
+        "workflow_id": wid,
+        "label": "hops",
+        "status": "completed",
+        "failed_steps": [],
+        "counts": {"completed": 3},
+    }
+    assert query(app.engine.url, f"SELECT status FROM workflow_completions WHERE workflow_id = '{wid}'") == [
+        ("completed",)
+    ]
+
+
+async def test_a_fenced_completion_releases_and_claims_nothing(pg_app: baton.Baton) -> None:
+    app = pg_app
+    steps(app)
+    await app.insert_workflow(_chain(app, 2))
+    producer = str(uuid.uuid4())
+    (first,) = await _fetch(app, producer)
+    first.attempted_by = ["n1", "someone-else"]  # a late ack of an attempt that is not ours
+    result, _ = await _ack(app, [Ack(first, "completed")], [("default", producer, 1)])
+    assert result.acked == [] and result.taken == {}
+    assert [(d.job.id, d.reason) for d in result.dropped] == [(first.id, "rescued")]
+    assert query(app.engine.url, "SELECT state FROM baton_jobs ORDER BY id") == [("executing",), ("suspended",)]
+
+
+async def test_slots_on_offer_bound_what_a_fan_out_hands_over(pg_app: baton.Baton) -> None:
+    app = pg_app
+    steps(app)
+    wf = baton.Workflow()
+    wf.add("root", app.new("hop.step", {}))
+    for i in range(5):
+        wf.add(f"m{i}", app.new("hop.step", {"i": i}), deps=["root"])
+    await app.insert_workflow(wf)
+    producer = str(uuid.uuid4())
+    (root,) = await _fetch(app, producer)
+    result, _ = await _ack(app, [Ack(root, "completed")], [("default", producer, 2)])
+    assert [j.step for j in result.taken[producer]] == ["m0", "m1"]
+    assert sorted(query(app.engine.url, "SELECT state, count(*) FROM baton_jobs GROUP BY state")) == [
+        ("available", 3),
+        ("completed", 1),
+        ("executing", 2),
+    ]
+    assert result.effects.released_queues == {"default"}
+
+
+async def test_a_chain_link_completion_hands_over_the_next_link(pg_app: baton.Baton) -> None:
+    app = pg_app
+    steps(app)
+    links = await app.insert_all([app.new("hop.link", {"k": "a", "i": i}) for i in range(3)])
+    producer = str(uuid.uuid4())
+    (first,) = await _fetch(app, producer)
+    assert first.id == links[0].id
+    result, trips = await _ack(app, [Ack(first, "completed")], [("default", producer, 1)])
+    assert trips == 1
+    assert [j.id for j in result.taken[producer]] == [links[1].id]
+    assert query(app.engine.url, "SELECT state FROM baton_jobs ORDER BY id") == [
+        ("completed",),
+        ("executing",),
+        ("suspended",),
+    ]
+
+
+def test_wake_payloads_name_their_origin_and_plain_ones_stay_plain() -> None:
+    assert parse_wake("default") == ("default", None)
+    assert parse_wake(wake_payload("emails", "node-a")) == ("emails", "node-a")
+    assert parse_wake(wake_payload("odd\x1fname", "node-a")) == ("odd\x1fname", "node-a")
+
+
+async def test_steps_released_on_one_node_wake_another_that_serves_their_queue(make_app: Any) -> None:
+    """The acking node skips its own wake-up notification; a node serving the next step's queue
+    must still hear it at once (its polling is 30 s away)."""
+    a = make_app(queues={"a": 5}, node="node-a", poll_interval=30)
+    b = make_app(queues={"b": 5}, node="node-b", poll_interval=30)
+    done: list[str] = []
+    for app in (a, b):
+
+        @app.worker(name="hop.a", queue="a")
+        async def in_a(job: baton.Job) -> None:
+            done.append("a")
+
+        @app.worker(name="hop.b", queue="b")
+        async def in_b(job: baton.Job) -> None:
+            done.append("b")
+
+    finished = asyncio.get_running_loop().create_future()
+    async with a, b:
+        a.on_workflow_finished(lambda e: finished.done() or finished.set_result(e))
+        for _ in range(3):
+            wf = baton.Workflow()
+            wf.add("one", a.new("hop.a", {}))
+            wf.add("two", a.new("hop.b", {}), deps=["one"])
+            wf.add("three", a.new("hop.a", {}), deps=["two"])
+            await a.insert_workflow(wf)
+        for _ in range(200):
+            if len(done) == 9:
+                break
+            await asyncio.sleep(0.05)
+    assert sorted(done) == ["a"] * 6 + ["b"] * 3
+
+
+async def test_many_small_workflows_finish_exactly_once_each(make_app: Any) -> None:
+    """Batches of completions across many workflows (group commit) release, hand over and claim
+    each workflow's announcement once, on both engines."""
+    app = make_app(queues={"default": 20})
+    steps(app)
+    announced: list[str] = []
+    app.on_workflow_finished(lambda e: announced.append(e["workflow_id"]))
+    wids = []
+    for w in range(30):
+        wf = baton.Workflow()
+        wf.add("root", app.new("hop.step", {"w": w}))
+        for i in range(4):
+            wf.add(f"m{i}", app.new("hop.step", {"i": i}), deps=["root"])
+        wf.add("fanin", app.new("hop.step", {}), deps=[f"m{i}" for i in range(4)])
+        wids.append(await app.insert_workflow(wf))
+    async with app:
+        for _ in range(400):
+            if len(announced) >= 30:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+    assert sorted(announced) == sorted(wids)
+    assert (await app.count_jobs()) == {"completed": 180}
+    (fanin,) = query(app.engine.url, "SELECT result FROM workflow_nodes WHERE name = 'fanin' LIMIT 1")
+    value = json.loads(fanin[0]) if isinstance(fanin[0], str) else fanin[0]
+    assert value == {"i": None, "seen": ["m0", "m1", "m2", "m3"]}
