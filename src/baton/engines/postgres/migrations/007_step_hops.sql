@@ -16,7 +16,7 @@
 -- over NOTIFY's limit goes out truncated). Returns the payload of each claimed workflow
 -- (workflow_id, label, status, failed_steps, counts).
 CREATE FUNCTION baton_finish_workflows(p_wids text[], p_node text, p_origin text, p_channel text)
-RETURNS TABLE (workflow_id text, payload text) LANGUAGE plpgsql VOLATILE AS $$
+RETURNS TABLE (workflow_id text, payload text) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off AS $$
 #variable_conflict use_column
 DECLARE
     v_done text[];
@@ -39,13 +39,16 @@ BEGIN
         FROM workflow_nodes n
         LEFT JOIN baton_jobs j ON j.id = n.job_id
         WHERE n.workflow_id = ANY (v_done)
-    ), by_state AS (
-        SELECT s.workflow_id, s.state, count(*) AS n FROM s GROUP BY s.workflow_id, s.state
     ), summary AS (
-        SELECT b.workflow_id,
-               CASE WHEN bool_or(b.state IN ('cancelled', 'discarded')) THEN 'failed' ELSE 'completed' END AS status,
-               jsonb_object_agg(b.state, b.n) AS counts
-        FROM by_state b GROUP BY b.workflow_id
+        SELECT s.workflow_id,
+               CASE WHEN bool_or(s.state IN ('cancelled', 'discarded')) THEN 'failed' ELSE 'completed' END AS status,
+               coalesce(json_agg(s.name ORDER BY s.name COLLATE "C") FILTER (WHERE s.state IN ('cancelled', 'discarded')),
+                        '[]'::json) AS failed_steps
+        FROM s GROUP BY s.workflow_id
+    ), counts AS (
+        SELECT b.workflow_id, jsonb_object_agg(b.state, b.n) AS counts
+        FROM (SELECT s.workflow_id, s.state, count(*) AS n FROM s GROUP BY s.workflow_id, s.state) b
+        GROUP BY b.workflow_id
     ), claimed AS (
         INSERT INTO workflow_completions (workflow_id, status, announced_by)
         SELECT m.workflow_id, m.status, p_node FROM summary m
@@ -53,14 +56,11 @@ BEGIN
         RETURNING workflow_id
     ), payloads AS (
         SELECT m.workflow_id, json_build_object(
-                   'workflow_id', m.workflow_id, 'label', w.label,
-                   'status', m.status,
-                   'failed_steps', coalesce((SELECT json_agg(s.name ORDER BY s.name COLLATE "C") FROM s
-                                             WHERE s.workflow_id = m.workflow_id
-                                               AND s.state IN ('cancelled', 'discarded')), '[]'::json),
-                   'counts', m.counts)::text AS payload
+                   'workflow_id', m.workflow_id, 'label', w.label, 'status', m.status,
+                   'failed_steps', m.failed_steps, 'counts', k.counts)::text AS payload
         FROM summary m
         JOIN claimed c ON c.workflow_id = m.workflow_id
+        JOIN counts k ON k.workflow_id = m.workflow_id
         LEFT JOIN baton_workflows w ON w.id = m.workflow_id
     ), notes AS (  -- the payload with the event's type and origin first, as the Python path sends it
         SELECT p.workflow_id, p.payload,
@@ -80,7 +80,7 @@ $$;
 -- Release the oldest waiting link of each chain in `p_keys` (locked by the caller), unless an
 -- earlier link is unfinished or failed and holding the chain (chain_release.sql calls it too).
 CREATE FUNCTION baton_release_chains(p_keys text[]) RETURNS TABLE (id bigint, queue text, state text)
-LANGUAGE sql VOLATILE AS $$
+LANGUAGE sql VOLATILE SET enable_seqscan = off AS $$
     UPDATE baton_jobs j
     SET state = CASE WHEN j.scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
         scheduled_at = greatest(j.scheduled_at, now())
@@ -122,7 +122,7 @@ CREATE FUNCTION baton_complete_steps(
     worker text, args text, meta text, tags text[], errors text, attempt integer, max_attempts integer,
     priority smallint, inserted_at timestamptz, scheduled_at timestamptz, attempted_at timestamptz,
     chain_key text, ctx text
-) LANGUAGE plpgsql VOLATILE AS $$
+) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off AS $$
 #variable_conflict use_column
 DECLARE
     v_done bigint[];
@@ -153,17 +153,12 @@ BEGIN
         NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::text
     FROM unnest(v_done) AS d;
 
-    -- Stats and recorded results of the applied steps (upsert_step_stats.sql).
-    WITH r AS (
-        SELECT * FROM unnest(p_ids, p_wids, p_names, p_queued, p_run, p_attempts, p_results)
-            AS r(id, workflow_id, name, queued_ms, run_ms, attempts, result)
-        WHERE r.workflow_id IS NOT NULL AND r.id = ANY (v_done)
-    ), recorded AS (
-        UPDATE workflow_nodes n SET recorded = true, result = r.result::jsonb
-        FROM r WHERE n.job_id = r.id AND r.result IS NOT NULL
-    )
+    -- Stats of the applied steps (upsert_step_stats.sql) and their live "completed" events.
     INSERT INTO workflow_step_stats (job_id, workflow_id, name, queued_ms, run_ms, attempts, state)
-    SELECT r.id, r.workflow_id, r.name, r.queued_ms, r.run_ms, r.attempts, 'completed' FROM r
+    SELECT r.id, r.workflow_id, r.name, r.queued_ms, r.run_ms, r.attempts, 'completed'
+    FROM unnest(p_ids, p_wids, p_names, p_queued, p_run, p_attempts)
+        AS r(id, workflow_id, name, queued_ms, run_ms, attempts)
+    WHERE r.workflow_id IS NOT NULL AND r.id = ANY (v_done)
     ON CONFLICT (job_id) DO UPDATE
     SET queued_ms = excluded.queued_ms, run_ms = excluded.run_ms, attempts = excluded.attempts,
         state = excluded.state, updated_at = now();
@@ -171,11 +166,23 @@ BEGIN
     FROM unnest(p_ids, p_events) WITH ORDINALITY AS e(id, payload, n)
     WHERE e.payload IS NOT NULL AND e.id = ANY (v_done) ORDER BY e.n;
 
-    -- Resolve each step once (resolve_nodes.sql), and count its unresolved dependents down.
-    WITH resolved AS (
-        UPDATE workflow_nodes n SET resolution = 'completed', resolved_at = now()
-        WHERE n.job_id = ANY (v_done) AND n.resolution IS NULL
-        RETURNING n.workflow_id, n.job_id
+    -- Record results and resolve each step once (record_results, resolve_nodes.sql) in one row
+    -- version; `o`, the row as it was, says which steps this statement resolved. Then count
+    -- the unresolved dependents of those down.
+    WITH r AS (
+        SELECT * FROM unnest(p_ids, p_wids, p_results) AS r(id, workflow_id, result)
+        WHERE r.workflow_id IS NOT NULL AND r.id = ANY (v_done)
+    ), updated AS (
+        UPDATE workflow_nodes n
+        SET recorded = n.recorded OR r.result IS NOT NULL,
+            result = CASE WHEN r.result IS NOT NULL THEN r.result::jsonb ELSE n.result END,
+            resolution = coalesce(n.resolution, 'completed'),
+            resolved_at = CASE WHEN n.resolution IS NULL THEN now() ELSE n.resolved_at END
+        FROM r, workflow_nodes o
+        WHERE n.job_id = r.id AND o.job_id = r.id AND (n.resolution IS NULL OR r.result IS NOT NULL)
+        RETURNING n.workflow_id, n.job_id, o.resolution IS NULL AS fresh
+    ), resolved AS (
+        SELECT u.workflow_id, u.job_id FROM updated u WHERE u.fresh
     ), touched AS (
         SELECT array_agg(DISTINCT r.workflow_id) AS wids FROM resolved r
     ), edges AS (
@@ -183,7 +190,7 @@ BEGIN
         FROM resolved d
         CROSS JOIN LATERAL (SELECT e.job_id FROM baton_workflow_deps e WHERE e.dep_job_id = d.job_id OFFSET 0) e
         JOIN workflow_nodes n ON n.job_id = e.job_id
-        WHERE n.resolution IS NULL AND NOT EXISTS (SELECT 1 FROM resolved x WHERE x.job_id = e.job_id)
+        WHERE n.resolution IS NULL AND NOT e.job_id = ANY (v_done)
         GROUP BY e.job_id
     )
     SELECT (SELECT t.wids FROM touched t), array_agg(e.job_id ORDER BY e.job_id), array_agg(e.n ORDER BY e.job_id)
@@ -230,9 +237,9 @@ BEGIN
         )
         SELECT CASE WHEN r.state = 'executing' THEN 'claimed' ELSE 'released' END, r.id, r.queue, r.state,
             r.workflow_id, NULL::text, r.worker, r.args::text, r.meta::text, r.tags, r.errors::text, r.attempt,
-            r.max_attempts, r.priority, r.inserted_at, r.scheduled_at, r.attempted_at, r.chain_key,
-            CASE WHEN r.state = 'executing' THEN baton_step_context(r.id, p_step_channel) END
-        FROM rel r;
+            r.max_attempts, r.priority, r.inserted_at, r.scheduled_at, r.attempted_at, r.chain_key, c.ctx
+        FROM rel r
+        LEFT JOIN baton_step_contexts(v_take, p_step_channel) c ON c.job_id = r.id;
         r_wids := ARRAY(SELECT DISTINCT j.workflow_id FROM baton_jobs j
                         WHERE j.id = ANY (v_ready) AND j.state IN ('available', 'scheduled', 'executing'));
     END IF;
@@ -300,32 +307,34 @@ BEGIN
 END
 $$;
 
--- A fetched step's context as one JSON document, for the fetch to return with the job (one
--- round trip instead of two): its name, deps, recorded result of an earlier attempt, whether
--- it is a graft step, its grafting parent, the workflow's context and, in `up`, one
--- [name, recorded, result, graft] per dependency. Sends the step's "executing" event.
-CREATE FUNCTION baton_step_context(p_id bigint, p_channel text) RETURNS text
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    v_doc text;
-    v_event text;
+-- The context of fetched steps as one JSON document each, for the fetch to return with the
+-- jobs (one round trip instead of two): a step's name, deps, recorded result of an earlier
+-- attempt, whether it is a graft step, its grafting parent, the workflow's context and, in
+-- `up`, one [name, recorded, result, graft] per dependency. Sends each step's "executing"
+-- event. Set-based: one call per fetch, not one per step.
+CREATE FUNCTION baton_step_contexts(p_ids bigint[], p_channel text) RETURNS TABLE (job_id bigint, ctx text)
+LANGUAGE plpgsql VOLATILE SET enable_seqscan = off AS $$
+#variable_conflict use_column
 BEGIN
-    SELECT json_build_object(
+    IF cardinality(p_ids) = 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT n.job_id,
+           json_build_object(
                'name', n.name, 'deps', n.deps, 'recorded', n.recorded, 'result', n.result, 'graft', n.graft,
-               'parent', n.parent, 'context', w.context,
-               'up', (SELECT json_agg(json_build_array(d.name, d.recorded, d.result, d.graft))
-                      FROM baton_workflow_deps e JOIN workflow_nodes d ON d.job_id = e.dep_job_id
-                      WHERE e.job_id = n.job_id))::text,
-           json_strip_nulls(json_build_object(
-               'type', 'step', 'workflow_id', n.workflow_id, 'step', n.name, 'job_id', n.job_id,
-               'event', 'executing', 'parent', n.parent))::text
-    INTO v_doc, v_event
+               'parent', n.parent, 'context', w.context, 'up', u.up)::text
     FROM workflow_nodes n
     LEFT JOIN baton_workflows w ON w.id = n.workflow_id
-    WHERE n.job_id = p_id;
-    IF v_event IS NOT NULL THEN
-        PERFORM pg_notify(p_channel, v_event);
-    END IF;
-    RETURN v_doc;
+    LEFT JOIN LATERAL (
+        SELECT json_agg(json_build_array(d.name, d.recorded, d.result, d.graft)) AS up
+        FROM baton_workflow_deps e JOIN workflow_nodes d ON d.job_id = e.dep_job_id
+        WHERE e.job_id = n.job_id
+    ) u ON true
+    WHERE n.job_id = ANY (p_ids);
+    PERFORM pg_notify(p_channel, json_strip_nulls(json_build_object(
+               'type', 'step', 'workflow_id', n.workflow_id, 'step', n.name, 'job_id', n.job_id,
+               'event', 'executing', 'parent', n.parent))::text)
+    FROM workflow_nodes n WHERE n.job_id = ANY (p_ids) ORDER BY n.job_id;
 END
 $$;

@@ -10,11 +10,15 @@ WITH picked AS MATERIALIZED (
     ORDER BY priority, scheduled_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), fetched AS (
+    UPDATE baton_jobs j
+    SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
+        attempted_by = ARRAY[%(node)s::text, %(uuid)s::text]
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING j.id, j.queue, j.worker, j.args::text AS args, j.meta::text AS meta, j.tags, j.errors::text AS errors, j.attempt, j.max_attempts, j.priority, j.inserted_at, j.scheduled_at, j.attempted_at, j.workflow_id, j.chain_key
 )
-UPDATE baton_jobs j
-SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
-    attempted_by = ARRAY[%(node)s::text, %(uuid)s::text]
-FROM picked
-WHERE j.id = picked.id
-RETURNING j.id, j.queue, j.worker, j.args::text AS args, j.meta::text AS meta, j.tags, j.errors::text AS errors, j.attempt, j.max_attempts, j.priority, j.inserted_at, j.scheduled_at, j.attempted_at, j.workflow_id, j.chain_key,
-       CASE WHEN j.workflow_id IS NOT NULL THEN baton_step_context(j.id, %(channel)s) END AS ctx
+SELECT f.*, c.ctx
+FROM fetched f
+LEFT JOIN baton_step_contexts(ARRAY(SELECT s.id FROM fetched s WHERE s.workflow_id IS NOT NULL), %(channel)s) c
+    ON c.job_id = f.id
