@@ -136,6 +136,20 @@ async def test_slots_on_offer_bound_what_a_fan_out_hands_over(pg_app: baton.Bato
     assert result.effects.released_queues == {"default"}
 
 
+async def test_a_waiting_job_of_higher_priority_goes_first(pg_app: baton.Baton) -> None:
+    app = pg_app
+    step = steps(app)
+    await app.insert_workflow(_chain(app, 2))
+    producer = str(uuid.uuid4())
+    (first,) = await _fetch(app, producer)
+    urgent = await app.insert(step.new({"urgent": True}, priority=0))  # waits behind the next step
+    query(app.engine.url, "UPDATE baton_jobs SET priority = 5 WHERE workflow_id IS NOT NULL")
+    result, _ = await _ack(app, [Ack(first, "completed")], [("default", producer, 1)])
+    assert result.taken == {} and result.effects.released_queues == {"default"}
+    fetched = await _fetch(app, producer, 1)
+    assert [j.id for j in fetched] == [urgent.id]
+
+
 async def test_a_chain_link_completion_hands_over_the_next_link(pg_app: baton.Baton) -> None:
     app = pg_app
     steps(app)

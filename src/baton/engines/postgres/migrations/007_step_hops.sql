@@ -218,6 +218,9 @@ BEGIN
                     SELECT j.id, t.n, row_number() OVER (PARTITION BY j.queue ORDER BY j.id) AS rank
                     FROM baton_jobs j JOIN unnest(p_take_queues, p_take_n) AS t(queue, n) ON t.queue = j.queue
                     WHERE j.id = ANY (v_ready) AND j.state = 'suspended' AND j.scheduled_at <= now()
+                      AND NOT EXISTS (  -- a job of higher priority waits: it goes first, by a fetch
+                          SELECT 1 FROM baton_jobs a
+                          WHERE a.state = 'available' AND a.queue = j.queue AND a.priority < j.priority)
                 ) x
                 WHERE x.rank <= x.n);
         END IF;
@@ -274,6 +277,9 @@ BEGIN
                 SELECT j.id, t.uuid, t.n, row_number() OVER (PARTITION BY j.queue ORDER BY j.id) AS rank
                 FROM baton_jobs j JOIN t ON t.queue = j.queue
                 WHERE j.id = ANY (c_ids) AND j.state = 'available'
+                  AND NOT EXISTS (
+                      SELECT 1 FROM baton_jobs a
+                      WHERE a.state = 'available' AND a.queue = j.queue AND a.priority < j.priority)
             ), claimed AS (
                 UPDATE baton_jobs j
                 SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
