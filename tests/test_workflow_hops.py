@@ -231,3 +231,20 @@ async def test_many_small_workflows_finish_exactly_once_each(make_app: Any) -> N
     (fanin,) = query(app.engine.url, "SELECT result FROM workflow_nodes WHERE name = 'fanin' LIMIT 1")
     value = json.loads(fanin[0]) if isinstance(fanin[0], str) else fanin[0]
     assert value == {"i": None, "seen": ["m0", "m1", "m2", "m3"]}
+
+
+def test_array_literals_read_back_as_the_values_sent(pg_url: str) -> None:
+    """The hot-path statements take lists as array literals Baton formats itself."""
+    import psycopg
+
+    from baton.engines.postgres.engine import _array_literal
+
+    texts = ["plain", "", "NULL", 'quo"te', "back\\slash", "a,b", "{braces}", " spaced ", "ünï", None]
+    ints = [1, -2, 9_223_372_036_854_775_807, None]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT %s::text[], %s::bigint[], %s::text[]",
+            (_array_literal(texts), _array_literal(ints), _array_literal([])),
+        ).fetchone()
+    assert row == (texts, ints, [])
+    assert _array_literal([1.5]) == [1.5]  # anything else goes to the driver as it is

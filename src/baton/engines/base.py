@@ -77,12 +77,16 @@ class Queries:
     not depend on its parameters: engines may prepare it once per connection. Every other
     statement is planned for its actual parameters (a fan-in step with 10 000 dependencies
     and a step with one must not share a generic plan).
+
+    A file containing `-- baton:text-arrays` casts every list parameter it takes
+    (`%(ids)s::bigint[]`): an engine may send those lists as array literals it formats itself.
     """
 
     def __init__(self, package: str) -> None:
         self._root = resources.files(package) / "sql"
         self._cache: dict[str, str | None] = {}
         self.prepared: set[str] = set()
+        self.text_arrays: set[str] = set()
 
     def get(self, name: str) -> str | None:
         """The statement text, or None for a file with only comments (a no-op in this dialect)."""
@@ -96,6 +100,8 @@ class Queries:
         text = path.read_text()
         if "-- baton:prepare" in text:
             self.prepared.add(name)
+        if "-- baton:text-arrays" in text:
+            self.text_arrays.add(name)
         self._cache[name] = text if _COMMENT.sub("", text).strip() else None
         return self._cache[name]
 

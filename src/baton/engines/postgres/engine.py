@@ -107,6 +107,25 @@ def _copy_lines(rows: Iterable[Sequence[Any]]) -> bytes:
     return "\n".join(lines).encode()
 
 
+def _array_literal(values: list[Any]) -> str | list[Any]:
+    """A list of ints, strings and Nones as a PostgreSQL array literal, for a parameter the
+    statement casts (`%(ids)s::bigint[]`): several times cheaper than psycopg's list dumper,
+    which is Python code run per element. Any other list is returned as it is."""
+    items: list[str] = []
+    add = items.append
+    for v in values:
+        kind = type(v)
+        if kind is int:
+            add(str(v))
+        elif kind is str:
+            add('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' if v else '""')
+        elif v is None:
+            add("NULL")
+        else:
+            return values
+    return "{" + ",".join(items) + "}"
+
+
 def _server_closed(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """True if the server has closed this idle pooled connection (a restart, an idle timeout,
     pg_terminate_backend): its socket is readable although nothing was asked, because a FATAL
@@ -160,6 +179,8 @@ class PgConn:
         text = self._queries.get(query)
         if text is None:
             return None
+        if params and query in self._queries.text_arrays:
+            params = {k: _array_literal(v) if type(v) is list else v for k, v in params.items()}
         cur = self._conn.cursor(row_factory=dict_row)
         done = cur.execute(text, params, prepare=None if query in self._queries.prepared else False)
         if inspect.isawaitable(done):

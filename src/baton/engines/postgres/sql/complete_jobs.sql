@@ -1,4 +1,5 @@
 -- baton:prepare (hot path)
+-- baton:text-arrays
 -- `(state = 'executing') IS TRUE` keeps the planner on the primary key: the partial index on
 -- executing jobs holds a dead entry for every job that ever ran (until VACUUM), and a plan that
 -- scans it slows every ack down as a backlog drains (bench/backlog.py).

@@ -1,4 +1,5 @@
 -- baton:prepare (hot path)
+-- baton:text-arrays
 -- A batch of plain completions, workflow steps or chain links among them, in one statement
 -- (baton_complete_steps, migration 007).
 SELECT * FROM baton_complete_steps(
