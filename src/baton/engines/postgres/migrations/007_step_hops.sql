@@ -106,12 +106,13 @@ $$;
 -- order, so acks counting down one fan-in step queue up instead of deadlocking), the release of
 -- dependents with nothing left pending, the completion claim of workflows in which nothing was
 -- released, and the release of the next link of each chain (`p_chains`: the chain keys of the
--- acks, locked as lock_keys does, then chain_release.sql). Released steps and links of the queues in `p_take_queues` go straight to `executing` for the
--- acking node's producer of that queue (`p_take_uuids`), at most `p_take_n` each — the slots it
--- set aside for them — with their context: the next hop needs no fetch. The rest wake their
--- queues (`p_insert_channel`). Rows, by `kind`: 'acked' (id) per applied ack; 'claimed' (the
--- columns of fetch_jobs) per step handed to a producer; 'released' (id, queue, state,
--- workflow_id) per other released step; 'finished' (workflow_id, payload) per claimed workflow.
+-- acks, locked as lock_keys does, then chain_release.sql). What was released in the queues of
+-- `p_take_queues` is then fetched for the acking node's producer of that queue
+-- (`p_take_uuids`), at most `p_take_n` each — the slots it set aside — with their context: the
+-- next hop needs no fetch. The queues left with available jobs are woken (`p_insert_channel`).
+-- Rows, by `kind`: 'acked' (id) per applied ack; 'claimed' (the columns of fetch_jobs) per job
+-- fetched for a producer; 'released' (id, queue, state, workflow_id) per other released job;
+-- 'finished' (workflow_id, payload) per claimed workflow.
 CREATE FUNCTION baton_complete_steps(
     p_ids bigint[], p_attempts integer[], p_uuids text[], p_wids text[], p_names text[],
     p_queued bigint[], p_run bigint[], p_results text[], p_events text[],
@@ -130,7 +131,7 @@ DECLARE
     v_dep_ids bigint[];
     v_dep_n integer[];
     v_ready bigint[];
-    v_take bigint[] := '{}';
+    r_ids bigint[];
     r_wids text[];
     c_ids bigint[];
     c_keys text[];
@@ -207,44 +208,16 @@ BEGIN
         SELECT array_agg(c.job_id ORDER BY c.job_id) INTO v_ready FROM counted c WHERE c.pending <= 0;
     END IF;
 
-    -- Steps with nothing left pending start: those of the acking node's queues, up to the slots
-    -- it set aside (`p_take_*`), go straight to `executing` for its producer — one row version,
-    -- as a fetch would make — and come back with their context; the others become available
-    -- (or scheduled) as release_jobs.sql does.
+    -- Release the steps with nothing left pending (release_jobs.sql).
     IF v_ready IS NOT NULL THEN
-        IF cardinality(p_take_queues) > 0 THEN
-            v_take := ARRAY(
-                SELECT x.id FROM (
-                    SELECT j.id, t.n, row_number() OVER (PARTITION BY j.queue ORDER BY j.id) AS rank
-                    FROM baton_jobs j JOIN unnest(p_take_queues, p_take_n) AS t(queue, n) ON t.queue = j.queue
-                    WHERE j.id = ANY (v_ready) AND j.state = 'suspended' AND j.scheduled_at <= now()
-                      AND NOT EXISTS (  -- a job of higher priority waits: it goes first, by a fetch
-                          SELECT 1 FROM baton_jobs a
-                          WHERE a.state = 'available' AND a.queue = j.queue AND a.priority < j.priority)
-                ) x
-                WHERE x.rank <= x.n);
-        END IF;
-        RETURN QUERY
         WITH rel AS (
             UPDATE baton_jobs j
-            SET state = CASE WHEN j.id = ANY (v_take) THEN 'executing'
-                             WHEN j.scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
-                scheduled_at = greatest(j.scheduled_at, now()),
-                attempt = j.attempt + (j.id = ANY (v_take))::integer,
-                attempted_at = CASE WHEN j.id = ANY (v_take) THEN now() ELSE j.attempted_at END,
-                attempted_by = CASE WHEN j.id = ANY (v_take)
-                                    THEN ARRAY[p_node, p_take_uuids[array_position(p_take_queues, j.queue)]]
-                                    ELSE j.attempted_by END
+            SET state = CASE WHEN j.scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
+                scheduled_at = greatest(j.scheduled_at, now())
             WHERE j.id = ANY (v_ready) AND j.state = 'suspended'
-            RETURNING j.*
+            RETURNING j.id, j.workflow_id
         )
-        SELECT CASE WHEN r.state = 'executing' THEN 'claimed' ELSE 'released' END, r.id, r.queue, r.state,
-            r.workflow_id, NULL::text, r.worker, r.args::text, r.meta::text, r.tags, r.errors::text, r.attempt,
-            r.max_attempts, r.priority, r.inserted_at, r.scheduled_at, r.attempted_at, r.chain_key, c.ctx
-        FROM rel r
-        LEFT JOIN baton_step_contexts(v_take, p_step_channel) c ON c.job_id = r.id;
-        r_wids := ARRAY(SELECT DISTINCT j.workflow_id FROM baton_jobs j
-                        WHERE j.id = ANY (v_ready) AND j.state IN ('available', 'scheduled', 'executing'));
+        SELECT array_agg(rel.id), array_agg(DISTINCT rel.workflow_id) INTO r_ids, r_wids FROM rel;
     END IF;
 
     -- Workflows in which a step was just released cannot have finished; the others may have.
@@ -257,8 +230,7 @@ BEGIN
         FROM baton_finish_workflows(v_touched, p_node, p_origin, p_step_channel) AS f;
     END IF;
 
-    -- Chains whose link completed (and was applied): release each one's next link, and hand
-    -- it to the acking node's producer while slots set aside are left.
+    -- Chains whose link completed (and was applied): release each one's next link.
     c_keys := ARRAY(SELECT DISTINCT k FROM unnest(p_ids, p_chains) AS c(id, k)
                     WHERE k IS NOT NULL AND c.id = ANY (v_done) ORDER BY k);
     IF cardinality(c_keys) > 0 THEN
@@ -266,50 +238,52 @@ BEGIN
         ORDER BY n;
         SELECT array_agg(c.id) INTO c_ids FROM baton_release_chains(c_keys) AS c;
     END IF;
-    IF c_ids IS NOT NULL THEN
-        IF cardinality(p_take_queues) > 0 THEN
-            RETURN QUERY
-            WITH t AS (  -- the slots left after the steps taken above
-                SELECT t.queue, t.uuid, t.n - (SELECT count(*) FROM baton_jobs j
-                                               WHERE j.id = ANY (v_take) AND j.queue = t.queue) AS n
-                FROM unnest(p_take_queues, p_take_uuids, p_take_n) AS t(queue, uuid, n)
-            ), ranked AS (
-                SELECT j.id, t.uuid, t.n, row_number() OVER (PARTITION BY j.queue ORDER BY j.id) AS rank
-                FROM baton_jobs j JOIN t ON t.queue = j.queue
-                WHERE j.id = ANY (c_ids) AND j.state = 'available'
-                  AND NOT EXISTS (
-                      SELECT 1 FROM baton_jobs a
-                      WHERE a.state = 'available' AND a.queue = j.queue AND a.priority < j.priority)
-            ), claimed AS (
-                UPDATE baton_jobs j
-                SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
-                    attempted_by = ARRAY[p_node, r.uuid]
-                FROM ranked r
-                WHERE j.id = r.id AND r.rank <= r.n
-                RETURNING j.*
-            )
-            SELECT 'claimed'::text, c.id, c.queue, c.state, c.workflow_id, NULL::text, c.worker, c.args::text,
-                c.meta::text, c.tags, c.errors::text, c.attempt, c.max_attempts, c.priority, c.inserted_at,
-                c.scheduled_at, c.attempted_at, c.chain_key, NULL::text
-            FROM claimed c;
-        END IF;
-        RETURN QUERY
-        SELECT 'released'::text, j.id, j.queue, j.state, j.workflow_id, NULL::text, NULL::text, NULL::text,
-            NULL::text, NULL::text[], NULL::text, NULL::integer, NULL::integer, NULL::smallint, NULL::timestamptz,
-            NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::text
-        FROM baton_jobs j WHERE j.id = ANY (c_ids) AND j.state <> 'executing';
+    r_ids := coalesce(r_ids, '{}'::bigint[]) || coalesce(c_ids, '{}'::bigint[]);
+    IF cardinality(r_ids) = 0 THEN
+        RETURN;
     END IF;
 
+    -- What was released in the acking node's queues starts there, up to the slots it set aside
+    -- (`p_take_*`): fetched as fetch_jobs.sql would (available -> executing, by id per queue),
+    -- unless a job of higher priority waits in the queue (a fetch takes that one first). They
+    -- come back with their context; the next hop needs no fetch.
+    IF cardinality(p_take_queues) > 0 THEN
+        RETURN QUERY
+        WITH t AS (
+            SELECT * FROM unnest(p_take_queues, p_take_uuids, p_take_n) AS t(queue, uuid, n)
+        ), ranked AS (
+            SELECT j.id, t.uuid, t.n, row_number() OVER (PARTITION BY j.queue ORDER BY j.id) AS rank
+            FROM baton_jobs j JOIN t ON t.queue = j.queue
+            WHERE j.id = ANY (r_ids) AND j.state = 'available'
+              AND NOT EXISTS (
+                  SELECT 1 FROM baton_jobs a
+                  WHERE a.state = 'available' AND a.queue = j.queue AND a.priority < j.priority)
+        ), claimed AS (
+            UPDATE baton_jobs j
+            SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
+                attempted_by = ARRAY[p_node, r.uuid]
+            FROM ranked r
+            WHERE j.id = r.id AND r.rank <= r.n
+            RETURNING j.*
+        )
+        SELECT 'claimed'::text, c.id, c.queue, c.state, c.workflow_id, NULL::text, c.worker, c.args::text,
+            c.meta::text, c.tags, c.errors::text, c.attempt, c.max_attempts, c.priority, c.inserted_at,
+            c.scheduled_at, c.attempted_at, c.chain_key, x.ctx
+        FROM claimed c
+        LEFT JOIN baton_step_contexts(ARRAY(SELECT s.id FROM claimed s WHERE s.workflow_id IS NOT NULL), p_step_channel) x
+            ON x.job_id = c.id;
+    END IF;
+    RETURN QUERY
+    SELECT 'released'::text, j.id, j.queue, j.state, j.workflow_id, NULL::text, NULL::text, NULL::text,
+        NULL::text, NULL::text[], NULL::text, NULL::integer, NULL::integer, NULL::smallint, NULL::timestamptz,
+        NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::text
+    FROM baton_jobs j WHERE j.id = ANY (r_ids) AND j.state <> 'executing';
     -- Wake the queues left with available jobs. The acking node wakes its own producers when
     -- this returns: the payload names it (store.effects.wake_payload), so it does not fetch twice.
-    IF v_ready IS NOT NULL OR c_ids IS NOT NULL THEN
-        PERFORM pg_notify(p_insert_channel, CASE WHEN p_origin = '' THEN q.queue
-                                                 ELSE chr(31) || p_origin || chr(31) || q.queue END)
-        FROM (SELECT DISTINCT j.queue FROM baton_jobs j
-              WHERE j.id = ANY (coalesce(v_ready, '{}'::bigint[]) || coalesce(c_ids, '{}'::bigint[]))
-                AND j.state = 'available') q
-        ORDER BY q.queue COLLATE "C";
-    END IF;
+    PERFORM pg_notify(p_insert_channel, CASE WHEN p_origin = '' THEN q.queue
+                                             ELSE chr(31) || p_origin || chr(31) || q.queue END)
+    FROM (SELECT DISTINCT j.queue FROM baton_jobs j WHERE j.id = ANY (r_ids) AND j.state = 'available') q
+    ORDER BY q.queue COLLATE "C";
 END
 $$;
 
