@@ -137,6 +137,41 @@ async def test_a_bulk_batch_stores_every_field_exactly_as_given(app):
             assert abs((row.scheduled_at - spec.scheduled_at).total_seconds()) < 0.001
 
 
+def test_copy_chunks_format_each_column_as_value_by_value():
+    """PostgreSQL's COPY text is built a column at a time (whole columns of one kind without a
+    Python call per value); every column, uniform or mixed, comes out as each value alone."""
+    from baton.engines.postgres.engine import _copy_lines, _copy_value
+
+    class Text(str):
+        pass
+
+    now = datetime.now(UTC)
+    later = now + timedelta(seconds=1)
+    columns = [
+        [f"plain{i}" for i in range(50)],
+        ["tab\there" if i == 7 else "x" for i in range(50)],
+        [None if i % 3 else f"n{i}" for i in range(50)],
+        [None if i % 3 else "back\\slash" for i in range(50)],
+        list(range(50)),
+        [i % 2 == 0 for i in range(50)],
+        [None] * 50,
+        [now] * 50,
+        [now if i % 2 else later for i in range(50)],
+        [[] if i % 4 else ["root", 'q"uote', "b\\s"] for i in range(50)],
+        [(["1"], [1], [True], [1.0], [Text("1")], [None])[i % 6] for i in range(50)],
+        [{"k": i} if i % 2 else 1.5 for i in range(50)],
+        [Text("sub") if i % 2 else "str" for i in range(50)],
+    ]
+    rows = list(zip(*columns, strict=True))
+    stamps: dict[int, str] = {}
+    expected = "".join("\t".join(_copy_value(v, stamps) for v in row) + "\n" for row in rows).encode()
+    assert _copy_lines(rows) == expected
+    assert _copy_lines(iter(rows)) == expected
+    assert _copy_lines([]) == b""
+    ragged = [(1, "a"), (2,)]
+    assert _copy_lines(ragged) == b"1\ta\n2\n"
+
+
 async def test_any_mapping_for_args_and_meta_and_any_iterable_of_tags_is_stored(app):
     """Plain dicts and lists take a fast path when a job is built; other mappings and
     iterables are copied into them, and the stored job is the same."""

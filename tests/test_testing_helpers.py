@@ -85,6 +85,25 @@ async def test_inline_runs_a_workflow_in_dependency_order(app: baton.Baton) -> N
     assert [e["workflow_id"] for e in finished] == [wid]
 
 
+async def test_inline_runs_bulk_inserted_workflows(app: baton.Baton) -> None:
+    ran: list[Any] = []
+    w = _workers(app, ran)
+    wfs = []
+    for label in ("one", "two"):
+        wf = baton.Workflow(label=label)
+        wf.add("fetch", w["step"].new({}))
+        wf.add("render", w["step"].new({}), deps=["fetch"])
+        wfs.append(wf)
+    with testing.inline(app):
+        wids = await app.insert_workflows(wfs)
+        assert len(ran) == 4
+        wids += await asyncio.to_thread(app.insert_workflows_sync, wfs[:1])
+    assert len(ran) == 6
+    for wid in wids:
+        status = await app.workflow_status(wid)
+        assert status.finished and status.status == "completed"
+
+
 async def test_inline_failing_job_runs_every_attempt_at_once_and_raises(app: baton.Baton) -> None:
     ran: list[Any] = []
     w = _workers(app, ran)

@@ -56,7 +56,11 @@ COPY_COLUMNS = (
 
 
 async def _copy_batch(
-    conn: Conn, specs: Sequence[JobSpec], forced: Sequence[str | None], workflow_id: str | None, notify: bool
+    conn: Conn,
+    specs: Sequence[JobSpec],
+    forced: Sequence[str | None],
+    workflow_ids: Sequence[str | None],
+    notify: bool,
 ) -> list[Job]:
     """Insert a large batch with COPY in two round trips: reserve ids (reading the database
     clock, and on PostgreSQL waking the batch's queues, delivered on commit), then stream the
@@ -77,7 +81,7 @@ async def _copy_batch(
     def rows() -> Iterator[tuple[Any, ...]]:
         # Taken by the engine chunk by chunk while the server ingests the previous chunk, so
         # building the rows (and the jobs returned) overlaps with the server's work.
-        for job_id, spec, state in zip(ids, specs, forced, strict=True):
+        for job_id, spec, state, workflow_id in zip(ids, specs, forced, workflow_ids, strict=True):
             if spec.scheduled_at is not None:
                 scheduled_at = spec.scheduled_at
             elif spec.schedule_in:
@@ -109,17 +113,22 @@ async def insert_jobs(
     *,
     states: Sequence[str | None] | None = None,
     workflow_id: str | None = None,
+    workflow_ids: Sequence[str | None] | None = None,
     notify: bool = True,
 ) -> list[Job]:
     """Insert `specs` (one statement per batch); return a Job per spec, in order.
 
     Unique specs that conflict with an existing job (or an earlier spec of the same call)
     come back as that job with `conflict=True`. Chained specs start `suspended` behind an
-    unfinished link of their chain. `states` forces a state per spec (workflows).
+    unfinished link of their chain. `states` forces a state per spec (workflows);
+    `workflow_id` puts every job in one workflow, `workflow_ids` gives each spec its own.
     """
     if not specs:
         return []
     forced: list[str | None] = list(states) if states is not None else [None] * len(specs)
+    owners: Sequence[str | None] = workflow_ids if workflow_ids is not None else [workflow_id] * len(specs)
+    if len(owners) != len(specs):
+        raise ValueError(f"workflow_ids has {len(owners)} entries for {len(specs)} jobs")
     results: list[Job | None] = [None] * len(specs)
 
     unique_keys = sorted({k for s in specs if (k := s.unique_key()) is not None})
@@ -170,7 +179,9 @@ async def insert_jobs(
 
     queues: set[str] = set()  # to wake with a separate notification
     if len(pending) >= COPY_AFTER:
-        jobs = await _copy_batch(conn, [specs[i] for i in pending], [forced[i] for i in pending], workflow_id, notify)
+        jobs = await _copy_batch(
+            conn, [specs[i] for i in pending], [forced[i] for i in pending], [owners[i] for i in pending], notify
+        )
         for i, job in zip(pending, jobs, strict=True):
             results[i] = job
             if job.state == "available" and conn.dialect != "postgres":
@@ -178,16 +189,14 @@ async def insert_jobs(
         pending = []
     for start in range(0, len(pending), INSERT_BATCH):
         chunk = pending[start : start + INSERT_BATCH]
-        rows_json = "[" + ",".join(_row_json(n, specs[i], forced[i], workflow_id) for n, i in enumerate(chunk)) + "]"
+        rows_json = "[" + ",".join(_row_json(n, specs[i], forced[i], owners[i]) for n, i in enumerate(chunk)) + "]"
         # On PostgreSQL the insert statement wakes the producers itself (NOTIFY on commit).
         inline = notify and conn.dialect == "postgres"
         channel = conn.channel("insert") if inline else None
         rows = await conn.fetch("insert_jobs", {"rows": rows_json, "channel": channel})
         rows.sort(key=lambda r: r["id"])
         for i, row in zip(chunk, rows, strict=True):
-            results[i] = _new_job(
-                specs[i], row["id"], row["state"], row["inserted_at"], row["scheduled_at"], workflow_id
-            )
+            results[i] = _new_job(specs[i], row["id"], row["state"], row["inserted_at"], row["scheduled_at"], owners[i])
             if row["state"] == "available" and not inline:
                 queues.add(row["queue"])
 

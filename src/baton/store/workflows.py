@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..engines.base import Conn, Row
 from ..errors import WorkflowError
-from ..job import FAILED_STATES, Job, dumps, freeze
+from ..job import FAILED_STATES, Job, JobSpec, dumps, freeze
 from ..workflows.builder import check_graft_names
 from .effects import Cascaded, Effects, publish
-from .jobs import Ack, insert_jobs
+from .jobs import COPY_AFTER, Ack, insert_jobs
 
 if TYPE_CHECKING:
     from ..workflows.builder import PlannedStep
@@ -46,6 +46,88 @@ async def insert_workflow(
         # or it plans the ack and fetch joins as sequential scans until autovacuum catches up.
         await conn.execute("analyze_workflow_tables")
     return wid
+
+
+Planned = tuple[str | None, Sequence["PlannedStep"], str | None]  # label, plan, context (JSON text)
+NODE_COLUMNS = (
+    "workflow_id", "name", "job_id", "deps", "label", "ignore_cancelled", "ignore_discarded", "ignore_deleted",
+    "pending", "graft", "parent",
+)  # fmt: skip
+EDGE_COLUMNS = ("dep_job_id", "job_id", "workflow_id")
+
+
+async def insert_workflows(conn: Conn, workflows: Sequence[Planned]) -> list[str]:
+    """Store many validated plans as `insert_workflow` stores one, with the rows of all of them
+    together, not a statement per workflow: per table one statement, or from 200 rows on one
+    COPY that the engine streams (rows built while the server ingests the previous chunk).
+    Returns the workflow ids, in order."""
+    wids = [str(uuidlib.uuid4()) for _ in workflows]
+    if len(workflows) >= COPY_AFTER:
+        rows = ((wid, label, context) for wid, (label, _, context) in zip(wids, workflows, strict=True))
+        await conn.copy_rows("baton_workflows", ("id", "label", "context"), rows)
+    else:  # the context goes in as the JSON object it is, not as a JSON string
+        objects = [
+            f'{{"id":"{wid}","label":{"null" if label is None else dumps(label)},"context":{context or "null"}}}'
+            for wid, (label, _, context) in zip(wids, workflows, strict=True)
+        ]
+        await conn.execute("insert_workflows", {"rows": "[" + ",".join(objects) + "]"})
+    specs: list[JobSpec] = []
+    states: list[str | None] = []
+    owners: list[str | None] = []
+    n_edges = 0
+    for wid, (_, plan, _) in zip(wids, workflows, strict=True):
+        for step in plan:
+            specs.append(step.job)
+            states.append("suspended" if step.edges else None)
+            n_edges += len(step.edges)
+        owners.extend([wid] * len(plan))
+    jobs = await insert_jobs(conn, specs, states=states, workflow_ids=owners)
+    job_ids = [job.id for job in jobs]
+    await _insert_rows(conn, "workflow_nodes", NODE_COLUMNS, len(specs), _node_rows(wids, workflows, job_ids))
+    if n_edges:
+        await _insert_rows(conn, "baton_workflow_deps", EDGE_COLUMNS, n_edges, _edge_rows(wids, workflows, job_ids))
+    # Fresh planner statistics, once for the whole call (see insert_workflow): a big workflow's
+    # skew needs the full sample; many small workflows are described as well by a small one.
+    if any(len(plan) >= ANALYZE_AFTER for _, plan, _ in workflows):
+        await conn.execute("analyze_workflow_tables")
+    elif len(specs) >= ANALYZE_AFTER:
+        await conn.execute("analyze_workflow_tables_sampled")
+    return wids
+
+
+def _node_rows(wids: Sequence[str], workflows: Sequence[Planned], job_ids: list[int]) -> Iterator[tuple[Any, ...]]:
+    n = 0
+    for wid, (label, plan, _) in zip(wids, workflows, strict=True):
+        for step in plan:
+            yield (
+                wid, step.name, job_ids[n], list(step.deps), label, step.ignore_cancelled, step.ignore_discarded,
+                step.ignore_deleted, len(step.edges), step.graft, None,
+            )  # fmt: skip
+            n += 1
+
+
+def _edge_rows(wids: Sequence[str], workflows: Sequence[Planned], job_ids: list[int]) -> Iterator[tuple[Any, ...]]:
+    n = 0
+    for wid, (_, plan, _) in zip(wids, workflows, strict=True):
+        ids = {step.name: job_ids[n + k] for k, step in enumerate(plan)}
+        for step in plan:
+            for dep in step.edges:
+                yield ids[dep], job_ids[n], wid
+            n += 1
+
+
+_ROW_QUERIES = {"workflow_nodes": "insert_workflow_nodes", "baton_workflow_deps": "insert_workflow_deps"}
+
+
+async def _insert_rows(
+    conn: Conn, table: str, columns: Sequence[str], count: int, rows: Iterable[tuple[Any, ...]]
+) -> None:
+    """`count` rows into `table`: from COPY_AFTER rows on by COPY, else in one statement."""
+    if count >= COPY_AFTER:
+        await conn.copy_rows(table, columns, rows)
+    else:
+        objects = [dict(zip(columns, row, strict=True)) for row in rows]
+        await conn.execute(_ROW_QUERIES[table], {"rows": dumps(objects)})
 
 
 async def _insert_nodes(

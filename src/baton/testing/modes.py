@@ -24,8 +24,8 @@ from ..job import Job
 from ..store import jobs as store
 from .drain import HOMES, IN_DRAIN, JobFailed, drain_async, run_blocking
 
-_ASYNC_METHODS = ("insert", "insert_all", "insert_workflow", "append_workflow")
-_SYNC_METHODS = ("insert_sync", "insert_all_sync", "insert_workflow_sync")
+_ASYNC_METHODS = ("insert", "insert_all", "insert_workflow", "insert_workflows", "append_workflow")
+_SYNC_METHODS = ("insert_sync", "insert_all_sync", "insert_workflow_sync", "insert_workflows_sync")
 _ALL_LIMIT = 1_000_000
 
 # Set while an insert method runs on behalf of an outer one (insert -> insert_all), so only the

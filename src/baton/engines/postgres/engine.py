@@ -54,6 +54,12 @@ def is_connection_error(exc: BaseException) -> bool:
 
 _COPY_ROWS = 1_000
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NONE = type(None)
+_TEXT_OR_NULL = {str, _NONE}
+
+
+def _needs_escape(text: str) -> bool:
+    return "\\" in text or "\t" in text or "\n" in text or "\r" in text
 
 
 def _copy_text(text: str) -> str:
@@ -62,47 +68,83 @@ def _copy_text(text: str) -> str:
     return text
 
 
+def _copy_value(value: Any, stamps: dict[int, str]) -> str:
+    """One value in COPY's text format (`stamps`: datetimes already formatted, by object)."""
+    kind = type(value)
+    if kind is str:
+        return _copy_text(value)
+    if value is None:
+        return "\\N"
+    if kind is int:
+        return str(value)
+    if kind is datetime:
+        text = stamps.get(id(value))
+        if text is None:
+            text = stamps[id(value)] = value.isoformat()
+        return text
+    if kind is list or kind is tuple:
+        if not value:
+            return "{}"
+        items = ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
+        return _copy_text("{" + items + "}")
+    if kind is bool:
+        return "t" if value else "f"
+    if kind is float:
+        return repr(value)
+    return _copy_text(json.dumps(value, separators=(",", ":")))
+
+
+def _copy_column(values: list[Any], stamps: dict[int, str]) -> list[str]:
+    """One column of a chunk in COPY's text format. A column of plain strings (with NULLs),
+    ints, bools, one shared datetime is formatted at once (C loops: no Python call per value),
+    arrays of text once per distinct array; any other column value by value."""
+    kinds = set(map(type, values))
+    if len(kinds) == 1:
+        kind = next(iter(kinds))
+        if kind is str:
+            return [_copy_text(v) for v in values] if _needs_escape("".join(values)) else values
+        if kind is int:
+            return list(map(str, values))
+        if kind is _NONE:
+            return ["\\N"] * len(values)
+        if kind is bool:
+            return ["t" if v else "f" for v in values]
+        if kind is datetime and len(set(map(id, values))) == 1:
+            return [_copy_value(values[0], stamps)] * len(values)
+        if kind is list or kind is tuple:  # arrays of text (tags, a step's deps): few distinct ones
+            texts: dict[tuple[str, ...], str] = {}
+            out = []
+            try:
+                for v in values:
+                    key = tuple(v)
+                    text = texts.get(key)
+                    if text is None:
+                        "".join(key)  # TypeError unless all text: 1, 1.0 and True are equal keys
+                        text = texts[key] = _copy_value(v, stamps)
+                    out.append(text)
+            except TypeError:
+                return [_copy_value(v, stamps) for v in values]
+            return out
+    elif kinds == _TEXT_OR_NULL and not _needs_escape("".join(v for v in values if v is not None)):
+        return ["\\N" if v is None else v for v in values]
+    return [_copy_value(v, stamps) for v in values]
+
+
 def _copy_lines(rows: Iterable[Sequence[Any]]) -> bytes:
     """Rows in COPY's text format. Formatted here rather than with psycopg's per-row writer,
-    which is Python code and costs more than the server's whole insert for cheap rows; the
+    which is Python code and costs more than the server's whole insert for cheap rows; column
+    by column, so that most columns are formatted without a Python call per value, and the
     same datetime object (a batch's shared clock) is formatted once."""
-    stamps: dict[int, str] = {}
-    texts: dict[str, str] = {}  # the few repeated strings of a batch (state, queue, worker)
-    lines: list[str] = []
-    for row in rows:
-        fields: list[str] = []
-        add = fields.append
-        for value in row:
-            kind = type(value)
-            if kind is str:
-                text = texts.get(value)
-                if text is None:
-                    text = _copy_text(value)
-                    if len(texts) < 1024:
-                        texts[value] = text
-                add(text)
-            elif value is None:
-                add("\\N")
-            elif kind is int:
-                add(str(value))
-            elif kind is datetime:
-                text = stamps.get(id(value))
-                if text is None:
-                    text = stamps[id(value)] = value.isoformat()
-                add(text)
-            elif kind is list or kind is tuple:
-                if not value:
-                    add("{}")
-                    continue
-                items = ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
-                add(_copy_text("{" + items + "}"))
-            elif kind is bool:
-                add("t" if value else "f")
-            elif kind is float:
-                add(repr(value))
-            else:
-                add(_copy_text(json.dumps(value, separators=(",", ":"))))
-        lines.append("\t".join(fields))
+    chunk = [tuple(row) for row in rows]
+    if not chunk:
+        return b""
+    stamps: dict[int, str] = {}  # the chunk holds every value, so no id is reused meanwhile
+    width = len(chunk[0])
+    if any(len(row) != width for row in chunk):  # not a table's rows: value by value
+        lines = ["\t".join(_copy_value(v, stamps) for v in row) for row in chunk]
+    else:
+        columns = [_copy_column(list(column), stamps) for column in zip(*chunk, strict=True)]
+        lines = list(map("\t".join, zip(*columns, strict=True))) if columns else [""] * len(chunk)
     lines.append("")
     return "\n".join(lines).encode()
 
