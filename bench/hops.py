@@ -93,13 +93,6 @@ class Run:
     others: float = float("nan")
 
 
-async def _insert_workflows(app: baton.Baton, workflows: list[baton.Workflow]) -> list[str]:
-    bulk = getattr(app, "insert_workflows", None)
-    if bulk is not None:
-        return list(await bulk(workflows))
-    return [await app.insert_workflow(wf) for wf in workflows]
-
-
 async def run_kind(base_url: str, kind: str, jobs: int, hops: int) -> Run:
     """Insert the work of `kind`, then time one node doing all of it."""
     async with benchlib.fresh_database(base_url) as url:
@@ -119,7 +112,7 @@ async def run_kind(base_url: str, kind: str, jobs: int, hops: int) -> Run:
                 wf.add("fanin", app.new("bench.step", {"w": w}), deps=[f"m{i}" for i in range(8)])
                 flows.append(wf)
             n = len(flows) * 10
-            await _insert_workflows(app, flows)
+            await app.insert_workflows(flows)
         elif kind == "sequential":
             n = hops
             wf = baton.Workflow(label="sequential")
