@@ -248,3 +248,28 @@ def test_array_literals_read_back_as_the_values_sent(pg_url: str) -> None:
         ).fetchone()
     assert row == (texts, ints, [])
     assert _array_literal([1.5]) == [1.5]  # anything else goes to the driver as it is
+
+
+async def test_every_hop_sends_each_step_event_once(make_app: Any) -> None:
+    """Steps handed over by the ack (no fetch) still announce "executing", and every step,
+    the last one included, "completed" — once each."""
+    app = make_app(queues={"default": 5})
+    steps(app)
+    got: list[dict[str, Any]] = []
+    finished = asyncio.get_running_loop().create_future()
+    app.on_workflow_finished(lambda e: finished.done() or finished.set_result(e))
+    async with app:
+        await app.pause_queue("default", local=True)
+        wid = await app.insert_workflow(_chain(app, 4))
+        app.subscribe_workflow(wid, got.append)
+        await app.resume_queue("default", local=True)
+        await asyncio.wait_for(finished, 20)
+        for _ in range(100):
+            if len(got) >= 8:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # room for duplicates
+    by_step: dict[str, list[str]] = {}
+    for e in got:
+        by_step.setdefault(e["step"], []).append(e["event"])
+    assert by_step == {f"s{i}": ["executing", "completed"] for i in range(4)}

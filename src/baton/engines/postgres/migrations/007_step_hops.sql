@@ -16,7 +16,7 @@
 -- over NOTIFY's limit goes out truncated). Returns the payload of each claimed workflow
 -- (workflow_id, label, status, failed_steps, counts).
 CREATE FUNCTION baton_finish_workflows(p_wids text[], p_node text, p_origin text, p_channel text)
-RETURNS TABLE (workflow_id text, payload text) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off AS $$
+RETURNS TABLE (workflow_id text, payload text) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_done text[];
@@ -80,7 +80,7 @@ $$;
 -- Release the oldest waiting link of each chain in `p_keys` (locked by the caller), unless an
 -- earlier link is unfinished or failed and holding the chain (chain_release.sql calls it too).
 CREATE FUNCTION baton_release_chains(p_keys text[]) RETURNS TABLE (id bigint, queue text, state text)
-LANGUAGE sql VOLATILE SET enable_seqscan = off AS $$
+LANGUAGE sql VOLATILE SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
     UPDATE baton_jobs j
     SET state = CASE WHEN j.scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
         scheduled_at = greatest(j.scheduled_at, now())
@@ -123,13 +123,14 @@ CREATE FUNCTION baton_complete_steps(
     worker text, args text, meta text, tags text[], errors text, attempt integer, max_attempts integer,
     priority smallint, inserted_at timestamptz, scheduled_at timestamptz, attempted_at timestamptz,
     chain_key text, ctx text
-) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off AS $$
+) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_done bigint[];
     v_touched text[];
     v_dep_ids bigint[];
     v_dep_n integer[];
+    v_events bigint;
     v_ready bigint[];
     r_ids bigint[];
     r_wids text[];
@@ -154,23 +155,24 @@ BEGIN
         NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::text
     FROM unnest(v_done) AS d;
 
-    -- Stats of the applied steps (upsert_step_stats.sql) and their live "completed" events.
-    INSERT INTO workflow_step_stats (job_id, workflow_id, name, queued_ms, run_ms, attempts, state)
-    SELECT r.id, r.workflow_id, r.name, r.queued_ms, r.run_ms, r.attempts, 'completed'
-    FROM unnest(p_ids, p_wids, p_names, p_queued, p_run, p_attempts)
-        AS r(id, workflow_id, name, queued_ms, run_ms, attempts)
-    WHERE r.workflow_id IS NOT NULL AND r.id = ANY (v_done)
-    ON CONFLICT (job_id) DO UPDATE
-    SET queued_ms = excluded.queued_ms, run_ms = excluded.run_ms, attempts = excluded.attempts,
-        state = excluded.state, updated_at = now();
-    PERFORM pg_notify(p_step_channel, e.payload)
-    FROM unnest(p_ids, p_events) WITH ORDINALITY AS e(id, payload, n)
-    WHERE e.payload IS NOT NULL AND e.id = ANY (v_done) ORDER BY e.n;
-
-    -- Record results and resolve each step once (record_results, resolve_nodes.sql) in one row
-    -- version; `o`, the row as it was, says which steps this statement resolved. Then count
-    -- the unresolved dependents of those down.
-    WITH r AS (
+    -- In one statement: the stats of the applied steps (upsert_step_stats.sql), their live
+    -- "completed" events, their recorded results and their resolution (record_results,
+    -- resolve_nodes.sql) in one row version — `o`, the row as it was, says which steps this
+    -- statement resolved — and the unresolved dependents of those, to count down.
+    WITH stats AS (
+        INSERT INTO workflow_step_stats (job_id, workflow_id, name, queued_ms, run_ms, attempts, state)
+        SELECT r.id, r.workflow_id, r.name, r.queued_ms, r.run_ms, r.attempts, 'completed'
+        FROM unnest(p_ids, p_wids, p_names, p_queued, p_run, p_attempts)
+            AS r(id, workflow_id, name, queued_ms, run_ms, attempts)
+        WHERE r.workflow_id IS NOT NULL AND r.id = ANY (v_done)
+        ON CONFLICT (job_id) DO UPDATE
+        SET queued_ms = excluded.queued_ms, run_ms = excluded.run_ms, attempts = excluded.attempts,
+            state = excluded.state, updated_at = now()
+    ), events AS MATERIALIZED (
+        SELECT count(pg_notify(p_step_channel, e.payload)) AS n
+        FROM (SELECT e.payload FROM unnest(p_ids, p_events) WITH ORDINALITY AS e(id, payload, n)
+              WHERE e.payload IS NOT NULL AND e.id = ANY (v_done) ORDER BY e.n) e
+    ), r AS (
         SELECT * FROM unnest(p_ids, p_wids, p_results) AS r(id, workflow_id, result)
         WHERE r.workflow_id IS NOT NULL AND r.id = ANY (v_done)
     ), updated AS (
@@ -194,15 +196,20 @@ BEGIN
         WHERE n.resolution IS NULL AND NOT e.job_id = ANY (v_done)
         GROUP BY e.job_id
     )
-    SELECT (SELECT t.wids FROM touched t), array_agg(e.job_id ORDER BY e.job_id), array_agg(e.n ORDER BY e.job_id)
-    INTO v_touched, v_dep_ids, v_dep_n
+    SELECT (SELECT t.wids FROM touched t), array_agg(e.job_id ORDER BY e.job_id), array_agg(e.n ORDER BY e.job_id),
+           (SELECT v.n FROM events v)  -- read once, so the events go out even with no dependents
+    INTO v_touched, v_dep_ids, v_dep_n, v_events
     FROM edges e;
     IF v_dep_ids IS NOT NULL THEN
-        PERFORM 1 FROM workflow_nodes n WHERE n.job_id = ANY (v_dep_ids) ORDER BY n.job_id FOR UPDATE;
+        -- The dependents are locked in id order first (decrement_pending.sql).
         WITH c AS (
             SELECT * FROM unnest(v_dep_ids, v_dep_n) AS c(id, n)
+        ), locked AS (
+            SELECT n.job_id FROM workflow_nodes n WHERE n.job_id = ANY (v_dep_ids) ORDER BY n.job_id FOR UPDATE
         ), counted AS (
-            UPDATE workflow_nodes n SET pending = n.pending - c.n FROM c WHERE n.job_id = c.id
+            UPDATE workflow_nodes n SET pending = n.pending - c.n
+            FROM c, locked l
+            WHERE n.job_id = c.id AND l.job_id = c.id
             RETURNING n.job_id, n.pending
         )
         SELECT array_agg(c.job_id ORDER BY c.job_id) INTO v_ready FROM counted c WHERE c.pending <= 0;
@@ -293,7 +300,7 @@ $$;
 -- `up`, one [name, recorded, result, graft] per dependency. Sends each step's "executing"
 -- event. Set-based: one call per fetch, not one per step.
 CREATE FUNCTION baton_step_contexts(p_ids bigint[], p_channel text) RETURNS TABLE (job_id bigint, ctx text)
-LANGUAGE plpgsql VOLATILE SET enable_seqscan = off AS $$
+LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 BEGIN
     IF cardinality(p_ids) = 0 THEN
