@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from baton.runtime.threads import DaemonThreadPool, LoopHandoff
+from baton.runtime.threads import DaemonThreadPool, LoopHandoff, LoopOutbox
 
 
 async def test_results_and_exceptions_come_back_to_their_futures() -> None:
@@ -68,3 +68,36 @@ async def test_a_cancelled_waiter_is_skipped() -> None:
         assert future.cancelled()
     finally:
         pool.shutdown(wait=True)
+
+
+async def test_an_outbox_hands_items_from_threads_to_the_loop_in_batches() -> None:
+    loop = asyncio.get_running_loop()
+    batches: list[tuple[int, list[int]]] = []
+    outbox: LoopOutbox[int] = LoopOutbox(loop, lambda items: batches.append((threading.get_ident(), items)))
+    pool = DaemonThreadPool(8, "test-outbox")
+    gate = threading.Event()
+
+    def work(i: int) -> None:
+        gate.wait(5)
+        outbox.put(i)
+
+    try:
+        pool.call_many(work, [(i,) for i in range(8)])
+        await asyncio.sleep(0.05)  # every thread is blocked on the gate
+        gate.set()
+        time.sleep(0.2)  # hold the loop: all eight are put before it can deliver
+        await asyncio.sleep(0.05)
+        assert [(thread, sorted(items)) for thread, items in batches] == [(threading.get_ident(), list(range(8)))]
+        pool.call_many(outbox.put, [(i,) for i in range(100, 103)])
+        while sum(len(items) for _, items in batches) < 11:
+            await asyncio.sleep(0.01)
+        assert sorted(i for _, items in batches[1:] for i in items) == [100, 101, 102]
+    finally:
+        pool.shutdown(wait=True)
+
+
+def test_call_many_after_shutdown_is_refused() -> None:
+    pool = DaemonThreadPool(2, "test-outbox")
+    pool.shutdown(wait=True)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.call_many(print, [("never",)])

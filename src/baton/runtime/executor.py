@@ -1,5 +1,10 @@
 """Run one attempt of one job and turn what happened into an `Ack`. Sync workers run in a
-thread pool so the event loop never blocks; async workers run on the loop."""
+thread pool so the event loop never blocks; async workers run on the loop.
+
+Sync workers without a timeout take a shorter road (`start_in_threads`): no asyncio Task per
+attempt; the attempt is prepared on the loop, runs and becomes its `Ack` in a pool thread, and
+the finished attempts come back to the loop in batches (`LoopOutbox`), where their telemetry
+events are emitted and their owner (the producer) gets the acks."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor as ThreadPool
-from typing import Any
+from typing import Any, Protocol
 
 from .. import telemetry
 from ..errors import JobCancelled, ValidationError
@@ -20,7 +25,7 @@ from ..store.jobs import Ack
 from ..worker import WorkerDef, default_backoff
 from ..workflows.builder import Graft
 from .processes import ProcessPool, ProcessTimedOut, Ticket, target_of, unpack
-from .threads import DaemonThreadPool, LoopHandoff
+from .threads import DaemonThreadPool, LoopHandoff, LoopOutbox
 
 log = logging.getLogger("baton.executor")
 
@@ -42,6 +47,49 @@ def _queue_ms(job: Job) -> float:
     return max(0.0, (job.attempted_at - job.scheduled_at).total_seconds() * 1000)
 
 
+# An attempt's end before its telemetry event: the ack (None: nothing to ack, the attempt was
+# taken away), its duration in ms, and the exception it failed with (None: a stop event).
+_Done = tuple[Ack | None, float, BaseException | None]
+
+
+class AttemptOwner(Protocol):
+    """Who runs attempts through `Executor.start_in_threads` (a producer)."""
+
+    def settled(self, job: Job, ack: Ack | None) -> None:
+        """`job`'s attempt ended (on the loop, after its telemetry event); `ack` is None when
+        there is nothing to write."""
+
+    def dropped(self, job: Job) -> None:
+        """`job`'s attempt was cancelled (`ThreadAttempt.cancel()`): its outcome, whenever its
+        thread returns, is ignored."""
+
+
+class ThreadAttempt(asyncio.Future[Ack | None]):
+    """A sync job's attempt running in the thread pool without an asyncio Task: what its
+    producer holds in `running`. It resolves (to the ack) when the outcome is back on the loop.
+    `cancel()` behaves like cancelling the Task of any other attempt: the thread cannot be
+    stopped, so it runs on, but its outcome is ignored and the owner's `dropped` runs soon."""
+
+    def __init__(self, job: Job, owner: AttemptOwner, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self.job = job
+        self.owner = owner
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self.done():
+            return False
+        self.add_done_callback(self._dropped)  # run by the loop soon, as a Task's handler would be
+        return super().cancel(msg)
+
+    def _dropped(self, _: asyncio.Future[Ack | None]) -> None:
+        self.owner.dropped(self.job)
+
+
+# One attempt handed to a pool thread: its handle, worker, start time, context, and the outbox
+# of its loop that takes its end back.
+_Threaded = tuple[ThreadAttempt, WorkerDef, float, contextvars.Context, LoopOutbox[tuple[ThreadAttempt, _Done]]]
+
+
 class Executor:
     """Runs attempts for one node."""
 
@@ -58,6 +106,7 @@ class Executor:
         self._threads = threads
         self._node = node
         self._handoff: LoopHandoff | None = None
+        self._outbox: LoopOutbox[tuple[ThreadAttempt, _Done]] | None = None
         self._process_pool_size = process_pool_size
         self.processes: ProcessPool | None = None  # started with the first process worker's job
         self._pricing = pricing
@@ -79,6 +128,29 @@ class Executor:
         worker stopped because its attempt was taken away (`job.raise_if_cancelled()`): there
         is nothing to ack, the attempt belongs to whoever took it."""
         started = time.perf_counter()
+        begun = self._begin(job, started)
+        if not isinstance(begun, WorkerDef):
+            return self._emit(job, begun)
+        worker = begun
+        timeout = worker.options.timeout
+        try:
+            result = await self._call(worker, job, timeout)
+        except (Snooze, Cancel, Discard) as outcome:
+            result = outcome
+        except _TimedOut:
+            exc = TimeoutError(f"job exceeded the worker timeout of {timeout:g}s")
+            return self._emit(job, self._failed(job, worker, exc, "", started))
+        except asyncio.CancelledError:
+            raise
+        except JobCancelled as exc:
+            return self._emit(job, self._stopped(job, worker, exc, started))
+        except (Exception, SystemExit) as exc:  # a worker calling sys.exit() must not stop the node
+            return self._emit(job, self._failed(job, worker, exc, traceback.format_exc(), started))
+        return self._emit(job, self._outcome(job, worker, result, started))
+
+    def _begin(self, job: Job, started: float) -> WorkerDef | _Done:
+        """On the loop, before the worker runs: the worker to run, or the attempt's end when it
+        cannot run (args that do not decode, an unknown worker) or need not (a recorded result)."""
         worker = self._resolve(job.worker)
         if job.decode_error is not None:
             return self._failed(job, worker, ValueError(job.decode_error), "", started)
@@ -91,28 +163,25 @@ class Executor:
         if job._recorded is not None:
             # Retry idempotency: an earlier attempt recorded its result, the ack was lost.
             return self._completed(job, worker, job._recorded[0], started, replayed=True)
+        self._announce(job)
+        return worker
+
+    def _announce(self, job: Job) -> None:
+        """The worker is about to run: the start event."""
         if telemetry.has_handlers(START):
             telemetry.emit(
                 START, {"queue_time": _queue_ms(job)}, {"job": job, "node": self._node, "worker": job.worker}
             )
-        timeout = worker.options.timeout
         job._price = self._pricing
-        try:
-            result = await self._call(worker, job, timeout)
-        except (Snooze, Cancel, Discard) as outcome:
-            result = outcome
-        except _TimedOut:
-            exc = TimeoutError(f"job exceeded the worker timeout of {timeout:g}s")
-            return self._failed(job, worker, exc, "", started)
-        except asyncio.CancelledError:
-            raise
-        except JobCancelled as exc:
-            if job.cancelled():
-                log.info("job %s attempt %s stopped: %s", job.id, job.attempt, exc)
-                return None
-            return self._failed(job, worker, exc, traceback.format_exc(), started)
-        except (Exception, SystemExit) as exc:  # a worker calling sys.exit() must not stop the node
-            return self._failed(job, worker, exc, traceback.format_exc(), started)
+
+    def _stopped(self, job: Job, worker: WorkerDef, exc: JobCancelled, started: float) -> _Done:
+        if job.cancelled():
+            log.info("job %s attempt %s stopped: %s", job.id, job.attempt, exc)
+            return None, 0.0, None
+        return self._failed(job, worker, exc, traceback.format_exc(), started)
+
+    def _outcome(self, job: Job, worker: WorkerDef, result: Any, started: float) -> _Done:
+        """The attempt's end for what the worker returned (or raised: Snooze, Cancel, Discard)."""
         if isinstance(result, Snooze):
             return self._finish(
                 job,
@@ -132,6 +201,71 @@ class Executor:
         if job._graft or isinstance(result, Graft):
             return self._grafted(job, worker, result, started)
         return self._completed(job, worker, result, started)
+
+    # -- sync workers without an asyncio Task ---------------------------------------------
+
+    def start_in_threads(self, jobs: list[Job], owner: AttemptOwner) -> list[ThreadAttempt | None]:
+        """Start the attempts of `jobs` that are sync workers' with no timeout on the thread
+        pool, all in one hand-over, and return their handles (None for the other jobs, which
+        go through `run`). Must be called on the loop."""
+        handles: list[ThreadAttempt | None] = [None] * len(jobs)
+        if not isinstance(self._threads, DaemonThreadPool):
+            return handles
+        loop = asyncio.get_running_loop()
+        outbox = self._outbox
+        if outbox is None or outbox.loop is not loop:
+            outbox = self._outbox = LoopOutbox(loop, self._settle)
+        threaded: list[tuple[_Threaded]] = []
+        for i, job in enumerate(jobs):
+            worker = self._resolve(job.worker)
+            if (
+                worker is None
+                or worker.is_async
+                or worker.options.executor == "process"
+                or worker.options.timeout is not None
+                or job.decode_error is not None
+                or job._recorded is not None
+            ):
+                continue
+            started = time.perf_counter()
+            self._announce(job)
+            attempt = handles[i] = ThreadAttempt(job, owner, loop)
+            threaded.append(((attempt, worker, started, contextvars.copy_context(), outbox),))
+        if threaded:
+            self._threads.call_many(self._in_thread, threaded)
+        return handles
+
+    def _in_thread(self, item: _Threaded) -> None:
+        attempt, worker, started, context, outbox = item
+        try:
+            done = context.run(self._perform_sync, worker, attempt.job, started)
+        except BaseException as exc:  # a pool thread must not die (KeyboardInterrupt...): fail the attempt
+            done = self._failed(attempt.job, worker, exc, traceback.format_exc(), started)
+        outbox.put((attempt, done))
+
+    def _perform_sync(self, worker: WorkerDef, job: Job, started: float) -> _Done:
+        """In a pool thread: run the attempt and build its ack (`run` does the same on the loop)."""
+        try:
+            result = worker.perform(job)
+        except (Snooze, Cancel, Discard) as outcome:
+            result = outcome
+        except JobCancelled as exc:
+            return self._stopped(job, worker, exc, started)
+        except (Exception, SystemExit) as exc:  # a worker calling sys.exit() must not stop the node
+            return self._failed(job, worker, exc, traceback.format_exc(), started)
+        return self._outcome(job, worker, result, started)
+
+    def _settle(self, batch: list[tuple[ThreadAttempt, _Done]]) -> None:
+        """On the loop: the attempts that came back since the last batch."""
+        for attempt, done in batch:
+            if attempt.done():  # cancelled meanwhile: its outcome is nobody's
+                continue
+            try:
+                ack = self._emit(attempt.job, done)
+                attempt.set_result(ack)
+                attempt.owner.settled(attempt.job, ack)
+            except Exception:  # pragma: no cover - neither emitting nor settling raises
+                log.exception("could not settle the attempt of job %s", attempt.job.id)
 
     async def _call(self, worker: WorkerDef, job: Job, timeout: float | None) -> Any:
         if worker.options.executor == "process":
@@ -197,7 +331,7 @@ class Executor:
         recorded = worker.options.record or (job.workflow_id is not None and worker.options.record is not False)
         return unpack(job, reply, recorded)
 
-    def _completed(self, job: Job, worker: WorkerDef, result: Any, started: float, replayed: bool = False) -> Ack:
+    def _completed(self, job: Job, worker: WorkerDef, result: Any, started: float, replayed: bool = False) -> _Done:
         ack = Ack(job, "completed")
         record = worker.options.record
         if job.workflow_id is not None and record is not False:
@@ -219,7 +353,7 @@ class Executor:
             ack.meta = {**(ack.meta or {}), "replayed": True}
         return self._finish(job, ack, started)
 
-    def _grafted(self, job: Job, worker: WorkerDef, result: Any, started: float) -> Ack:
+    def _grafted(self, job: Job, worker: WorkerDef, result: Any, started: float) -> _Done:
         """A graft step's attempt: the Graft it returned, planned under the step's name, rides
         on the ack (inserted in the ack's transaction). Anything else fails the attempt."""
         if not job._graft:
@@ -248,7 +382,7 @@ class Executor:
             return self._failed(job, worker, error, "", started)
         return self._finish(job, Ack(job, "completed", graft=plan), started)
 
-    def _failed(self, job: Job, worker: WorkerDef | None, exc: BaseException, tb: str, started: float) -> Ack:
+    def _failed(self, job: Job, worker: WorkerDef | None, exc: BaseException, tb: str, started: float) -> _Done:
         error = storable(f"{type(exc).__name__}: {exc}")
         tb = storable(tb)
         if job.attempt >= job.max_attempts:
@@ -264,13 +398,20 @@ class Executor:
             ack = Ack(job, "retryable", delay=delay, error=error, traceback=tb or None)
         return self._finish(job, ack, started, exc)
 
-    def _finish(self, job: Job, ack: Ack, started: float, exc: BaseException | None = None) -> Ack:
+    def _finish(self, job: Job, ack: Ack, started: float, exc: BaseException | None = None) -> _Done:
         duration = (time.perf_counter() - started) * 1000
         ack.run_ms = int(duration)
         if job._usage is not None:
             # Taken for this attempt's ack: a timed-out sync worker still running in its
             # thread can no longer add to it.
             ack.usage, job._usage = job._usage, None
+        return ack, duration, exc
+
+    def _emit(self, job: Job, done: _Done) -> Ack | None:
+        """On the loop: the attempt's stop or exception event; returns its ack."""
+        ack, duration, exc = done
+        if ack is None:
+            return None
         event = EXCEPTION if exc is not None else STOP
         if telemetry.has_handlers(event):
             meta: dict[str, Any] = {"job": job, "state": ack.state, "node": self._node, "worker": job.worker}

@@ -445,8 +445,8 @@ class Node:
             unfinished = list(producer.running)
             if not unfinished:
                 continue
-            for task in producer.running.values():
-                task.cancel()
+            for attempt in producer.running.values():
+                attempt.cancel()
             try:
                 released = await self.engine.run(store.release_on_shutdown, unfinished, producer.uuid, self.name)
                 log.warning(

@@ -17,6 +17,7 @@ from ..limits import QueueLimits
 from ..store import jobs as store
 from ..store import limits as limits_store
 from ..store import transitions
+from ..store.jobs import Ack
 from ..store.transitions import FetchKey
 
 if TYPE_CHECKING:
@@ -46,7 +47,10 @@ class Producer:
         # True from a lost lease until it is regained: fetch nothing (docs/lease.md).
         self.suspended = False
         self.uuid = str(uuidlib.uuid4())  # new at every start: acks are fenced on it
-        self.running: dict[int, asyncio.Task[None]] = {}
+        # The running attempts' handles: a Task, or for a sync worker's attempt without a
+        # timeout a ThreadAttempt (no Task: see Executor.start_in_threads). Both can be
+        # awaited and cancelled.
+        self.running: dict[int, asyncio.Future[Any]] = {}
         self._wake = asyncio.Event()
         self._more = True
         self._signals = 0  # bumped by every wake-up, so one arriving mid-fetch is not lost
@@ -166,7 +170,13 @@ class Producer:
                 self.fetched += len(jobs)
                 for job in jobs:
                     self._jobs[job.id] = job
-                    self.running[job.id] = asyncio.create_task(self._execute(job), name=f"baton-job-{job.id}")
+                threaded = self.node.executor.start_in_threads(jobs, self)
+                for job, attempt in zip(jobs, threaded, strict=True):
+                    self.running[job.id] = (
+                        attempt
+                        if attempt is not None
+                        else asyncio.create_task(self._execute(job), name=f"baton-job-{job.id}")
+                    )
                 if self._more:
                     # Let finished tasks hand back their slots so the next fetch is a batch.
                     await asyncio.sleep(0)
@@ -228,13 +238,17 @@ class Producer:
             # Cancelled by a cancel signal (the job is already `cancelled`), by shutdown
             # (release_on_shutdown hands it back) or by a lost lease (the attempt belongs to
             # the rescue); in every case there is nothing to ack.
-            self._forget(job)
-            self.slots_freed()
+            self.dropped(job)
             return
         except Exception:  # pragma: no cover - the executor turns errors into acks
             log.exception("executor failed on job %s", job.id)
             self._forget(job)
             return
+        self.settled(job, ack)
+
+    def settled(self, job: Job, ack: Ack | None) -> None:
+        """`job`'s attempt ended with `ack` (None: nothing to write); an `AttemptOwner` method,
+        also called for the attempts that ran in threads without a Task."""
         if ack is not None and (job.id, job.attempt) in self._given_up:
             # Given up on a lost lease while it ran: whatever it returned, the attempt is the
             # rescuer's now; writing it could mark done a job that stopped half-way.
@@ -244,6 +258,12 @@ class Producer:
         self._forget(job)
         if self._more:
             self._wake.set()
+
+    def dropped(self, job: Job) -> None:
+        """`job`'s attempt was cancelled (a cancel signal, shutdown, a lost lease): nothing to
+        ack; the `AttemptOwner` method for attempts running in threads without a Task."""
+        self._forget(job)
+        self.slots_freed()
 
     def _forget(self, job: Job) -> None:
         self._given_up.discard((job.id, job.attempt))

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+T = TypeVar("T")
 _Work = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
@@ -37,17 +38,30 @@ class DaemonThreadPool(Executor):
         own outcome back (see `LoopHandoff`) and must not raise."""
         self._put((None, fn, args, {}))
 
+    def call_many(self, fn: Callable[..., Any], argss: Iterable[tuple[Any, ...]], /) -> None:
+        """`call(fn, *args)` for each of `argss`, taking the pool's lock once."""
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new work after shutdown")
+            for args in argss:
+                self._work.put((None, fn, args, {}))
+                self._hire()
+
     def _put(self, item: _Work) -> None:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new work after shutdown")
             self._work.put(item)
-            if self._idle == 0 and len(self._threads) < self._max:
-                thread = threading.Thread(target=self._loop, name=f"{self._name}-{len(self._threads)}", daemon=True)
-                self._threads.append(thread)
-                thread.start()
-            else:
-                self._idle -= 1 if self._idle > 0 else 0
+            self._hire()
+
+    def _hire(self) -> None:
+        # Under the lock, for one item just queued: an idle thread takes it, else a new one.
+        if self._idle == 0 and len(self._threads) < self._max:
+            thread = threading.Thread(target=self._loop, name=f"{self._name}-{len(self._threads)}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        elif self._idle > 0:
+            self._idle -= 1
 
     def _loop(self) -> None:
         while True:
@@ -96,19 +110,49 @@ class DaemonThreadPool(Executor):
             return len(self._threads) - self._idle
 
 
-class LoopHandoff:
+class LoopOutbox(Generic[T]):
+    """Items put by pool threads, handed to `deliver` on one event loop in batches: the first
+    item of a batch schedules one callback on the loop, the ones put before it runs ride along.
+    `call_soon_threadsafe` once per item wakes the loop once per item, and with many short sync
+    jobs those wake-ups (and the GIL passing back and forth with them) cost more than the jobs.
+    `deliver` runs on the loop and must not raise."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[T]], None]) -> None:
+        self.loop = loop
+        self._handle = deliver
+        self._lock = threading.Lock()
+        self._items: list[T] = []
+        self._scheduled = False
+
+    def put(self, item: T) -> None:
+        """From any thread: hand `item` to `deliver` soon, on the loop."""
+        with self._lock:
+            self._items.append(item)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop is closed: nobody waits for these items any more
+            pass
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+            self._scheduled = False
+        self._handle(items)
+
+
+_Outcome = tuple[asyncio.Future[Any], BaseException | None, Any]
+
+
+class LoopHandoff(LoopOutbox[_Outcome]):
     """Runs sync functions on a `DaemonThreadPool` and hands their outcomes back to one event
-    loop in batches: the first outcome of a batch schedules one callback on the loop, the ones
-    that finish before it runs ride along. `run_in_executor` wakes the loop once per call, and
-    with many short sync jobs those wake-ups (and the GIL passing back and forth with them) cost
-    more than the jobs."""
+    loop's futures in batches (a `LoopOutbox`), with no `concurrent.futures.Future` per call."""
 
     def __init__(self, pool: DaemonThreadPool, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop, _settle)
         self._pool = pool
-        self.loop = loop
-        self._lock = threading.Lock()
-        self._done: list[tuple[asyncio.Future[Any], BaseException | None, Any]] = []
-        self._scheduled = False
 
     def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """`fn(*args)` on a pool thread; the returned future (of this loop) gets its outcome."""
@@ -118,27 +162,17 @@ class LoopHandoff:
 
     def _work(self, future: asyncio.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
-            outcome: tuple[asyncio.Future[Any], BaseException | None, Any] = (future, None, fn(*args))
+            outcome: _Outcome = (future, None, fn(*args))
         except BaseException as exc:  # handed to the awaiting coroutine, which decides
             outcome = (future, exc, None)
-        with self._lock:
-            self._done.append(outcome)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        try:
-            self.loop.call_soon_threadsafe(self._deliver)
-        except RuntimeError:  # the loop is closed: nobody awaits these outcomes any more
-            pass
+        self.put(outcome)
 
-    def _deliver(self) -> None:
-        with self._lock:
-            done, self._done = self._done, []
-            self._scheduled = False
-        for future, exc, result in done:
-            if future.done():  # the awaiting task was cancelled meanwhile
-                continue
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+
+def _settle(done: list[_Outcome]) -> None:
+    for future, exc, result in done:
+        if future.done():  # the awaiting task was cancelled meanwhile
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
