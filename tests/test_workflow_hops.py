@@ -273,3 +273,29 @@ async def test_every_hop_sends_each_step_event_once(make_app: Any) -> None:
     for e in got:
         by_step.setdefault(e["step"], []).append(e["event"])
     assert by_step == {f"s{i}": ["executing", "completed"] for i in range(4)}
+
+
+async def test_sync_steps_handed_over_by_the_ack_run_on_the_threads(make_app: Any) -> None:
+    """Steps the ack hands over start like fetched ones: a sync worker's on the threads."""
+    app = make_app(queues={"default": 3})
+    threads: list[str] = []
+
+    @app.worker(name="hop.sync", queue="default")
+    def sync_step(job: baton.Job) -> int:
+        import threading
+
+        threads.append(threading.current_thread().name)
+        return int(job.args["i"])
+
+    wf = baton.Workflow()
+    previous: list[str] = []
+    for i in range(5):
+        wf.add(f"s{i}", app.new("hop.sync", {"i": i}), deps=previous)
+        previous = [f"s{i}"]
+    finished = asyncio.get_running_loop().create_future()
+    app.on_workflow_finished(lambda e: finished.done() or finished.set_result(e))
+    async with app:
+        await app.insert_workflow(wf)
+        event = await asyncio.wait_for(finished, 20)
+    assert event["status"] == "completed" and event["counts"] == {"completed": 5}
+    assert len(threads) == 5 and "MainThread" not in threads

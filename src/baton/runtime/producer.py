@@ -167,16 +167,7 @@ class Producer:
                     )
                     continue
                 self._more = len(jobs) == free or self._signals != signals
-                self.fetched += len(jobs)
-                for job in jobs:
-                    self._jobs[job.id] = job
-                threaded = self.node.executor.start_in_threads(jobs, self)
-                for job, attempt in zip(jobs, threaded, strict=True):
-                    self.running[job.id] = (
-                        attempt
-                        if attempt is not None
-                        else asyncio.create_task(self._execute(job), name=f"baton-job-{job.id}")
-                    )
+                self._run_jobs(jobs)
                 if self._more:
                     # Let finished tasks hand back their slots so the next fetch is a batch.
                     await asyncio.sleep(0)
@@ -226,10 +217,19 @@ class Producer:
                 [j.id for j in jobs][:20],
             )
             return
+        self._run_jobs(jobs)
+
+    def _run_jobs(self, jobs: list[Job]) -> None:
+        """Start jobs fetched for this producer: sync ones without a timeout on the threads at
+        once (Executor.start_in_threads), the others as tasks."""
         self.fetched += len(jobs)
         for job in jobs:
             self._jobs[job.id] = job
-            self.running[job.id] = asyncio.create_task(self._execute(job), name=f"baton-job-{job.id}")
+        threaded = self.node.executor.start_in_threads(jobs, self)
+        for job, attempt in zip(jobs, threaded, strict=True):
+            self.running[job.id] = (
+                attempt if attempt is not None else asyncio.create_task(self._execute(job), name=f"baton-job-{job.id}")
+            )
 
     async def _execute(self, job: Job) -> None:
         try:
