@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
+import psycopg_pool
 
 import baton
 
@@ -46,32 +46,43 @@ def app(url: str | None = None, **options: Any) -> baton.Baton:
 
 
 _local = threading.local()
+_pool: Any = None
+_pool_lock = threading.Lock()
+
+
+def _exec_log_pool(url: str) -> Any:
+    """PostgreSQL: a few connections shared by the process's worker threads (one per thread
+    would take 50 of a default server's 100 connections per node)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            # The log is evidence, not state: skip the fsync wait so it does not slow the nodes down.
+            _pool = psycopg_pool.ConnectionPool(
+                url, min_size=1, max_size=4, kwargs={"autocommit": True, "options": "-c synchronous_commit=off"}
+            )
+        return _pool
 
 
 def _exec_log_conn() -> Any:
-    """One connection per worker thread to the database named by $BATON_DATABASE_URL."""
+    """SQLite: one connection per worker thread to the database named by $BATON_DATABASE_URL."""
     conn = getattr(_local, "conn", None)
     if conn is None:
         url = os.environ["BATON_DATABASE_URL"]
-        # The log is evidence, not state: skip the fsync wait so it does not slow the nodes down.
-        if url.startswith("postgres"):
-            conn = psycopg.connect(url, autocommit=True)
-            conn.execute("SET synchronous_commit = off")
-        else:
-            conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=30, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA synchronous = NORMAL")
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=30, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA synchronous = NORMAL")
         _local.conn = conn
     return conn
 
 
 def record_execution(job_id: int, started: float, ended: float) -> None:
-    conn = _exec_log_conn()
     params = (job_id, os.getpid(), started, ended)
-    if isinstance(conn, sqlite3.Connection):
-        conn.execute("INSERT INTO exec_log VALUES (?, ?, ?, ?)", params)
-    else:
-        conn.execute("INSERT INTO exec_log VALUES (%s, %s, %s, %s)", params)
+    url = os.environ["BATON_DATABASE_URL"]
+    if url.startswith("postgres"):
+        with _exec_log_pool(url).connection() as conn:
+            conn.execute("INSERT INTO exec_log VALUES (%s, %s, %s, %s)", params)
+        return
+    _exec_log_conn().execute("INSERT INTO exec_log VALUES (?, ?, ?, ?)", params)
 
 
 # --------------------------------------------------------------------------- workers

@@ -8,6 +8,19 @@
 -- statement by statement and calls baton_finish_workflows for its completion claims, so the
 -- claim is written once.
 
+-- The state of every step of the workflows `p_wids`: its job's, or, for a step whose job was
+-- pruned or deleted, its resolution ('deleted' if it has none). Inlined by the planner into
+-- its callers (workflow_summary.sql, baton_finish_workflows).
+CREATE FUNCTION baton_step_states(p_wids text[]) RETURNS TABLE (workflow_id text, name text, state text)
+LANGUAGE sql STABLE AS $$
+    SELECT n.workflow_id, n.name,
+           coalesce(j.state, CASE WHEN n.resolution IN ('completed', 'cancelled', 'discarded') THEN n.resolution END,
+                    'deleted')
+    FROM workflow_nodes n
+    LEFT JOIN baton_jobs j ON j.id = n.job_id
+    WHERE n.workflow_id = ANY (p_wids)
+$$;
+
 -- Claim and announce the workflows among `p_wids` whose steps have all resolved: the rows are
 -- locked in id order first (of two transactions resolving the last steps at once, the second
 -- sees the first's commit, so exactly one finds the workflow finished), the finished payload
@@ -33,12 +46,7 @@ BEGIN
     END IF;
     RETURN QUERY
     WITH s AS (
-        SELECT n.workflow_id, n.name,
-               coalesce(j.state, CASE WHEN n.resolution IN ('completed', 'cancelled', 'discarded') THEN n.resolution END,
-                        'deleted') AS state
-        FROM workflow_nodes n
-        LEFT JOIN baton_jobs j ON j.id = n.job_id
-        WHERE n.workflow_id = ANY (v_done)
+        SELECT * FROM baton_step_states(v_done)
     ), summary AS (
         SELECT s.workflow_id,
                CASE WHEN bool_or(s.state IN ('cancelled', 'discarded')) THEN 'failed' ELSE 'completed' END AS status,
