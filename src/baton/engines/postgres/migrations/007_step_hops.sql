@@ -7,6 +7,13 @@
 -- general ack path (errors, retries, cascades, chains, grafts, logs, usage) still runs
 -- statement by statement and calls baton_finish_workflows for its completion claims, so the
 -- claim is written once.
+--
+-- Planning: every statement here looks rows up by key (ids, workflow ids, chain keys) from a
+-- handful of values to a few thousand. The functions keep one generic plan each and forbid
+-- sequential scans, hash and merge joins: on a fresh table without statistics the planner
+-- would otherwise pick a scan of the whole table (or a merge join over a whole index), which
+-- is cheap on a small table and ruinous on a large one; an index lookup per key is right at
+-- every size.
 
 -- The state of every step of the workflows `p_wids`: its job's, or, for a step whose job was
 -- pruned or deleted, its resolution ('deleted' if it has none). Inlined by the planner into
@@ -29,7 +36,8 @@ $$;
 -- over NOTIFY's limit goes out truncated). Returns the payload of each claimed workflow
 -- (workflow_id, label, status, failed_steps, counts).
 CREATE FUNCTION baton_finish_workflows(p_wids text[], p_node text, p_origin text, p_channel text)
-RETURNS TABLE (workflow_id text, payload text) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
+RETURNS TABLE (workflow_id text, payload text) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off SET enable_hashjoin = off
+    SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_done text[];
@@ -88,7 +96,11 @@ $$;
 -- Release the oldest waiting link of each chain in `p_keys` (locked by the caller), unless an
 -- earlier link is unfinished or failed and holding the chain (chain_release.sql calls it too).
 CREATE FUNCTION baton_release_chains(p_keys text[]) RETURNS TABLE (id bigint, queue text, state text)
-LANGUAGE sql VOLATILE SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off SET enable_hashjoin = off
+    SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     UPDATE baton_jobs j
     SET state = CASE WHEN j.scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
         scheduled_at = greatest(j.scheduled_at, now())
@@ -104,7 +116,8 @@ LANGUAGE sql VOLATILE SET enable_seqscan = off SET plan_cache_mode = force_gener
             AND (b.state IN ('available', 'scheduled', 'executing', 'retryable')
                  OR (b.state = 'discarded' AND b.meta -> 'chain' ->> 'on_discarded' = 'hold')
                  OR (b.state = 'cancelled' AND b.meta -> 'chain' ->> 'on_cancelled' = 'hold')))
-    RETURNING j.id, j.queue, j.state
+    RETURNING j.id, j.queue, j.state;
+END
 $$;
 
 -- The ack of attempts that completed with nothing else to write (no error, meta, logs, usage
@@ -131,7 +144,8 @@ CREATE FUNCTION baton_complete_steps(
     worker text, args text, meta text, tags text[], errors text, attempt integer, max_attempts integer,
     priority smallint, inserted_at timestamptz, scheduled_at timestamptz, attempted_at timestamptz,
     chain_key text, ctx text
-) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
+) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off SET enable_hashjoin = off
+    SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_done bigint[];
@@ -308,7 +322,8 @@ $$;
 -- `up`, one [name, recorded, result, graft] per dependency. Sends each step's "executing"
 -- event. Set-based: one call per fetch, not one per step.
 CREATE FUNCTION baton_step_contexts(p_ids bigint[], p_channel text) RETURNS TABLE (job_id bigint, ctx text)
-LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off SET enable_hashjoin = off
+    SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 BEGIN
     IF cardinality(p_ids) = 0 THEN
