@@ -93,8 +93,17 @@ BEGIN
 END
 $$;
 
+-- Chain links by state, so that releasing a chain's next link costs the same at its 5th link as
+-- at its 5 000th: the open links (waiting, running, retrying) and the failed ones, by key and
+-- id. (baton_jobs_chain_idx holds every link, and a scan of it for the next one read every
+-- link the chain had already run.)
+CREATE INDEX baton_jobs_chain_open_idx ON baton_jobs (chain_key, id)
+    WHERE chain_key IS NOT NULL AND state IN ('available', 'scheduled', 'executing', 'retryable', 'suspended');
+CREATE INDEX baton_jobs_chain_failed_idx ON baton_jobs (chain_key, id)
+    WHERE chain_key IS NOT NULL AND state IN ('discarded', 'cancelled');
+
 -- Release the oldest waiting link of each chain in `p_keys` (locked by the caller), unless an
--- earlier link is unfinished or failed and holding the chain (chain_release.sql calls it too).
+-- earlier link is unfinished, or failed and holding the chain (chain_release.sql calls it too).
 CREATE FUNCTION baton_release_chains(p_keys text[]) RETURNS TABLE (id bigint, queue text, state text)
 LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off SET enable_hashjoin = off
     SET plan_cache_mode = force_generic_plan AS $$
@@ -104,18 +113,21 @@ BEGIN
     UPDATE baton_jobs j
     SET state = CASE WHEN j.scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
         scheduled_at = greatest(j.scheduled_at, now())
-    FROM (
-        SELECT DISTINCT ON (b.chain_key) b.id FROM baton_jobs b
-        WHERE b.chain_key = ANY (p_keys) AND b.state = 'suspended'
-        ORDER BY b.chain_key, b.id
+    FROM unnest(p_keys) AS k(key)
+    CROSS JOIN LATERAL (
+        SELECT b.id FROM baton_jobs b
+        WHERE b.chain_key = k.key AND b.state = 'suspended'
+        ORDER BY b.id LIMIT 1
     ) AS nxt
     WHERE j.id = nxt.id
       AND NOT EXISTS (
           SELECT 1 FROM baton_jobs b
           WHERE b.chain_key = j.chain_key AND b.id < j.id
-            AND (b.state IN ('available', 'scheduled', 'executing', 'retryable')
-                 OR (b.state = 'discarded' AND b.meta -> 'chain' ->> 'on_discarded' = 'hold')
-                 OR (b.state = 'cancelled' AND b.meta -> 'chain' ->> 'on_cancelled' = 'hold')))
+            AND b.state IN ('available', 'scheduled', 'executing', 'retryable'))
+      AND NOT EXISTS (
+          SELECT 1 FROM baton_jobs b
+          WHERE b.chain_key = j.chain_key AND b.id < j.id AND b.state IN ('discarded', 'cancelled')
+            AND b.meta -> 'chain' ->> ('on_' || b.state) = 'hold')
     RETURNING j.id, j.queue, j.state;
 END
 $$;
