@@ -10,10 +10,12 @@
 --
 -- Planning: every statement here looks rows up by key (ids, workflow ids, chain keys) from a
 -- handful of values to a few thousand. The functions keep one generic plan each and forbid
--- sequential scans, hash and merge joins: on a fresh table without statistics the planner
--- would otherwise pick a scan of the whole table (or a merge join over a whole index), which
--- is cheap on a small table and ruinous on a large one; an index lookup per key is right at
--- every size.
+-- sequential scans and merge joins (and, but in baton_complete_steps, hash joins): on a fresh
+-- table without statistics the planner would otherwise pick a scan of the whole table (or a
+-- merge join over a whole index), which is cheap on a small table and ruinous on a large one;
+-- an index lookup per key is right at every size. baton_complete_steps keeps hash joins, which
+-- its batches of hundreds of acks join faster (many small workflows in bench/hops.py), and
+-- statistics from ANALYZE replace its plans as its tables grow.
 
 -- The state of every step of the workflows `p_wids`: its job's, or, for a step whose job was
 -- pruned or deleted, its resolution ('deleted' if it has none). Inlined by the planner into
@@ -156,7 +158,7 @@ CREATE FUNCTION baton_complete_steps(
     worker text, args text, meta text, tags text[], errors text, attempt integer, max_attempts integer,
     priority smallint, inserted_at timestamptz, scheduled_at timestamptz, attempted_at timestamptz,
     chain_key text, ctx text
-) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off SET enable_hashjoin = off
+) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off
     SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
