@@ -125,18 +125,13 @@ def assert_enqueued(
     """Assert at least one enqueued job matches (see `all_enqueued`); returns the matches.
     With `wait`, keep looking for up to that many seconds (for jobs inserted by other threads or
     processes). The AssertionError lists the jobs that are enqueued."""
-    deadline = time.monotonic() + _wait(wait)
     filters = {"worker": worker, "args": args, "queue": queue, "meta": meta, "tags": tags, "priority": priority}
-    while True:
-        found = all_enqueued(app, **filters, states=states)
-        if found:
-            return found
-        if time.monotonic() >= deadline:
-            shown = {**filters, "worker": None if worker is None else worker_name(worker)}
-            raise AssertionError(
-                f"expected a job matching {_describe(shown)} to be enqueued; {_listing(app, _states(states))}"
-            )
-        time.sleep(_POLL)
+    found = _matches_within(app, filters, states, wait)
+    if found:
+        return found
+    raise AssertionError(
+        f"expected a job matching {_describe(_shown(filters))} to be enqueued; {_listing(app, _states(states))}"
+    )
 
 
 def refute_enqueued(
@@ -153,16 +148,24 @@ def refute_enqueued(
 ) -> None:
     """Assert no enqueued job matches (see `all_enqueued`). With `wait`, keep checking for that
     many seconds that none appears."""
-    deadline = time.monotonic() + _wait(wait)
     filters = {"worker": worker, "args": args, "queue": queue, "meta": meta, "tags": tags, "priority": priority}
+    found = _matches_within(app, filters, states, wait)
+    if found:
+        listing = "\n".join(_line(j) for j in found)
+        raise AssertionError(f"expected no job matching {_describe(_shown(filters))} to be enqueued, found:\n{listing}")
+
+
+def _shown(filters: dict[str, Any]) -> dict[str, Any]:
+    worker = filters["worker"]
+    return {**filters, "worker": None if worker is None else worker_name(worker)}
+
+
+def _matches_within(app: Baton, filters: dict[str, Any], states: Sequence[str], wait: Any) -> list[Job]:
+    """The enqueued jobs matching `filters`, looked for until some are found or `wait` seconds
+    have passed; [] if none was found by then (what both assert and refute wait for)."""
+    deadline = time.monotonic() + _wait(wait)
     while True:
         found = all_enqueued(app, **filters, states=states)
-        if found:
-            shown = {**filters, "worker": None if worker is None else worker_name(worker)}
-            listing = "\n".join(
-                f"  {j.id} {j.worker} queue={j.queue} state={j.state} args={j.args!r:.200}" for j in found
-            )
-            raise AssertionError(f"expected no job matching {_describe(shown)} to be enqueued, found:\n{listing}")
-        if time.monotonic() >= deadline:
-            return
+        if found or time.monotonic() >= deadline:
+            return found
         time.sleep(_POLL)
