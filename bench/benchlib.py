@@ -6,6 +6,7 @@ Only the benchmark scripts in this directory import it; nothing here is part of 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import itertools
@@ -39,6 +40,20 @@ T = TypeVar("T")
 def default_url() -> str:
     """$BATON_BENCH_URL, else the local PostgreSQL server."""
     return os.environ.get("BATON_BENCH_URL", DEFAULT_URL)
+
+
+def argument_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's parser (described by the first paragraph of its docstring) with `--url`:
+    a PostgreSQL server, where each measurement creates its own database, or an SQLite file,
+    next to which each measurement creates its own."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
+    parser.add_argument(
+        "--url",
+        default=default_url(),
+        help="PostgreSQL server (a database is created per measurement) or sqlite:///file.db "
+        "(files are created next to it); default $BATON_BENCH_URL or %(default)s",
+    )
+    return parser
 
 
 def engine_of(url: str) -> str:

@@ -178,12 +178,7 @@ def report(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--url",
-        default=benchlib.default_url(),
-        help="PostgreSQL server (a database is created per run) or sqlite:///file.db; default %(default)s",
-    )
+    parser = benchlib.argument_parser(__doc__)
     parser.add_argument("--jobs", type=int, default=200, help="timed jobs per run (%(default)s)")
     parser.add_argument("--job-ms", type=float, default=30.0, help="CPU time of one job, milliseconds (%(default)s)")
     parser.add_argument("--concurrency", type=int, default=4, help="queue concurrency (%(default)s)")

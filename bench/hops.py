@@ -241,8 +241,7 @@ def report(res: Results) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--url", default=benchlib.default_url(), help="PostgreSQL server or sqlite:///file.db")
+    parser = benchlib.argument_parser(__doc__)
     parser.add_argument("--jobs", type=int, default=5_000, help="plain jobs, small-workflow steps, chain links")
     parser.add_argument("--hops", type=int, default=500, help="steps of the sequential workflow and chain_by chain")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the median is shown (%(default)s)")

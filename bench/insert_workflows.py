@@ -153,13 +153,7 @@ def report(runs: Sequence[InsertRun], workflows: int, width: int) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--url",
-        default=benchlib.default_url(),
-        help="PostgreSQL server (a database is created per run) or sqlite:///file.db; "
-        "default $BATON_BENCH_URL or %(default)s",
-    )
+    parser = benchlib.argument_parser(__doc__)
     parser.add_argument("--workflows", type=int, default=2_000, help="workflows inserted (%(default)s)")
     parser.add_argument("--width", type=int, default=8, help="parallel steps per workflow (%(default)s)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: one-by-one,bulk (%(default)s)")

@@ -309,13 +309,7 @@ def report(results: Results, jobs: int, samples: int) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--url",
-        default=benchlib.default_url(),
-        help="PostgreSQL server (a database is created per measurement) or sqlite:///file.db "
-        "(files are created next to it); default $BATON_BENCH_URL or %(default)s",
-    )
+    parser = benchlib.argument_parser(__doc__)
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per insert/processing run (%(default)s)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is shown (%(default)s)")
     parser.add_argument("--concurrency", default="10,50", help="queue concurrencies to process at (%(default)s)")

@@ -211,13 +211,7 @@ def report(runs: Sequence[WorkflowRun], shape: str, concurrency: int) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--url",
-        default=benchlib.default_url(),
-        help="PostgreSQL server (a database is created per run) or sqlite:///file.db; "
-        "default $BATON_BENCH_URL or %(default)s",
-    )
+    parser = benchlib.argument_parser(__doc__)
     parser.add_argument("--shape", choices=sorted(DEFAULT_STEPS), default="fanout", help="graph shape (%(default)s)")
     parser.add_argument(
         "--steps", type=int, default=None, help="steps in the workflow (fanout: 10000, chain: 2000, map: 10003)"
