@@ -93,7 +93,7 @@ async def test_insert_workflow_is_all_or_nothing(app, monkeypatch):
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("disk full while writing workflow_nodes")
 
-    monkeypatch.setattr(wfstore, "_insert_nodes", broken)
+    monkeypatch.setattr(wfstore, "_insert_rows", broken)  # the nodes, after the jobs
     with pytest.raises(RuntimeError, match="disk full"):
         await app.insert_workflow(wf)
     assert await app.count_jobs() == {}

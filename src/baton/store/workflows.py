@@ -34,18 +34,8 @@ async def insert_workflow(
 ) -> str:
     """Store a validated plan: the workflow row (with its `context`, JSON text), a job per step
     (roots runnable, the rest `suspended`), its workflow_nodes and dependency edges. Returns
-    the workflow id."""
-    wid = str(uuidlib.uuid4())
-    await conn.execute("insert_workflow", {"id": wid, "label": label, "context": context})
-    states = [None if not step.edges else "suspended" for step in plan]
-    jobs = await insert_jobs(conn, [s.job for s in plan], states=states, workflow_id=wid)
-    ids = {step.name: job.id for step, job in zip(plan, jobs, strict=True)}
-    await _insert_nodes(conn, wid, label, plan, ids, {})
-    if len(plan) >= ANALYZE_AFTER:
-        # A big workflow can be most of these tables: give the planner fresh statistics now,
-        # or it plans the ack and fetch joins as sequential scans until autovacuum catches up.
-        await conn.execute("analyze_workflow_tables")
-    return wid
+    the workflow id. (`insert_workflows` with one workflow.)"""
+    return (await insert_workflows(conn, [(label, plan, context)]))[0]
 
 
 Planned = tuple[str | None, Sequence["PlannedStep"], str | None]  # label, plan, context (JSON text)
