@@ -15,6 +15,7 @@ import pytest
 
 import baton
 from baton.store import transitions
+from baton.store import workflows as wfstore
 from baton.store.effects import parse_wake, wake_payload
 from baton.store.jobs import Ack
 from wf_nodes import query
@@ -299,3 +300,49 @@ async def test_sync_steps_handed_over_by_the_ack_run_on_the_threads(make_app: An
         event = await asyncio.wait_for(finished, 20)
     assert event["status"] == "completed" and event["counts"] == {"completed": 5}
     assert len(threads) == 5 and "MainThread" not in threads
+
+
+@pytest.mark.parametrize("prune", [False, True], ids=["jobs-and-steps-agree", "a-job-pruned"])
+async def test_the_finishing_hop_counts_what_the_summary_counts(make_app: Any, engine_name: str, prune: bool) -> None:
+    """The last step's completion claims the workflow with the payload the general path would
+    send: counted from the workflow's jobs when every step has its job, and step by step when one
+    was pruned meanwhile (its step counts as what it resolved to). A discarded step is named."""
+    app = make_app(queues={"default": 5})
+    steps(app)
+    gate = asyncio.Event()
+
+    @app.worker(name="hop.fail", queue="default", max_attempts=1)
+    async def fail(job: baton.Job) -> None:
+        raise RuntimeError("no")
+
+    @app.worker(name="hop.last", queue="default")
+    async def last(job: baton.Job) -> None:
+        await gate.wait()
+
+    wf = baton.Workflow(label="summary", ignore_discarded=True)
+    wf.add("early", app.new("hop.step", {"i": 0}))
+    wf.add("broken", app.new("hop.fail", {}))
+    wf.add("mid", app.new("hop.step", {"i": 1}), deps=["early"])
+    wf.add("last", app.new("hop.last", {}), deps=["mid", "broken"])
+    finished = asyncio.get_running_loop().create_future()
+    app.on_workflow_finished(lambda e: finished.done() or finished.set_result(e))
+    async with app:
+        wid = await app.insert_workflow(wf)
+        for _ in range(200):
+            if (await app.workflow_status(wid)).steps["last"] == "executing":
+                break
+            await asyncio.sleep(0.05)
+        if prune:
+            early = (await app.workflow_status(wid)).details["early"].job_id
+            query(app.engine.url, "DELETE FROM baton_jobs WHERE id = ?", [early])
+        gate.set()
+        event = await asyncio.wait_for(finished, 20)
+        (expected,) = await app.engine.run(wfstore.summaries, [wid])
+    assert event == expected
+    assert event == {
+        "workflow_id": wid,
+        "label": "summary",
+        "status": "failed",
+        "failed_steps": ["broken"],
+        "counts": {"completed": 3, "discarded": 1},
+    }

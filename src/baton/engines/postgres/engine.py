@@ -198,6 +198,26 @@ async def _check_async(conn: psycopg.AsyncConnection[Any]) -> None:
         raise psycopg.OperationalError("the server closed this pooled connection")
 
 
+# Each new pooled connection calls baton_finish_workflows once with nothing to finish, which
+# compiles it and plans its statements (migration 008): otherwise a connection's first finished
+# workflow pays for that (a few ms), and under a pool that is every connection's first. Skipped
+# while the function does not exist yet (a database not migrated so far).
+_WARM = """DO $$ BEGIN
+    IF to_regprocedure('baton_finish_workflows(text[],text,text,text)') IS NOT NULL THEN
+        PERFORM * FROM baton_finish_workflows('{}'::text[], '', '', '');
+    END IF;
+END $$"""
+
+
+async def _warm_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Pool configure: plan the finish of workflows on a new connection (see _WARM); a failure
+    only costs the first finish on that connection its planning, so it is logged, not raised."""
+    try:
+        await conn.execute(_WARM)
+    except psycopg.Error as exc:
+        log.debug("could not warm a new connection (%s)", exc)
+
+
 def _check_sync(conn: psycopg.Connection[Any]) -> None:
     """Pool check of the sync pool (see _check_async)."""
     if _server_closed(conn):
@@ -373,7 +393,9 @@ class PostgresEngine(Engine):
         return f"baton_{name}" if self.schema == "public" else f"baton_{self.schema}_{name}"
 
     def _kwargs(self, relaxed: bool = False) -> dict[str, Any]:
-        options = f"-c search_path={self.schema}"
+        # No JIT: Baton's statements are short lookups by key, which JIT compilation only delays
+        # (by 50-100 ms when a plan's estimated cost passes jit_above_cost on a large table).
+        options = f"-c search_path={self.schema} -c jit=off"
         if relaxed:
             options += " -c synchronous_commit=off"
         return {"autocommit": True, "options": options}
@@ -395,6 +417,7 @@ class PostgresEngine(Engine):
             open=False,
             name="baton",
             check=_check_async,
+            configure=_warm_async,
         )
         await pool.open(wait=True, timeout=self.connect_timeout)
         relaxed = psycopg_pool.AsyncConnectionPool(
