@@ -346,3 +346,46 @@ async def test_the_finishing_hop_counts_what_the_summary_counts(make_app: Any, e
         "failed_steps": ["broken"],
         "counts": {"completed": 3, "discarded": 1},
     }
+
+
+async def test_every_step_event_payload_starts_with_the_prefix_nodes_skip_on(pg_app: baton.Baton) -> None:
+    """A node with no step subscriber drops step events by their prefix, unparsed: every writer
+    of them (the fetch, the one-statement hop, a cancel) must start its payload with it, and
+    finished events must not."""
+    import psycopg
+
+    from baton.store.effects import STEP_EVENT
+
+    app = pg_app
+    steps(app)
+
+    @app.worker(name="hop.stuck", queue="default")
+    async def stuck(job: baton.Job) -> None:
+        await asyncio.sleep(30)
+
+    listener = await psycopg.AsyncConnection.connect(app.engine.url, autocommit=True)
+    await listener.execute(f"LISTEN {app.engine.channel('workflow')}")
+    finished = asyncio.get_running_loop().create_future()
+    app.on_workflow_finished(lambda e: finished.done() or finished.set_result(e))
+    wf = _chain(app, 3)
+    wf.add("stuck", app.new("hop.stuck", {}))
+    try:
+        async with app:
+            wid = await app.insert_workflow(wf)
+            for _ in range(200):
+                status = await app.workflow_status(wid)
+                if status.steps["s2"] == "completed" and status.steps["stuck"] == "executing":
+                    break
+                await asyncio.sleep(0.05)
+            await app.cancel_job(status.details["stuck"].job_id)
+            await asyncio.wait_for(finished, 20)
+        payloads: list[str] = []
+        async for note in listener.notifies(timeout=0.5):
+            payloads.append(note.payload)
+    finally:
+        await listener.close()
+    events = [json.loads(p) for p in payloads]
+    kinds = {(e["type"], e.get("event")) for e in events}
+    assert {("step", "executing"), ("step", "completed"), ("step", "cancelled"), ("finished", None)} <= kinds
+    for payload, event in zip(payloads, events):
+        assert payload.startswith(STEP_EVENT) == (event["type"] == "step"), payload

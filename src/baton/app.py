@@ -901,6 +901,10 @@ class Baton:
 
     # -- the host seam (baton.host): what plugins and the runtime may ask for; not for application code
 
+    def wants_step_events(self) -> bool:
+        """Whether a `subscribe_workflow` callback is registered here."""
+        return any(self._step_subscribers.values())
+
     def deliver_workflow_event(self, message: dict[str, Any]) -> None:
         """Deliver a workflow notification (finished or step event) to local subscribers."""
         kind = message.get("type")

@@ -113,6 +113,11 @@ class Host(Protocol):
         """Report fenced acks and publish the effects of an ack transaction."""
         ...
 
+    def wants_step_events(self) -> bool:
+        """Whether anything on this node subscribed to live step events (a node that did not
+        skips their notifications unparsed)."""
+        ...
+
     def deliver_workflow_event(self, message: dict[str, Any]) -> None:
         """Deliver a workflow notification (finished or step event) to local subscribers."""
         ...

@@ -20,7 +20,7 @@ from .. import telemetry
 from ..limits import QueueLimits, effective, parse_global_limit, parse_rate_limit
 from ..store import jobs as store
 from ..store import transitions
-from ..store.effects import parse_wake
+from ..store.effects import STEP_EVENT, parse_wake
 from ..store.jobs import Ack
 from .acks import Acker
 from .executor import Executor
@@ -314,6 +314,8 @@ class Node:
             if producer is not None:
                 producer.wake()
             return
+        if channel == "workflow" and payload.startswith(STEP_EVENT) and not self.app.wants_step_events():
+            return  # two per step, and nobody here listens to them: not worth parsing
         try:
             message = json.loads(payload)
         except ValueError:

@@ -37,6 +37,12 @@ class Effects:
 
 WAKE_TAG = "\x1f"
 
+# Every live step event's payload starts so: compact JSON with its type first, whether Python
+# (`job.dumps`) or PostgreSQL (`json_strip_nulls(json_build_object('type', 'step', ...))`) wrote
+# it. Two go out per step; a node where nothing subscribed to them skips them on this prefix
+# instead of parsing them.
+STEP_EVENT = '{"type":"step"'
+
 
 def wake_payload(queue: str, origin: str) -> str:
     """An insert-channel payload naming the instance that wakes its own producers already."""
