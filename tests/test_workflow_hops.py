@@ -387,5 +387,5 @@ async def test_every_step_event_payload_starts_with_the_prefix_nodes_skip_on(pg_
     events = [json.loads(p) for p in payloads]
     kinds = {(e["type"], e.get("event")) for e in events}
     assert {("step", "executing"), ("step", "completed"), ("step", "cancelled"), ("finished", None)} <= kinds
-    for payload, event in zip(payloads, events):
+    for payload, event in zip(payloads, events, strict=True):
         assert payload.startswith(STEP_EVENT) == (event["type"] == "step"), payload
