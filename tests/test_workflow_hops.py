@@ -389,3 +389,29 @@ async def test_every_step_event_payload_starts_with_the_prefix_nodes_skip_on(pg_
     assert {("step", "executing"), ("step", "completed"), ("step", "cancelled"), ("finished", None)} <= kinds
     for payload, event in zip(payloads, events, strict=True):
         assert payload.startswith(STEP_EVENT) == (event["type"] == "step"), payload
+
+
+@pytest.mark.parametrize("take", [True, False], ids=["handed-over", "released"])
+async def test_a_hop_reads_no_backlog_of_other_available_jobs(pg_app: baton.Baton, take: bool) -> None:
+    """Finding the released step among the available jobs (to hand it over, or to wake its
+    queue) looks it up by id: the hop reads none of a backlog waiting in another queue."""
+    app = pg_app
+    steps(app)
+    await app.insert_all([app.new("hop.step", {"i": i}, queue="other") for i in range(500)])
+    await app.insert_workflow(_chain(app, 2))
+    producer = str(uuid.uuid4())
+    (first,) = await _fetch(app, producer)
+    offer = [("default", producer, 1)] if take else []
+
+    async def op(conn: Any) -> Any:
+        result = await transitions.ack_jobs(conn, [Ack(first, "completed")], "n1", "origin-1", offer)
+        cur = await conn._conn.execute(  # the psycopg connection under Baton's
+            "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index"
+            " WHERE indrelid = 'baton_jobs'::regclass"
+        )
+        (read,) = await cur.fetchone()
+        return result, read
+
+    result, read = await app.engine.run(op)  # one transaction: its own index reads are countable
+    assert [j.step for j in result.taken.get(producer, [])] == (["s1"] if take else [])
+    assert read < 100
