@@ -198,13 +198,14 @@ async def _check_async(conn: psycopg.AsyncConnection[Any]) -> None:
         raise psycopg.OperationalError("the server closed this pooled connection")
 
 
-# Each new pooled connection calls baton_finish_workflows once with nothing to finish, which
-# compiles it and plans its statements (migration 008): otherwise a connection's first finished
-# workflow pays for that (a few ms), and under a pool that is every connection's first. Skipped
-# while the function does not exist yet (a database not migrated so far).
+# Each new pooled connection calls baton_finish_workflows once with nothing to finish, and
+# baton_step_counts for no workflow, which compiles them and plans their statements (migration
+# 008): otherwise a connection's first finished workflow pays for that (about 2 ms), and under a
+# pool that is every connection's first. Skipped before migration 008.
 _WARM = """DO $$ BEGIN
-    IF to_regprocedure('baton_finish_workflows(text[],text,text,text)') IS NOT NULL THEN
+    IF to_regprocedure('baton_step_counts(text)') IS NOT NULL THEN
         PERFORM * FROM baton_finish_workflows('{}'::text[], '', '', '');
+        PERFORM baton_step_counts('');
     END IF;
 END $$"""
 
