@@ -198,6 +198,10 @@ class Workflow:
         if not self._steps:
             raise WorkflowError("workflow is empty; add at least one step with wf.add(name, job)")
         known = set(existing)
+        if not known:
+            flat = self._plan_plain()
+            if flat is not None:
+                return flat
         if known:
             for step in self._steps.values():
                 if step.name in known or any(k.startswith(step.name + ".") for k in known):
@@ -206,6 +210,46 @@ class Workflow:
         flat = self._flatten("", (), known)
         _check_unique(flat)
         check_graft_names(flat)
+        return flat
+
+    def _plan_plain(self) -> list[PlannedStep] | None:
+        """`plan()` of a new workflow without sub-workflows (None if it has one), in one pass
+        over its steps: there a step's edges are its deps, its names are unique (dict keys),
+        and graft names need checking only if it has a graft step. Raises what `plan()` would,
+        for the same step: it checks the deps in the same order as `_validate`."""
+        steps = self._steps
+        seen: set[str] = set()
+        in_order = True
+        grafts = False
+        for name, step in steps.items():
+            if step.sub is not None:
+                return None
+            for dep in step.deps:
+                if dep not in seen:
+                    if dep not in steps:
+                        raise WorkflowError(f"depends on unknown step {dep!r}; add it first or fix the name", step=name)
+                    in_order = False
+            seen.add(name)
+            grafts = grafts or step.graft
+        if not in_order:
+            self._check_cycles()
+        order = steps.values() if in_order else self._order()
+        cancelled, discarded, deleted = self.ignore_cancelled, self.ignore_discarded, self.ignore_deleted
+        flat = [
+            PlannedStep(
+                step.name,
+                step.job,  # type: ignore[arg-type]  # not a sub-workflow: a job
+                step.deps,
+                step.deps,
+                cancelled if step.ignore_cancelled is None else step.ignore_cancelled,
+                discarded if step.ignore_discarded is None else step.ignore_discarded,
+                deleted if step.ignore_deleted is None else step.ignore_deleted,
+                step.graft,
+            )
+            for step in order
+        ]
+        if grafts:
+            check_graft_names(flat)
         return flat
 
     def _validate(self, outside: set[str], prefix: str) -> None:
