@@ -285,6 +285,10 @@ class PgConn:
     def channel(self, name: str) -> str:
         return self._channel(name)
 
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS)
+
     async def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
             sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
