@@ -51,7 +51,9 @@ async def insert_workflows(conn: Conn, workflows: Sequence[Planned]) -> list[str
     together, not a statement per workflow: per table one statement, or from 200 rows on one
     COPY that the engine streams (rows built while the server ingests the previous chunk).
     Returns the workflow ids, in order."""
-    wids = [str(uuidlib.uuid4()) for _ in workflows]
+    # Random ids, handed out in sorted order: each workflow's rows then sit next to the
+    # previous one's in the indexes on workflow_id (fewer pages touched and split).
+    wids = sorted(str(uuidlib.uuid4()) for _ in workflows)
     if len(workflows) >= COPY_AFTER:
         rows = ((wid, label, context) for wid, (label, _, context) in zip(wids, workflows, strict=True))
         await conn.copy_rows("baton_workflows", ("id", "label", "context"), rows)
