@@ -12,7 +12,7 @@ import select
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from itertools import islice
+from itertools import chain, islice, repeat
 from typing import Any
 
 import psycopg
@@ -53,6 +53,7 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 _COPY_ROWS = 1_000
+_COPY_FIRST_ROWS = 100
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _NONE = type(None)
 _TEXT_OR_NULL = {str, _NONE}
@@ -294,9 +295,11 @@ class PgConn:
             sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
         )
         # Rows are taken (the caller may build them lazily), formatted and sent in chunks, so
-        # the server ingests one chunk while the next is being built and formatted.
+        # the server ingests one chunk while the next is being built and formatted; a small
+        # first chunk gets the server going sooner.
         pending = iter(rows)
-        chunks = (_copy_lines(chunk) for chunk in iter(lambda: list(islice(pending, _COPY_ROWS)), []))
+        sizes = chain((_COPY_FIRST_ROWS,), repeat(_COPY_ROWS))
+        chunks = (_copy_lines(chunk) for chunk in iter(lambda: list(islice(pending, next(sizes))), []))
         cur = self._conn.cursor()
         if isinstance(self._conn, psycopg.AsyncConnection):
             async with cur.copy(statement) as writer:
