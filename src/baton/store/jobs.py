@@ -62,10 +62,12 @@ async def _copy_batch(
     forced: Sequence[str | None],
     workflow_ids: Sequence[str | None],
     notify: bool,
-) -> list[Job]:
+    jobs: list[Job] | None,
+) -> tuple[Sequence[int], set[str]]:
     """Insert a large batch with COPY in two round trips: reserve ids (reading the database
     clock, and on PostgreSQL waking the batch's queues, delivered on commit), then stream the
-    rows, each job's state decided against that clock."""
+    rows, each job's state decided against that clock. Returns the ids and the queues of the
+    jobs stored `available`; appends a Job per row to `jobs` (unless None: ids are enough)."""
     await conn.execute("ensure_job_sequence")
     queues = sorted({s.queue for s, state in zip(specs, forced, strict=True) if state is None}) if notify else []
     channel = conn.channel("insert") if queues and conn.dialect == "postgres" else None
@@ -80,7 +82,7 @@ async def _copy_batch(
         ids = range(first, first + len(specs))
     else:  # ... or, interleaved with other sessions', an array literal "{1,2,3}"
         ids = list(map(int, reserved[0]["ids"][1:-1].split(",")))
-    jobs: list[Job] = []
+    available: set[str] = set()
     columns, keep = _copy_columns(conn, specs)
 
     def rows() -> Iterator[tuple[Any, ...]]:
@@ -95,7 +97,10 @@ async def _copy_batch(
                 scheduled_at = now
             if state is None:
                 state = "available" if scheduled_at is now or scheduled_at <= now else "scheduled"
-            jobs.append(_new_job(spec, job_id, state, now, scheduled_at, workflow_id))
+            if state == "available":
+                available.add(spec.queue)
+            if jobs is not None:
+                jobs.append(_new_job(spec, job_id, state, now, scheduled_at, workflow_id))
             unique_key = None if spec.unique is None else spec.unique_key()
             yield (
                 job_id, state, spec.queue, spec.worker, spec.args_json, spec.meta_json, spec.tags, spec.priority,
@@ -103,7 +108,7 @@ async def _copy_batch(
             )  # fmt: skip
 
     await conn.copy_rows("baton_jobs", columns, rows() if keep is None else map(keep, rows()))
-    return jobs
+    return ids, available
 
 
 def _copy_columns(
@@ -220,13 +225,14 @@ async def insert_jobs(
 
     queues: set[str] = set()  # to wake with a separate notification
     if len(pending) >= COPY_AFTER:
-        jobs = await _copy_batch(
-            conn, [specs[i] for i in pending], [forced[i] for i in pending], [owners[i] for i in pending], notify
+        jobs: list[Job] = []
+        _, available = await _copy_batch(
+            conn, [specs[i] for i in pending], [forced[i] for i in pending], [owners[i] for i in pending], notify, jobs
         )
         for i, job in zip(pending, jobs, strict=True):
             results[i] = job
-            if job.state == "available" and conn.dialect != "postgres":
-                queues.add(job.queue)
+        if conn.dialect != "postgres":
+            queues.update(available)
         pending = []
     for start in range(0, len(pending), INSERT_BATCH):
         chunk = pending[start : start + INSERT_BATCH]
@@ -256,6 +262,22 @@ async def insert_jobs(
     if notify and queues:
         await conn.notify("insert", sorted(queues))
     return [r for r in results if r is not None]
+
+
+async def insert_job_ids(
+    conn: Conn, specs: Sequence[JobSpec], *, states: Sequence[str | None], workflow_ids: Sequence[str | None]
+) -> Sequence[int]:
+    """`insert_jobs` for a caller that needs only the ids, in order (a bulk workflow insert):
+    a COPY batch without unique or chained jobs builds no Job per row."""
+    n = len(specs)
+    if n < COPY_AFTER or [s.unique for s in specs].count(None) != n or [s.chain_key for s in specs].count(None) != n:
+        return [job.id for job in await insert_jobs(conn, specs, states=states, workflow_ids=workflow_ids)]
+    if len(states) != n or len(workflow_ids) != n:
+        raise ValueError(f"{len(states)} states and {len(workflow_ids)} workflow_ids for {n} jobs")
+    ids, available = await _copy_batch(conn, specs, states, workflow_ids, True, None)
+    if available and conn.dialect != "postgres":  # PostgreSQL woke them when reserving the ids
+        await conn.notify("insert", sorted(available))
+    return ids
 
 
 def _job_row(job: Job) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from ..errors import WorkflowError
 from ..job import FAILED_STATES, Job, JobSpec, dumps, freeze
 from ..workflows.builder import check_graft_names
 from .effects import Cascaded, Effects, publish
-from .jobs import COPY_AFTER, Ack, insert_jobs
+from .jobs import COPY_AFTER, Ack, insert_job_ids, insert_jobs
 
 if TYPE_CHECKING:
     from ..workflows.builder import PlannedStep
@@ -73,8 +73,7 @@ async def insert_workflows(conn: Conn, workflows: Sequence[Planned]) -> list[str
             states.append("suspended" if step.edges else None)
             n_edges += len(step.edges)
         owners.extend([wid] * len(plan))
-    jobs = await insert_jobs(conn, specs, states=states, workflow_ids=owners)
-    job_ids = [job.id for job in jobs]
+    job_ids = await insert_job_ids(conn, specs, states=states, workflow_ids=owners)
     await _insert_rows(conn, "workflow_nodes", NODE_COLUMNS, len(specs), _node_rows(wids, workflows, job_ids))
     if n_edges:
         await _insert_rows(conn, "baton_workflow_deps", EDGE_COLUMNS, n_edges, _edge_rows(wids, workflows, job_ids))
@@ -87,7 +86,7 @@ async def insert_workflows(conn: Conn, workflows: Sequence[Planned]) -> list[str
     return wids
 
 
-def _node_rows(wids: Sequence[str], workflows: Sequence[Planned], job_ids: list[int]) -> Iterator[tuple[Any, ...]]:
+def _node_rows(wids: Sequence[str], workflows: Sequence[Planned], job_ids: Sequence[int]) -> Iterator[tuple[Any, ...]]:
     n = 0
     for wid, (label, plan, _) in zip(wids, workflows, strict=True):
         for step in plan:
@@ -98,7 +97,7 @@ def _node_rows(wids: Sequence[str], workflows: Sequence[Planned], job_ids: list[
             n += 1
 
 
-def _edge_rows(wids: Sequence[str], workflows: Sequence[Planned], job_ids: list[int]) -> Iterator[tuple[Any, ...]]:
+def _edge_rows(wids: Sequence[str], workflows: Sequence[Planned], job_ids: Sequence[int]) -> Iterator[tuple[Any, ...]]:
     n = 0
     for wid, (_, plan, _) in zip(wids, workflows, strict=True):
         ids = {step.name: job_ids[n + k] for k, step in enumerate(plan)}
