@@ -91,7 +91,7 @@ def _node_rows(wids: Sequence[str], workflows: Sequence[Planned], job_ids: Seque
     for wid, (label, plan, _) in zip(wids, workflows, strict=True):
         for step in plan:
             yield (
-                wid, step.name, job_ids[n], list(step.deps), label, step.ignore_cancelled, step.ignore_discarded,
+                wid, step.name, job_ids[n], step.deps, label, step.ignore_cancelled, step.ignore_discarded,
                 step.ignore_deleted, len(step.edges), step.graft, None,
             )  # fmt: skip
             n += 1
