@@ -419,6 +419,25 @@ async def test_a_postgres_bulk_batch_gets_the_ids_and_stamps_it_returns(pg_app):
     stored(inside)
 
 
+def test_the_columns_a_postgres_copy_leaves_out_default_to_what_the_jobs_hold(pg_url):
+    """A bulk batch leaves columns out of its COPY when every job holds the column's default
+    (store.jobs._copy_columns): the schema's defaults must be exactly those values."""
+    with psycopg.connect(pg_url) as conn:
+        defaults = dict(
+            conn.execute(
+                "SELECT column_name, column_default FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = 'baton_jobs'"
+            ).fetchall()
+        )
+    assert defaults["unique_key"] is None and defaults["chain_key"] is None
+    assert defaults["meta"] == "'{}'::jsonb" and defaults["tags"] == "'{}'::text[]"
+    assert defaults["priority"] == "0" and defaults["max_attempts"] == "20"
+    assert defaults["inserted_at"] == "now()" and defaults["scheduled_at"] == "now()"
+    spec = baton.JobSpec(worker="w")
+    assert (spec.unique, spec.chain_key, spec.meta_json, spec.tags) == (None, None, "{}", [])
+    assert (spec.priority, spec.max_attempts) == (0, 20)
+
+
 async def test_insert_inside_a_sqlite_transaction_after_a_business_write(sqlite_app):
     app, db_url = sqlite_app, sqlite_app.url
     w = app.worker(name="ins.tx_sqlite")(_noop)
