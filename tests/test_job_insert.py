@@ -373,6 +373,71 @@ async def test_insert_inside_a_postgres_sync_transaction(pg_app):
     assert (await app.get_job(kept_id)).args == {"case": "commit"}
 
 
+async def test_a_postgres_bulk_batch_gets_the_ids_and_stamps_it_returns(pg_app):
+    """COPY takes one sequence value per job. When they are not one run (other sessions took
+    values in between; here the sequence steps by 3) every job still gets its own, in order.
+    Columns every job leaves at the default (the timestamps: the transaction's now()) are left
+    to the server, also in a caller's transaction (conn=), and sent on an autocommit connection,
+    where each statement has its own now(): each row is stamped as the job returned says."""
+    app, db_url = pg_app, pg_app.url
+    w = app.worker(name="ins.bulk_ids")(_noop)
+
+    def stored(jobs: list[baton.Job]) -> None:
+        with psycopg.connect(db_url) as conn:
+            rows = conn.execute(
+                "SELECT id, args, inserted_at, scheduled_at, state, priority, max_attempts, meta, tags"
+                " FROM baton_jobs WHERE id = ANY(%s) ORDER BY id",
+                ([j.id for j in jobs],),
+            ).fetchall()
+        assert [r[0] for r in rows] == sorted(j.id for j in jobs) and len({j.id for j in jobs}) == len(jobs)
+        by_id = {r[0]: r for r in rows}
+        for i, job in enumerate(jobs):
+            _, args, inserted_at, scheduled_at, state, *rest = by_id[job.id]
+            assert args == {"n": i}
+            assert (inserted_at, scheduled_at, state) == (job.inserted_at, job.scheduled_at, "available")
+            assert rest == [0, 20, {}, []]
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("ALTER SEQUENCE baton_jobs_id_seq INCREMENT BY 3")
+    try:
+        spread = await app.insert_all([w.new({"n": i}) for i in range(300)])
+        assert all(b.id - a.id == 3 for a, b in itertools.pairwise(spread))
+        stored(spread)
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("ALTER SEQUENCE baton_jobs_id_seq INCREMENT BY 1")
+    run = await app.insert_all([w.new({"n": i}) for i in range(300)])
+    assert [j.id for j in run] == list(range(run[0].id, run[0].id + 300))
+    stored(run)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn:
+        auto = await app.insert_all([w.new({"n": i}) for i in range(300)], conn=aconn)
+    stored(auto)
+    async with await psycopg.AsyncConnection.connect(db_url) as aconn:
+        await aconn.execute("SELECT pg_sleep(0.01)")  # the transaction's now() is older than the statements'
+        inside = await app.insert_all([w.new({"n": i}) for i in range(300)], conn=aconn)
+        await aconn.commit()
+    stored(inside)
+
+
+def test_the_columns_a_postgres_copy_leaves_out_default_to_what_the_jobs_hold(pg_url):
+    """A bulk batch leaves columns out of its COPY when every job holds the column's default
+    (store.jobs._copy_columns): the schema's defaults must be exactly those values."""
+    with psycopg.connect(pg_url) as conn:
+        defaults = dict(
+            conn.execute(
+                "SELECT column_name, column_default FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = 'baton_jobs'"
+            ).fetchall()
+        )
+    assert defaults["unique_key"] is None and defaults["chain_key"] is None
+    assert defaults["meta"] == "'{}'::jsonb" and defaults["tags"] == "'{}'::text[]"
+    assert defaults["priority"] == "0" and defaults["max_attempts"] == "20"
+    assert defaults["inserted_at"] == "now()" and defaults["scheduled_at"] == "now()"
+    spec = baton.JobSpec(worker="w")
+    assert (spec.unique, spec.chain_key, spec.meta_json, spec.tags) == (None, None, "{}", [])
+    assert (spec.priority, spec.max_attempts) == (0, 20)
+
+
 async def test_insert_inside_a_sqlite_transaction_after_a_business_write(sqlite_app):
     app, db_url = sqlite_app, sqlite_app.url
     w = app.worker(name="ins.tx_sqlite")(_noop)

@@ -229,6 +229,34 @@ async def test_valid_workflow_inserts_after_a_rejected_one(app, step):
     assert await app.count_jobs() == {"available": 1, "suspended": 1}
 
 
+def test_plan_of_a_plain_workflow_is_its_general_flattening(step):
+    """plan() takes shortcuts for a new workflow without sub-workflows (steps added after their
+    deps: no pass at all; otherwise one pass): the same steps, deps, edges and flags, in the
+    same order, as the general flattening (as `existing` names for append_workflow take it)."""
+
+    def fields(plan: list[Any]) -> list[tuple[Any, ...]]:
+        return [(p.name, p.job, p.deps, p.edges, p.ignore_cancelled, p.ignore_discarded, p.ignore_deleted, p.graft)
+                for p in plan]  # fmt: skip
+
+    def general(wf: baton.Workflow) -> list[Any]:
+        wf._validate(set(), "")
+        return wf._flatten("", (), set())
+
+    in_order = baton.Workflow(ignore_deleted=True)
+    in_order.add("a", step.new({}))
+    in_order.add("b", step.new({}), deps=["a"], ignore_cancelled=True)
+    in_order.add("c", step.new({}), deps=["a", "b"], ignore_deleted=False)
+    assert in_order._simple
+    forward = baton.Workflow()
+    forward.add("c", step.new({}), deps=["a", "b"])
+    forward.add("a", step.new({}))
+    forward.add_graft("b", step.new({}), deps=["a"])
+    assert not forward._simple
+    for wf in (in_order, forward):
+        assert fields(wf.plan()) == fields(general(wf))
+    assert [p.name for p in forward.plan()] == ["a", "b", "c"]
+
+
 # --------------------------------------------------------------------------- drawing
 
 

@@ -52,6 +52,11 @@ class Conn(Protocol):
         """Bulk-load rows into `table` (COPY on PostgreSQL, executemany on SQLite)."""
         ...
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (its statements share one clock: `now()`)."""
+        ...
+
 
 Op = Callable[Concatenate[Conn, P], Awaitable[T]]
 

@@ -5,9 +5,10 @@ State changes that also settle workflows and chains live in `transitions`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from ..engines.base import Conn, Row
@@ -61,10 +62,12 @@ async def _copy_batch(
     forced: Sequence[str | None],
     workflow_ids: Sequence[str | None],
     notify: bool,
-) -> list[Job]:
+    jobs: list[Job] | None,
+) -> tuple[Sequence[int], set[str]]:
     """Insert a large batch with COPY in two round trips: reserve ids (reading the database
     clock, and on PostgreSQL waking the batch's queues, delivered on commit), then stream the
-    rows, each job's state decided against that clock."""
+    rows, each job's state decided against that clock. Returns the ids and the queues of the
+    jobs stored `available`; appends a Job per row to `jobs` (unless None: ids are enough)."""
     await conn.execute("ensure_job_sequence")
     queues = sorted({s.queue for s, state in zip(specs, forced, strict=True) if state is None}) if notify else []
     channel = conn.channel("insert") if queues and conn.dialect == "postgres" else None
@@ -73,10 +76,14 @@ async def _copy_batch(
     assert now is not None
     if "last" in reserved[0]:  # SQLite's single writer reserved a contiguous block
         last = int(reserved[0]["last"])
-        ids = list(range(last - len(specs) + 1, last + 1))
-    else:  # PostgreSQL handed out one sequence value per job, as an array literal "{1,2,3}"
-        ids = [int(i) for i in reserved[0]["ids"][1:-1].split(",")]
-    jobs: list[Job] = []
+        ids: Sequence[int] = range(last - len(specs) + 1, last + 1)
+    elif reserved[0]["ids"] is None:  # PostgreSQL's sequence values for the jobs: one run
+        first = int(reserved[0]["first"])
+        ids = range(first, first + len(specs))
+    else:  # ... or, interleaved with other sessions', an array literal "{1,2,3}"
+        ids = list(map(int, reserved[0]["ids"][1:-1].split(",")))
+    available: set[str] = set()
+    columns, keep = _copy_columns(conn, specs)
 
     def rows() -> Iterator[tuple[Any, ...]]:
         # Taken by the engine chunk by chunk while the server ingests the previous chunk, so
@@ -90,15 +97,54 @@ async def _copy_batch(
                 scheduled_at = now
             if state is None:
                 state = "available" if scheduled_at is now or scheduled_at <= now else "scheduled"
-            jobs.append(_new_job(spec, job_id, state, now, scheduled_at, workflow_id))
+            if state == "available":
+                available.add(spec.queue)
+            if jobs is not None:
+                jobs.append(_new_job(spec, job_id, state, now, scheduled_at, workflow_id))
             unique_key = None if spec.unique is None else spec.unique_key()
             yield (
                 job_id, state, spec.queue, spec.worker, spec.args_json, spec.meta_json, spec.tags, spec.priority,
                 spec.max_attempts, scheduled_at, now, unique_key, spec.chain_key, workflow_id,
             )  # fmt: skip
 
-    await conn.copy_rows("baton_jobs", COPY_COLUMNS, rows())
-    return jobs
+    await conn.copy_rows("baton_jobs", columns, rows() if keep is None else map(keep, rows()))
+    return ids, available
+
+
+def _copy_columns(
+    conn: Conn, specs: Sequence[JobSpec]
+) -> tuple[tuple[str, ...], Callable[[tuple[Any, ...]], tuple[Any, ...]] | None]:
+    """The COPY columns of a batch and the projection of its full rows onto them (None: all).
+    On PostgreSQL a column that every job of the batch leaves at the column's default is
+    left out and filled by the server: parsing values (timestamps above all) is a good part of
+    its cost. The timestamps are `now()`, the clock `reserve_job_ids` read, only within the
+    same transaction."""
+    if conn.dialect != "postgres":
+        return COPY_COLUMNS, None
+    # The column defaults: NULL keys, '{}' for meta and tags, priority 0, max_attempts 20.
+    # (A list per attribute: counting in it is a C loop, faster than any per-job test.)
+    n = len(specs)
+    omit = set()
+    if [s.unique for s in specs].count(None) == n:
+        omit.add("unique_key")
+    if [s.chain_key for s in specs].count(None) == n:
+        omit.add("chain_key")
+    if [s.meta_json for s in specs].count("{}") == n:
+        omit.add("meta")
+    if not any([s.tags for s in specs]):
+        omit.add("tags")
+    if [s.priority for s in specs].count(0) == n:
+        omit.add("priority")
+    if [s.max_attempts for s in specs].count(20) == n:
+        omit.add("max_attempts")
+    if conn.in_transaction:
+        omit.add("inserted_at")
+        if [s.scheduled_at for s in specs].count(None) == n and not any([s.schedule_in for s in specs]):
+            omit.add("scheduled_at")
+    if not omit:
+        return COPY_COLUMNS, None
+    columns = tuple(c for c in COPY_COLUMNS if c not in omit)
+    return columns, itemgetter(*(COPY_COLUMNS.index(c) for c in columns))
 
 
 def single_statement(specs: Sequence[JobSpec]) -> bool:
@@ -179,13 +225,14 @@ async def insert_jobs(
 
     queues: set[str] = set()  # to wake with a separate notification
     if len(pending) >= COPY_AFTER:
-        jobs = await _copy_batch(
-            conn, [specs[i] for i in pending], [forced[i] for i in pending], [owners[i] for i in pending], notify
+        jobs: list[Job] = []
+        _, available = await _copy_batch(
+            conn, [specs[i] for i in pending], [forced[i] for i in pending], [owners[i] for i in pending], notify, jobs
         )
         for i, job in zip(pending, jobs, strict=True):
             results[i] = job
-            if job.state == "available" and conn.dialect != "postgres":
-                queues.add(job.queue)
+        if conn.dialect != "postgres":
+            queues.update(available)
         pending = []
     for start in range(0, len(pending), INSERT_BATCH):
         chunk = pending[start : start + INSERT_BATCH]
@@ -215,6 +262,22 @@ async def insert_jobs(
     if notify and queues:
         await conn.notify("insert", sorted(queues))
     return [r for r in results if r is not None]
+
+
+async def insert_job_ids(
+    conn: Conn, specs: Sequence[JobSpec], *, states: Sequence[str | None], workflow_ids: Sequence[str | None]
+) -> Sequence[int]:
+    """`insert_jobs` for a caller that needs only the ids, in order (a bulk workflow insert):
+    a COPY batch without unique or chained jobs builds no Job per row."""
+    n = len(specs)
+    if n < COPY_AFTER or [s.unique for s in specs].count(None) != n or [s.chain_key for s in specs].count(None) != n:
+        return [job.id for job in await insert_jobs(conn, specs, states=states, workflow_ids=workflow_ids)]
+    if len(states) != n or len(workflow_ids) != n:
+        raise ValueError(f"{len(states)} states and {len(workflow_ids)} workflow_ids for {n} jobs")
+    ids, available = await _copy_batch(conn, specs, states, workflow_ids, True, None)
+    if available and conn.dialect != "postgres":  # PostgreSQL woke them when reserving the ids
+        await conn.notify("insert", sorted(available))
+    return ids
 
 
 def _job_row(job: Job) -> dict[str, Any]:

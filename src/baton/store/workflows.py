@@ -13,7 +13,7 @@ from ..errors import WorkflowError
 from ..job import FAILED_STATES, Job, JobSpec, dumps, freeze
 from ..workflows.builder import check_graft_names
 from .effects import Cascaded, Effects, publish
-from .jobs import COPY_AFTER, Ack, insert_jobs
+from .jobs import COPY_AFTER, Ack, insert_job_ids, insert_jobs
 
 if TYPE_CHECKING:
     from ..workflows.builder import PlannedStep
@@ -51,7 +51,9 @@ async def insert_workflows(conn: Conn, workflows: Sequence[Planned]) -> list[str
     together, not a statement per workflow: per table one statement, or from 200 rows on one
     COPY that the engine streams (rows built while the server ingests the previous chunk).
     Returns the workflow ids, in order."""
-    wids = [str(uuidlib.uuid4()) for _ in workflows]
+    # Random ids, handed out in sorted order: each workflow's rows then sit next to the
+    # previous one's in the indexes on workflow_id (fewer pages touched and split).
+    wids = sorted(str(uuidlib.uuid4()) for _ in workflows)
     if len(workflows) >= COPY_AFTER:
         rows = ((wid, label, context) for wid, (label, _, context) in zip(wids, workflows, strict=True))
         await conn.copy_rows("baton_workflows", ("id", "label", "context"), rows)
@@ -71,8 +73,7 @@ async def insert_workflows(conn: Conn, workflows: Sequence[Planned]) -> list[str
             states.append("suspended" if step.edges else None)
             n_edges += len(step.edges)
         owners.extend([wid] * len(plan))
-    jobs = await insert_jobs(conn, specs, states=states, workflow_ids=owners)
-    job_ids = [job.id for job in jobs]
+    job_ids = await insert_job_ids(conn, specs, states=states, workflow_ids=owners)
     await _insert_rows(conn, "workflow_nodes", NODE_COLUMNS, len(specs), _node_rows(wids, workflows, job_ids))
     if n_edges:
         await _insert_rows(conn, "baton_workflow_deps", EDGE_COLUMNS, n_edges, _edge_rows(wids, workflows, job_ids))
@@ -85,18 +86,18 @@ async def insert_workflows(conn: Conn, workflows: Sequence[Planned]) -> list[str
     return wids
 
 
-def _node_rows(wids: Sequence[str], workflows: Sequence[Planned], job_ids: list[int]) -> Iterator[tuple[Any, ...]]:
+def _node_rows(wids: Sequence[str], workflows: Sequence[Planned], job_ids: Sequence[int]) -> Iterator[tuple[Any, ...]]:
     n = 0
     for wid, (label, plan, _) in zip(wids, workflows, strict=True):
         for step in plan:
             yield (
-                wid, step.name, job_ids[n], list(step.deps), label, step.ignore_cancelled, step.ignore_discarded,
+                wid, step.name, job_ids[n], step.deps, label, step.ignore_cancelled, step.ignore_discarded,
                 step.ignore_deleted, len(step.edges), step.graft, None,
             )  # fmt: skip
             n += 1
 
 
-def _edge_rows(wids: Sequence[str], workflows: Sequence[Planned], job_ids: list[int]) -> Iterator[tuple[Any, ...]]:
+def _edge_rows(wids: Sequence[str], workflows: Sequence[Planned], job_ids: Sequence[int]) -> Iterator[tuple[Any, ...]]:
     n = 0
     for wid, (_, plan, _) in zip(wids, workflows, strict=True):
         ids = {step.name: job_ids[n + k] for k, step in enumerate(plan)}

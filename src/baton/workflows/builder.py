@@ -98,6 +98,9 @@ class Workflow:
         self.ignore_discarded = bool(_check_flag("ignore_discarded", ignore_discarded))
         self.ignore_deleted = bool(_check_flag("ignore_deleted", ignore_deleted))
         self._steps: dict[str, Step] = {}
+        # Every step so far is a job step, not a graft step, added after all of its deps (the
+        # usual case): then plan() needs no pass over the deps (all known, no cycle).
+        self._simple = True
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -170,6 +173,8 @@ class Workflow:
             _check_flag(flag, value, step=name, allow_none=True)
         if job.unique is not None:
             raise WorkflowError("unique jobs cannot be workflow steps; drop unique= for this step", step=name)
+        if self._simple and (graft or not all(d in self._steps for d in dep_names)):
+            self._simple = False
         self._steps[name] = Step(
             name, job, None, dep_names, ignore_cancelled, ignore_discarded, ignore_deleted, graft=graft
         )
@@ -184,6 +189,7 @@ class Workflow:
             raise WorkflowError("a workflow cannot contain itself", step=name)
         if not workflow._steps:
             raise WorkflowError("sub-workflow is empty; add steps to it first", step=name)
+        self._simple = False
         self._steps[name] = Step(name, None, workflow, dep_names, None, None, None)
         return self
 
@@ -198,6 +204,10 @@ class Workflow:
         if not self._steps:
             raise WorkflowError("workflow is empty; add at least one step with wf.add(name, job)")
         known = set(existing)
+        if not known:
+            flat = self._plan_plain()
+            if flat is not None:
+                return flat
         if known:
             for step in self._steps.values():
                 if step.name in known or any(k.startswith(step.name + ".") for k in known):
@@ -207,6 +217,52 @@ class Workflow:
         _check_unique(flat)
         check_graft_names(flat)
         return flat
+
+    def _plan_plain(self) -> list[PlannedStep] | None:
+        """`plan()` of a new workflow without sub-workflows (None if it has one), in one pass
+        over its steps: there a step's edges are its deps, its names are unique (dict keys),
+        and graft names need checking only if it has a graft step. Raises what `plan()` would,
+        for the same step: it checks the deps in the same order as `_validate`. A workflow whose
+        steps were each added after their deps, none a graft step (`_simple`), needs no pass."""
+        steps = self._steps
+        if self._simple:
+            return self._planned(steps.values())
+        seen: set[str] = set()
+        in_order = True
+        grafts = False
+        for name, step in steps.items():
+            if step.sub is not None:
+                return None
+            for dep in step.deps:
+                if dep not in seen:
+                    if dep not in steps:
+                        raise WorkflowError(f"depends on unknown step {dep!r}; add it first or fix the name", step=name)
+                    in_order = False
+            seen.add(name)
+            grafts = grafts or step.graft
+        if not in_order:
+            self._check_cycles()
+        flat = self._planned(steps.values() if in_order else self._order())
+        if grafts:
+            check_graft_names(flat)
+        return flat
+
+    def _planned(self, order: Iterable[Step]) -> list[PlannedStep]:
+        """The PlannedStep of each job step of `order`, at the top level: its edges are its deps."""
+        cancelled, discarded, deleted = self.ignore_cancelled, self.ignore_discarded, self.ignore_deleted
+        return [
+            PlannedStep(
+                step.name,
+                step.job,  # type: ignore[arg-type]  # not a sub-workflow: a job
+                step.deps,
+                step.deps,
+                cancelled if step.ignore_cancelled is None else step.ignore_cancelled,
+                discarded if step.ignore_discarded is None else step.ignore_discarded,
+                deleted if step.ignore_deleted is None else step.ignore_deleted,
+                step.graft,
+            )
+            for step in order
+        ]
 
     def _validate(self, outside: set[str], prefix: str) -> None:
         """Deps must name steps of this same workflow (or, at the top level, stored steps);

@@ -125,6 +125,10 @@ class SqliteConn:
     def channel(self, name: str) -> str:
         return name
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
     async def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         marks = ", ".join("?" for _ in columns)
         statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
