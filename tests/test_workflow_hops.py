@@ -393,11 +393,17 @@ async def test_every_step_event_payload_starts_with_the_prefix_nodes_skip_on(pg_
 
 @pytest.mark.parametrize("take", [True, False], ids=["handed-over", "released"])
 async def test_a_hop_reads_no_backlog_of_other_available_jobs(pg_app: baton.Baton, take: bool) -> None:
-    """Finding the released step among the available jobs (to hand it over, or to wake its
-    queue) looks it up by id: the hop reads none of a backlog waiting in another queue."""
+    """Releasing the next step, finding it among the available jobs (to hand it over, or to
+    wake its queue) and checking the queue's priorities look it up by id or by its queue: the
+    hop reads none of a backlog, available or waiting, of another queue."""
     app = pg_app
     steps(app)
     await app.insert_all([app.new("hop.step", {"i": i}, queue="other") for i in range(500)])
+    waiting = baton.Workflow()  # and 300 steps waiting for their dependency
+    waiting.add("root", app.new("hop.step", {}, queue="other"))
+    for i in range(300):
+        waiting.add(f"w{i}", app.new("hop.step", {"i": i}, queue="other"), deps=["root"])
+    await app.insert_workflow(waiting)
     await app.insert_workflow(_chain(app, 2))
     producer = str(uuid.uuid4())
     (first,) = await _fetch(app, producer)
@@ -406,12 +412,11 @@ async def test_a_hop_reads_no_backlog_of_other_available_jobs(pg_app: baton.Bato
     async def op(conn: Any) -> Any:
         result = await transitions.ack_jobs(conn, [Ack(first, "completed")], "n1", "origin-1", offer)
         cur = await conn._conn.execute(  # the psycopg connection under Baton's
-            "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index"
+            "SELECT indexrelid::regclass::text, pg_stat_get_xact_tuples_returned(indexrelid) FROM pg_index"
             " WHERE indrelid = 'baton_jobs'::regclass"
         )
-        (read,) = await cur.fetchone()
-        return result, read
+        return result, dict(await cur.fetchall())
 
-    result, read = await app.engine.run(op)  # one transaction: its own index reads are countable
+    result, reads = await app.engine.run(op)  # one transaction: its own index reads are countable
     assert [j.step for j in result.taken.get(producer, [])] == (["s1"] if take else [])
-    assert read < 100
+    assert sum(reads.values()) < 100, sorted(reads.items(), key=lambda kv: -kv[1])[:3]

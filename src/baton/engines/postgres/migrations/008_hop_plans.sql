@@ -29,7 +29,9 @@
 
 -- The state of every step of workflow `p_wid`, each looked up by its job's primary key (the
 -- exact count when a workflow's jobs and steps disagree): its job's state, or, for a step whose
--- job was pruned or deleted, its resolution ('deleted' if it has none). Inlined into its callers.
+-- job was pruned or deleted, its resolution ('deleted' if it has none). Inlined into its callers
+-- (and workflow_summary.sql). It replaces migration 007's baton_step_states, whose join of all
+-- the steps to their jobs was planned as badly as the finish's.
 CREATE FUNCTION baton_step_states_of(p_wid text) RETURNS TABLE (name text, state text)
 LANGUAGE sql STABLE AS $$
     SELECT n.name,
@@ -38,6 +40,8 @@ LANGUAGE sql STABLE AS $$
     FROM workflow_nodes n
     WHERE n.workflow_id = p_wid
 $$;
+
+DROP FUNCTION baton_step_states(text[]);
 
 -- The steps of workflow `p_wid` counted by state ({state: n}; NULL for a workflow without
 -- steps): from its jobs when every step has one, step by step otherwise.
@@ -134,14 +138,16 @@ ALTER FUNCTION baton_step_contexts(bigint[], text) SET jit = off;
 -- HOT versions are pruned in place instead of spreading over new pages.
 ALTER TABLE workflow_nodes SET (fillfactor = 50);
 
--- baton_complete_steps (migration 007) as it was, but for two lookups that its generic plan,
+-- baton_complete_steps (migration 007) as it was, but for lookups that its generic plan,
 -- made on a young table, turned into walks of baton_jobs_fetch_idx — every available job of
 -- every queue — per ack: cheap in a drained queue, a scan of the whole backlog behind a large
--- one (tests/test_workflow_hops.py counts the index reads). Finding the released steps that
--- are `available` now says `(state = 'available') IS TRUE`, which no partial index's predicate
--- matches, so the primary key finds them; and "no waiting job of higher priority in the
--- queue" is a scalar subquery (LIMIT 1), which the planner cannot flatten into an anti-join
--- and runs as one probe of the queue's part of the fetch index per job.
+-- one (tests/test_workflow_hops.py counts the index reads); and one more that read every
+-- `suspended` job of every workflow through baton_jobs_state_idx to release a few. The released
+-- steps are now found by `(state = 'suspended') IS TRUE` and `(state = 'available') IS TRUE`,
+-- which no index can serve but the primary key; and "no waiting job of higher priority in the
+-- queue" reads the queue's best waiting priority, a scalar subquery (ORDER BY priority LIMIT 1)
+-- that the planner cannot flatten into an anti-join and that the fetch index answers with its
+-- first entry for the queue.
 CREATE OR REPLACE FUNCTION baton_complete_steps(
     p_ids bigint[], p_attempts integer[], p_uuids text[], p_wids text[], p_names text[],
     p_queued bigint[], p_run bigint[], p_results text[], p_events text[],
@@ -251,7 +257,7 @@ BEGIN
             UPDATE baton_jobs j
             SET state = CASE WHEN j.scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
                 scheduled_at = greatest(j.scheduled_at, now())
-            WHERE j.id = ANY (v_ready) AND j.state = 'suspended'
+            WHERE j.id = ANY (v_ready) AND (j.state = 'suspended') IS TRUE  -- by primary key
             RETURNING j.id, j.workflow_id
         )
         SELECT array_agg(rel.id), array_agg(DISTINCT rel.workflow_id) INTO r_ids, r_wids FROM rel;
@@ -292,8 +298,10 @@ BEGIN
             SELECT j.id, t.uuid, t.n, row_number() OVER (PARTITION BY j.queue ORDER BY j.id) AS rank
             FROM baton_jobs j JOIN t ON t.queue = j.queue
             WHERE j.id = ANY (r_ids) AND (j.state = 'available') IS TRUE
-              AND (SELECT a.id FROM baton_jobs a  -- a lookup per job in the queue's fetch index
-                   WHERE a.state = 'available' AND a.queue = j.queue AND a.priority < j.priority LIMIT 1) IS NULL
+              -- The queue's best waiting priority: the first entry of its part of the fetch
+              -- index (ordered so, where any other index would have to sort the queue).
+              AND (SELECT a.priority FROM baton_jobs a WHERE a.state = 'available' AND a.queue = j.queue
+                   ORDER BY a.priority LIMIT 1) >= j.priority
         ), claimed AS (
             UPDATE baton_jobs j
             SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
