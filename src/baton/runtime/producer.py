@@ -184,8 +184,12 @@ class Producer:
 
     def free_for_offer(self) -> int:
         """Slots an ack may fill with the steps it releases (see Node.flush_acks): none while
-        paused, stopping, without a lease or limited, and none taken by a fetch in flight."""
-        if self.paused or self.suspended or self._stopping or self.limits:
+        paused, stopping, without a lease or limited, and none taken by a fetch in flight.
+        None either while more jobs may wait in the queue (`_more`): the producer fetches
+        those now, in parallel with the ack, and its next fetch takes what the ack released;
+        slots set aside for the ack would hold that fetch back until the ack returns (100
+        chains behind 50 slots ran one batch at a time: 8 700 links/s, 12 800 without)."""
+        if self.paused or self.suspended or self._stopping or self.limits or self._more:
             return 0
         return max(0, self.limit - len(self.running) - self.reserved - self.fetching)
 
