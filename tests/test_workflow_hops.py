@@ -350,11 +350,11 @@ async def test_the_finishing_hop_counts_what_the_summary_counts(make_app: Any, e
 
 async def test_every_step_event_payload_starts_with_the_prefix_nodes_skip_on(pg_app: baton.Baton) -> None:
     """A node with no step subscriber drops step events by their prefix, unparsed: every writer
-    of them (the fetch, the one-statement hop, a cancel) must start its payload with it, and
-    finished events must not."""
+    of them (the fetch, the one-statement hop, a cancel) sends them as a batch, a JSON array
+    starting with that prefix, and finished events go alone, as objects that do not."""
     import psycopg
 
-    from baton.store.effects import STEP_EVENT
+    from baton.store.effects import STEP_EVENTS
 
     app = pg_app
     steps(app)
@@ -384,11 +384,17 @@ async def test_every_step_event_payload_starts_with_the_prefix_nodes_skip_on(pg_
             payloads.append(note.payload)
     finally:
         await listener.close()
-    events = [json.loads(p) for p in payloads]
+    events = []
+    for payload in payloads:
+        message = json.loads(payload)
+        if payload.startswith(STEP_EVENTS):
+            assert isinstance(message, list) and all(e["type"] == "step" for e in message), payload
+            events += message
+        else:
+            assert isinstance(message, dict) and message["type"] == "finished", payload
+            events.append(message)
     kinds = {(e["type"], e.get("event")) for e in events}
     assert {("step", "executing"), ("step", "completed"), ("step", "cancelled"), ("finished", None)} <= kinds
-    for payload, event in zip(payloads, events, strict=True):
-        assert payload.startswith(STEP_EVENT) == (event["type"] == "step"), payload
 
 
 @pytest.mark.parametrize("take", [True, False], ids=["handed-over", "released"])
@@ -420,3 +426,47 @@ async def test_a_hop_reads_no_backlog_of_other_available_jobs(pg_app: baton.Bato
     result, reads = await app.engine.run(op)  # one transaction: its own index reads are countable
     assert [j.step for j in result.taken.get(producer, [])] == (["s1"] if take else [])
     assert sum(reads.values()) < 100, sorted(reads.items(), key=lambda kv: -kv[1])[:3]
+
+
+def _events(n: int, pad: int = 0) -> list[str]:
+    return [
+        json.dumps({"type": "step", "step": f"s{i}" + "x" * (pad * (i % 3)), "job_id": i}, separators=(",", ":"))
+        for i in range(n)
+    ]
+
+
+def test_python_step_batches_keep_order_and_stay_under_the_payload_limit() -> None:
+    from baton.store.effects import BATCH_BYTES, STEP_EVENTS, step_batches
+
+    events = [*_events(500, pad=900), json.dumps({"type": "step", "step": "y" * 7_000}, separators=(",", ":"))]
+    batches = step_batches(events)
+    assert 1 < len(batches) < len(events)
+    assert all(len(b.encode()) <= BATCH_BYTES and b.startswith(STEP_EVENTS) for b in batches)
+    assert [json.dumps(e, separators=(",", ":")) for b in batches for e in json.loads(b)] == events
+    assert step_batches([]) == []
+
+
+async def test_postgres_step_batches_keep_order_and_stay_under_the_payload_limit(pg_app: baton.Baton) -> None:
+    """baton_notify_steps packs a statement's step events as Python's step_batches does: in
+    order, NULLs skipped, each notification under the limit."""
+    import psycopg
+
+    from baton.store.effects import BATCH_BYTES, STEP_EVENTS
+
+    app = pg_app
+    await app.migrate()
+    events = _events(400, pad=700)
+    channel = "baton_test_batches"
+    async with await psycopg.AsyncConnection.connect(app.engine.url, autocommit=True) as listener:
+        await listener.execute(f"LISTEN {channel}")
+        async with await psycopg.AsyncConnection.connect(app.engine.url, autocommit=True) as sender:
+            await sender.execute(f"SET search_path = {app.engine.schema}")
+            cur = await sender.execute(
+                "SELECT baton_notify_steps(%s, %s::text[])", [channel, [*events[:5], None, *events[5:]]]
+            )
+            row = await cur.fetchone()
+        payloads = [n.payload async for n in listener.notifies(timeout=0.5)]
+    assert row is not None and row[0] == len(payloads)
+    assert 1 < len(payloads) < len(events)
+    assert all(len(p.encode()) <= BATCH_BYTES and p.startswith(STEP_EVENTS) for p in payloads)
+    assert [json.dumps(e, separators=(",", ":")) for p in payloads for e in json.loads(p)] == events

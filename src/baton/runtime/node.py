@@ -20,7 +20,7 @@ from .. import telemetry
 from ..limits import QueueLimits, effective, parse_global_limit, parse_rate_limit
 from ..store import jobs as store
 from ..store import transitions
-from ..store.effects import STEP_EVENT, parse_wake
+from ..store.effects import STEP_EVENTS, parse_wake
 from ..store.jobs import Ack
 from .acks import Acker
 from .executor import Executor
@@ -314,7 +314,7 @@ class Node:
             if producer is not None:
                 producer.wake()
             return
-        if channel == "workflow" and payload.startswith(STEP_EVENT) and not self.app.wants_step_events():
+        if channel == "workflow" and payload.startswith(STEP_EVENTS) and not self.app.wants_step_events():
             return  # two per step, and nobody here listens to them: not worth parsing
         try:
             message = json.loads(payload)
@@ -324,7 +324,10 @@ class Node:
         if channel == "signal":
             self.on_signal(message)
         elif channel == "workflow":
-            self.app.deliver_workflow_event(message)
+            # A batch of step events (a JSON array, in order) or one finished event.
+            for event in message if isinstance(message, list) else [message]:
+                if isinstance(event, dict):
+                    self.app.deliver_workflow_event(event)
         elif channel == "leader" and message.get("action") == "resigned" and message.get("instance") != self.instance:
             self._elect_soon.set()
 

@@ -37,11 +37,31 @@ class Effects:
 
 WAKE_TAG = "\x1f"
 
-# Every live step event's payload starts so: compact JSON with its type first, whether Python
-# (`job.dumps`) or PostgreSQL (`json_strip_nulls(json_build_object('type', 'step', ...))`) wrote
-# it. Two go out per step; a node where nothing subscribed to them skips them on this prefix
-# instead of parsing them.
-STEP_EVENT = '{"type":"step"'
+# Live step events go out in batches: one notification carries a JSON array of events (compact
+# JSON, each with its type first), as many as fit under BATCH_BYTES, whether Python
+# (`step_batches`) or PostgreSQL (`baton_notify_steps`, migration 009) wrote it. So every such
+# payload starts with STEP_EVENTS; a node where nothing subscribed to step events skips them on
+# that prefix instead of parsing them. Finished events go alone, as one object.
+STEP_EVENTS = '[{"type":"step"'
+BATCH_BYTES = 7_900
+
+
+def step_batches(events: list[str]) -> list[str]:
+    """Step event payloads (JSON objects) packed in order into JSON arrays of at most
+    BATCH_BYTES bytes each (an event is never split)."""
+    batches: list[str] = []
+    batch: list[str] = []
+    size = 0
+    for event in events:
+        n = len(event.encode()) + 1
+        if batch and size + n + 1 > BATCH_BYTES:
+            batches.append("[" + ",".join(batch) + "]")
+            batch, size = [], 0
+        batch.append(event)
+        size += n
+    if batch:
+        batches.append("[" + ",".join(batch) + "]")
+    return batches
 
 
 def wake_payload(queue: str, origin: str) -> str:

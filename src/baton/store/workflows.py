@@ -12,7 +12,7 @@ from ..engines.base import Conn, Row
 from ..errors import WorkflowError
 from ..job import FAILED_STATES, Job, JobSpec, dumps, freeze
 from ..workflows.builder import check_graft_names
-from .effects import Cascaded, Effects, publish
+from .effects import Cascaded, Effects, publish, step_batches
 from .jobs import COPY_AFTER, Ack, insert_job_ids, insert_jobs
 
 if TYPE_CHECKING:
@@ -260,10 +260,7 @@ async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
             }
     _apply_context(steps, own, deps)
     if conn.dialect != "postgres":  # PostgreSQL sent these from the query above
-        await conn.notify(
-            "workflow",
-            [dumps(_step_event(j, "executing")) for j in steps],
-        )
+        await conn.notify("workflow", step_batches([dumps(_step_event(j, "executing")) for j in steps]))
 
 
 def apply_context_docs(steps: Sequence[Job], docs: dict[int, str | None]) -> None:
@@ -353,10 +350,7 @@ async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
         for a in acks
     ]
     await conn.execute("upsert_step_stats", {"rows": dumps(stats), "results": results_json})
-    await conn.notify(
-        "workflow",
-        [dumps(_step_event(a.job, _EVENT.get(a.state, a.state))) for a in acks],
-    )
+    await conn.notify("workflow", step_batches([dumps(_step_event(a.job, _EVENT.get(a.state, a.state))) for a in acks]))
 
 
 def _queued_ms(job: Job) -> int | None:
@@ -432,7 +426,7 @@ async def announce_steps(conn: Conn, jobs: Sequence[Job], event: str) -> None:
         for j in jobs
         if j.workflow_id is not None
     ]
-    await conn.notify("workflow", notes)
+    await conn.notify("workflow", step_batches(notes))
 
 
 async def insert_logs(conn: Conn, acks: Sequence[Ack]) -> None:
