@@ -470,3 +470,44 @@ async def test_postgres_step_batches_keep_order_and_stay_under_the_payload_limit
     assert 1 < len(payloads) < len(events)
     assert all(len(p.encode()) <= BATCH_BYTES and p.startswith(STEP_EVENTS) for p in payloads)
     assert [json.dumps(e, separators=(",", ":")) for p in payloads for e in json.loads(p)] == events
+
+
+@pytest.mark.parametrize("kind", ["workflow", "chain"])
+async def test_a_late_hop_reads_none_of_the_hops_before_it(pg_app: baton.Baton, kind: str) -> None:
+    """The 120th hop of a sequential workflow or of one chain, planned with statistics that say
+    the table is that one workflow or chain (ANALYZE of a young table): the ack, the release of
+    the next step or link and its hand-over read baton_jobs by key, not through the 119 jobs
+    that ran before. (workflow_nodes is still walked once by such a plan: the resolution of the
+    acked steps, a join whose by-key form was quadratic in the batch's size.)"""
+    app = pg_app
+    steps(app)
+    n = 121
+    if kind == "workflow":
+        await app.insert_workflow(_chain(app, n))
+    else:
+        await app.insert_all([app.new("hop.link", {"k": "one", "i": i}) for i in range(n)])
+    producer = str(uuid.uuid4())
+    offer = [("default", producer, 1)]
+    (job,) = await _fetch(app, producer)
+    for _ in range(n - 2):
+        result, _ = await _ack(app, [Ack(job, "completed")], offer)
+        (job,) = result.taken[producer]
+    query(app.engine.url, "ANALYZE baton_jobs, workflow_nodes, baton_workflow_deps")
+
+    async def op(conn: Any) -> Any:
+        async def reads() -> dict[str, int]:
+            cur = await conn._conn.execute(  # the psycopg connection under Baton's
+                "SELECT indexrelid::regclass::text, pg_stat_get_xact_tuples_returned(indexrelid) FROM pg_index"
+                " WHERE indrelid = 'baton_jobs'::regclass"
+            )
+            return dict(await cur.fetchall())
+
+        # The counters include what earlier transactions of the connection left unreported.
+        before = await reads()
+        result = await transitions.ack_jobs(conn, [Ack(job, "completed")], "n1", "origin-1", offer)
+        after = await reads()
+        return result, {k: after[k] - before.get(k, 0) for k in after}
+
+    result, reads = await app.engine.run(op)  # one transaction: its own index reads are countable
+    assert len(result.taken[producer]) == 1
+    assert sum(reads.values()) < 40, sorted(reads.items(), key=lambda kv: -kv[1])[:3]

@@ -66,7 +66,11 @@ END
 $$;
 
 -- baton_complete_steps (migration 008) as it was, but for its "completed" events, sent in
--- batches by baton_notify_steps (migrations are append-only, so the function is restated whole).
+-- batches by baton_notify_steps, and for one ack or one dependent, written by key: the generic
+-- plan of the set-based statement, made while the table was small (a new install; the
+-- sequential benchmark), walked the whole primary key of baton_jobs for the ack and the whole
+-- job index of workflow_nodes for the count-down, at each hop (migrations are append-only, so
+-- the function is restated whole).
 CREATE OR REPLACE FUNCTION baton_complete_steps(
     p_ids bigint[], p_attempts integer[], p_uuids text[], p_wids text[], p_names text[],
     p_queued bigint[], p_run bigint[], p_results text[], p_events text[],
@@ -87,21 +91,31 @@ DECLARE
     v_dep_n integer[];
     v_events bigint;
     v_ready bigint[];
+    v_pending integer;
     r_ids bigint[];
     r_wids text[];
     c_ids bigint[];
     c_keys text[];
 BEGIN
     -- `(state = 'executing') IS TRUE` keeps the planner on the primary key (complete_jobs.sql).
-    WITH a AS (
-        SELECT * FROM unnest(p_ids, p_attempts, p_uuids) AS a(id, attempt, uuid)
-    ), u AS (
+    -- One ack (a sequential hop) by its key: joined to the unnested arrays, the generic plan of
+    -- a young table walks the whole primary key instead (every job, for one).
+    IF cardinality(p_ids) = 1 THEN
         UPDATE baton_jobs j SET state = 'completed', completed_at = now()
-        FROM a
-        WHERE j.id = a.id AND (j.state = 'executing') IS TRUE AND j.attempt = a.attempt AND j.attempted_by[2] = a.uuid
-        RETURNING j.id
-    )
-    SELECT array_agg(u.id ORDER BY u.id) INTO v_done FROM u;
+        WHERE j.id = p_ids[1] AND (j.state = 'executing') IS TRUE AND j.attempt = p_attempts[1]
+          AND j.attempted_by[2] = p_uuids[1]
+        RETURNING ARRAY[j.id] INTO v_done;
+    ELSE
+        WITH a AS (
+            SELECT * FROM unnest(p_ids, p_attempts, p_uuids) AS a(id, attempt, uuid)
+        ), u AS (
+            UPDATE baton_jobs j SET state = 'completed', completed_at = now()
+            FROM a
+            WHERE j.id = a.id AND (j.state = 'executing') IS TRUE AND j.attempt = a.attempt AND j.attempted_by[2] = a.uuid
+            RETURNING j.id
+        )
+        SELECT array_agg(u.id ORDER BY u.id) INTO v_done FROM u;
+    END IF;
     IF v_done IS NULL THEN
         RETURN;
     END IF;
@@ -155,7 +169,14 @@ BEGIN
            (SELECT v.n FROM events v)  -- read once, so the events go out even with no dependents
     INTO v_touched, v_dep_ids, v_dep_n, v_events
     FROM edges e;
-    IF v_dep_ids IS NOT NULL THEN
+    IF cardinality(v_dep_ids) = 1 THEN
+        -- One dependent (a sequential hop) by its key, as the ack above.
+        UPDATE workflow_nodes n SET pending = n.pending - v_dep_n[1] WHERE n.job_id = v_dep_ids[1]
+        RETURNING n.pending INTO v_pending;
+        IF v_pending <= 0 THEN
+            v_ready := v_dep_ids;
+        END IF;
+    ELSIF v_dep_ids IS NOT NULL THEN
         -- The dependents are locked in id order first (decrement_pending.sql).
         WITH c AS (
             SELECT * FROM unnest(v_dep_ids, v_dep_n) AS c(id, n)
@@ -247,5 +268,40 @@ BEGIN
                                              ELSE chr(31) || p_origin || chr(31) || q.queue END)
     FROM (SELECT DISTINCT j.queue FROM baton_jobs j WHERE j.id = ANY (r_ids) AND (j.state = 'available') IS TRUE) q
     ORDER BY q.queue COLLATE "C";
+END
+$$;
+
+-- baton_release_chains (migration 007) as it was, but for how it finds a chain's oldest waiting
+-- link. `chain_key = key ORDER BY id LIMIT 1` let the planner walk the primary key in id order
+-- and filter on the key: cheap by its statistics when one chain holds most of the table (they
+-- say the first row matches), and in fact a read of every link the chain had already run
+-- before the first waiting one (400 rows at link 400 of bench/hops.py's chain_by chain). The
+-- key as a range, ordered by (chain_key, id), is an order the primary key cannot give, so the
+-- lookup starts where baton_jobs_chain_open_idx has the chain's first open link.
+CREATE OR REPLACE FUNCTION baton_release_chains(p_keys text[]) RETURNS TABLE (id bigint, queue text, state text)
+LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off SET enable_hashjoin = off
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    UPDATE baton_jobs j
+    SET state = CASE WHEN j.scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
+        scheduled_at = greatest(j.scheduled_at, now())
+    FROM unnest(p_keys) AS k(key)
+    CROSS JOIN LATERAL (
+        SELECT b.id FROM baton_jobs b
+        WHERE b.chain_key >= k.key AND b.chain_key <= k.key AND b.state = 'suspended'
+        ORDER BY b.chain_key, b.id LIMIT 1
+    ) AS nxt
+    WHERE j.id = nxt.id
+      AND NOT EXISTS (
+          SELECT 1 FROM baton_jobs b
+          WHERE b.chain_key = j.chain_key AND b.id < j.id
+            AND b.state IN ('available', 'scheduled', 'executing', 'retryable'))
+      AND NOT EXISTS (
+          SELECT 1 FROM baton_jobs b
+          WHERE b.chain_key = j.chain_key AND b.id < j.id AND b.state IN ('discarded', 'cancelled')
+            AND b.meta -> 'chain' ->> ('on_' || b.state) = 'hold')
+    RETURNING j.id, j.queue, j.state;
 END
 $$;
