@@ -270,38 +270,3 @@ BEGIN
     ORDER BY q.queue COLLATE "C";
 END
 $$;
-
--- baton_release_chains (migration 007) as it was, but for how it finds a chain's oldest waiting
--- link. `chain_key = key ORDER BY id LIMIT 1` let the planner walk the primary key in id order
--- and filter on the key: cheap by its statistics when one chain holds most of the table (they
--- say the first row matches), and in fact a read of every link the chain had already run
--- before the first waiting one (400 rows at link 400 of bench/hops.py's chain_by chain). The
--- key as a range, ordered by (chain_key, id), is an order the primary key cannot give, so the
--- lookup starts where baton_jobs_chain_open_idx has the chain's first open link.
-CREATE OR REPLACE FUNCTION baton_release_chains(p_keys text[]) RETURNS TABLE (id bigint, queue text, state text)
-LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off SET enable_hashjoin = off
-    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
-    UPDATE baton_jobs j
-    SET state = CASE WHEN j.scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
-        scheduled_at = greatest(j.scheduled_at, now())
-    FROM unnest(p_keys) AS k(key)
-    CROSS JOIN LATERAL (
-        SELECT b.id FROM baton_jobs b
-        WHERE b.chain_key >= k.key AND b.chain_key <= k.key AND b.state = 'suspended'
-        ORDER BY b.chain_key, b.id LIMIT 1
-    ) AS nxt
-    WHERE j.id = nxt.id
-      AND NOT EXISTS (
-          SELECT 1 FROM baton_jobs b
-          WHERE b.chain_key = j.chain_key AND b.id < j.id
-            AND b.state IN ('available', 'scheduled', 'executing', 'retryable'))
-      AND NOT EXISTS (
-          SELECT 1 FROM baton_jobs b
-          WHERE b.chain_key = j.chain_key AND b.id < j.id AND b.state IN ('discarded', 'cancelled')
-            AND b.meta -> 'chain' ->> ('on_' || b.state) = 'hold')
-    RETURNING j.id, j.queue, j.state;
-END
-$$;
