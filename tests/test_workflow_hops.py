@@ -508,3 +508,26 @@ async def test_a_late_hop_reads_none_of_the_hops_before_it(pg_app: baton.Baton) 
     result, reads = await app.engine.run(op)  # one transaction: its own index reads are countable
     assert len(result.taken[producer]) == 1
     assert sum(reads.values()) < 40, sorted(reads.items(), key=lambda kv: -kv[1])[:3]
+
+
+async def test_an_ack_offers_no_slots_while_its_producer_has_jobs_to_fetch(make_app: Any) -> None:
+    """Slots set aside for the steps an ack releases would hold back a fetch the producer is
+    about to make: a woken producer (an insert, a full batch) offers none until its fetch
+    returns, and an idle one offers its free slots."""
+    app = make_app(queues={"default": 5}, poll_interval=30)
+    steps(app)
+
+    async def offers(expected: int) -> bool:
+        for _ in range(200):
+            if producer.free_for_offer() == expected:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    async with app:
+        assert app._node is not None
+        producer = app._node.producers["default"]
+        assert await offers(5)  # idle: its last fetch found nothing
+        producer.wake()  # as an insert's notification does
+        assert producer.free_for_offer() == 0
+        assert await offers(5)  # the fetch came back (empty): idle again

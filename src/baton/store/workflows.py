@@ -260,7 +260,7 @@ async def load_context(conn: Conn, steps: Sequence[Job]) -> None:
             }
     _apply_context(steps, own, deps)
     if conn.dialect != "postgres":  # PostgreSQL sent these from the query above
-        await conn.notify("workflow", step_batches([dumps(_step_event(j, "executing")) for j in steps]))
+        await notify_steps(conn, [(j, "executing") for j in steps])
 
 
 def apply_context_docs(steps: Sequence[Job], docs: dict[int, str | None]) -> None:
@@ -327,6 +327,11 @@ def _step_event(job: Job, event: str) -> dict[str, Any]:
     return note
 
 
+async def notify_steps(conn: Conn, events: Sequence[tuple[Job, str]]) -> None:
+    """Send live step events (job, event) from Python, in order and in batches (step_batches)."""
+    await conn.notify("workflow", step_batches([dumps(_step_event(job, event)) for job, event in events]))
+
+
 async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
     """Write results, step stats and live step events for acked workflow steps."""
     # Results travel as JSON text inside the JSON rows, so a bare string result keeps its
@@ -350,7 +355,7 @@ async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
         for a in acks
     ]
     await conn.execute("upsert_step_stats", {"rows": dumps(stats), "results": results_json})
-    await conn.notify("workflow", step_batches([dumps(_step_event(a.job, _EVENT.get(a.state, a.state))) for a in acks]))
+    await notify_steps(conn, [(a.job, _EVENT.get(a.state, a.state)) for a in acks])
 
 
 def _queued_ms(job: Job) -> int | None:
@@ -421,12 +426,7 @@ async def complete_steps(
 async def announce_steps(conn: Conn, jobs: Sequence[Job], event: str) -> None:
     """Live step events for workflow steps that changed state outside an ack (cancels,
     repairs), so subscribers hear about every step that ended."""
-    notes = [
-        dumps({"type": "step", "workflow_id": j.workflow_id, "step": j.step, "job_id": j.id, "event": event})
-        for j in jobs
-        if j.workflow_id is not None
-    ]
-    await conn.notify("workflow", step_batches(notes))
+    await notify_steps(conn, [(j, event) for j in jobs if j.workflow_id is not None])
 
 
 async def insert_logs(conn: Conn, acks: Sequence[Ack]) -> None:
