@@ -66,11 +66,15 @@ END
 $$;
 
 -- baton_complete_steps (migration 008) as it was, but for its "completed" events, sent in
--- batches by baton_notify_steps, and for one ack or one dependent, written by key: the generic
--- plan of the set-based statement, made while the table was small (a new install; the
--- sequential benchmark), walked the whole primary key of baton_jobs for the ack and the whole
--- job index of workflow_nodes for the count-down, at each hop (migrations are append-only, so
--- the function is restated whole).
+-- batches by baton_notify_steps, and for plans that stay lookups by key on a young table. Its
+-- generic plans, made while the tables were small (a new install; the sequential benchmark),
+-- walked the whole primary key of baton_jobs for a single ack (a nested loop with the table
+-- outside), and hashed the whole job index of workflow_nodes to resolve and count down a
+-- step's dependents, at each hop. Now one ack is written by key, hash joins are off (a nested
+-- loop from the batch's rows probes each key) and random_page_cost says a probe is cheap, as
+-- it is on the SSDs these tables live on; the dependents are locked in id order by their own
+-- statement, so the count-down joins only the batch's counts. (Migrations are append-only, so
+-- the function is restated whole.)
 CREATE OR REPLACE FUNCTION baton_complete_steps(
     p_ids bigint[], p_attempts integer[], p_uuids text[], p_wids text[], p_names text[],
     p_queued bigint[], p_run bigint[], p_results text[], p_events text[],
@@ -81,8 +85,8 @@ CREATE OR REPLACE FUNCTION baton_complete_steps(
     worker text, args text, meta text, tags text[], errors text, attempt integer, max_attempts integer,
     priority smallint, inserted_at timestamptz, scheduled_at timestamptz, attempted_at timestamptz,
     chain_key text, ctx text
-) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off
-    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+) LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off SET enable_hashjoin = off
+    SET random_page_cost = 1.1 SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
     v_done bigint[];
@@ -91,7 +95,6 @@ DECLARE
     v_dep_n integer[];
     v_events bigint;
     v_ready bigint[];
-    v_pending integer;
     r_ids bigint[];
     r_wids text[];
     c_ids bigint[];
@@ -162,30 +165,23 @@ BEGIN
         FROM resolved d
         CROSS JOIN LATERAL (SELECT e.job_id FROM baton_workflow_deps e WHERE e.dep_job_id = d.job_id OFFSET 0) e
         JOIN workflow_nodes n ON n.job_id = e.job_id
-        WHERE n.resolution IS NULL AND NOT e.job_id = ANY (v_done)
+        WHERE (n.resolution IS NULL) IS TRUE AND NOT e.job_id = ANY (v_done)  -- by key (not the unresolved index)
         GROUP BY e.job_id
     )
     SELECT (SELECT t.wids FROM touched t), array_agg(e.job_id ORDER BY e.job_id), array_agg(e.n ORDER BY e.job_id),
            (SELECT v.n FROM events v)  -- read once, so the events go out even with no dependents
     INTO v_touched, v_dep_ids, v_dep_n, v_events
     FROM edges e;
-    IF cardinality(v_dep_ids) = 1 THEN
-        -- One dependent (a sequential hop) by its key, as the ack above.
-        UPDATE workflow_nodes n SET pending = n.pending - v_dep_n[1] WHERE n.job_id = v_dep_ids[1]
-        RETURNING n.pending INTO v_pending;
-        IF v_pending <= 0 THEN
-            v_ready := v_dep_ids;
-        END IF;
-    ELSIF v_dep_ids IS NOT NULL THEN
-        -- The dependents are locked in id order first (decrement_pending.sql).
+    IF v_dep_ids IS NOT NULL THEN
+        -- The dependents are locked in id order first (decrement_pending.sql), then counted
+        -- down by key.
+        PERFORM 1 FROM workflow_nodes n WHERE n.job_id = ANY (v_dep_ids) ORDER BY n.job_id FOR UPDATE;
         WITH c AS (
             SELECT * FROM unnest(v_dep_ids, v_dep_n) AS c(id, n)
-        ), locked AS (
-            SELECT n.job_id FROM workflow_nodes n WHERE n.job_id = ANY (v_dep_ids) ORDER BY n.job_id FOR UPDATE
         ), counted AS (
             UPDATE workflow_nodes n SET pending = n.pending - c.n
-            FROM c, locked l
-            WHERE n.job_id = c.id AND l.job_id = c.id
+            FROM c
+            WHERE n.job_id = c.id
             RETURNING n.job_id, n.pending
         )
         SELECT array_agg(c.job_id ORDER BY c.job_id) INTO v_ready FROM counted c WHERE c.pending <= 0;
