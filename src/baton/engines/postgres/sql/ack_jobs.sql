@@ -1,9 +1,8 @@
--- Every ack is fenced: it applies only while the job is still executing the same attempt for
 -- baton:prepare (hot path)
--- `(state = 'executing') IS TRUE` keeps the planner on the primary key: the partial index on
--- executing jobs holds a dead entry for every job that ever ran (until VACUUM), and a plan that
--- scans it slows every ack down as a backlog drains (bench/backlog.py).
+-- Every ack is fenced: it applies only while the job is still executing the same attempt for
 -- the same producer. Rows that do not match (rescued, cancelled) are simply not returned.
+-- The fence is one join condition `(...) IS TRUE`, which keeps the planner on the primary key
+-- (complete_jobs.sql says why).
 WITH a AS (
     SELECT * FROM jsonb_to_recordset(%(acks)s::jsonb) AS a(
         id bigint, attempt integer, uuid text, state text, delay double precision,
@@ -21,5 +20,5 @@ SET state = a.state,
     max_attempts = j.max_attempts + coalesce(a.extra, 0),
     meta = coalesce(a.meta, j.meta)
 FROM a
-WHERE j.id = a.id AND (j.state = 'executing') IS TRUE AND j.attempt = a.attempt AND j.attempted_by[2] = a.uuid
+WHERE j.id = a.id AND (j.state = 'executing' AND j.attempt = a.attempt AND j.attempted_by[2] = a.uuid) IS TRUE
 RETURNING j.id
