@@ -97,6 +97,11 @@ class Run:
 async def run_kind(base_url: str, kind: str, jobs: int, hops: int) -> Run:
     """Insert the work of `kind`, then time one node doing all of it."""
     async with benchlib.fresh_database(base_url) as url:
+        # The work is inserted by an app of its own: the measured app opens its pool after the
+        # ANALYZE below, as a node's connections in steady state have planned their statements
+        # on current statistics (an ANALYZE invalidates the plans of every open connection, and
+        # the next use of each statement plans it again: about 0.7 ms for a workflow's finish
+        # on this VM, paid once per connection and ANALYZE).
         app = make_app(url)
         last_step = ""
         wid = ""
@@ -140,11 +145,13 @@ async def run_kind(base_url: str, kind: str, jobs: int, hops: int) -> Run:
         else:
             raise ValueError(kind)
 
+        await app.close()
         if ANALYZE and benchlib.engine_of(url) == "postgres":
             # Steady state: autovacuum keeps statistics on tables that live; a fresh database
             # has none, and the planner would plan the run's first statements blind.
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                 await conn.execute("ANALYZE")
+        app = make_app(url)
         loop = asyncio.get_running_loop()
         finished: asyncio.Future[float] = loop.create_future()
         seen = {"stops": 0, "last_stop": float("nan"), "first_start": float("nan")}
