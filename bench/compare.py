@@ -19,7 +19,8 @@ Figures per system (each the median of --repeat runs):
     stretch the comparison;
   - insert-to-start latency p50/p99 on an idle queue: one node running, one job inserted at a
     time from the client process; wall clock before the enqueue call -> wall clock at the job
-    function's first line in the node process (same machine, same clock);
+    function's first line in the node process (same machine, same clock), also as a multiple of
+    a bare LISTEN/NOTIFY round trip measured right before each repeat's latency runs;
   - peak RSS per worker node (VmHWM of the node process, max over the processing runs);
   - (details) node CPU time per 1 000 jobs, start-up time to the first job, the enqueue call alone;
   - Baton only: a workflow of S steps (1 root -> S-2 fan-out -> 1 fan-in), steps/s.
@@ -38,6 +39,7 @@ bench/results/latest.json (every raw run).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import math
@@ -214,6 +216,31 @@ class FreshDatabase:
     def __exit__(self, *exc: object) -> None:
         with psycopg.connect(self.base_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
+
+
+def notify_round_trip(base_url: str, samples: int = 300) -> float:
+    """Median seconds of a bare LISTEN/NOTIFY round trip: `NOTIFY` sent on one connection,
+    received on another that LISTENs, both asyncio psycopg connections as in bench/hops.py (the
+    yardstick of the idle insert-to-start latency; a synchronous receiver measures about half)."""
+
+    async def measure() -> float:
+        listener = await psycopg.AsyncConnection.connect(base_url, autocommit=True)
+        sender = await psycopg.AsyncConnection.connect(base_url, autocommit=True)
+        try:
+            await listener.execute("LISTEN bench_compare_rtt")
+            gen = listener.notifies()
+            times = []
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                await sender.execute("NOTIFY bench_compare_rtt, 'x'")
+                await asyncio.wait_for(anext(gen), 5.0)
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times[samples // 10 :])
+        finally:
+            await listener.close()
+            await sender.close()
+
+    return asyncio.run(measure())
 
 
 def machine(base_url: str) -> dict[str, str]:
@@ -445,6 +472,7 @@ class Plan:
     analyze: str = "auto"
     max_seconds: float = 30.0
     skipped: dict[str, str] = field(default_factory=dict)
+    notify_rtt: float | None = None  # seconds, median over the repeats (set by the run)
 
     def analyze_for(self, s: SystemDef) -> bool:
         return {"always": True, "never": False}.get(self.analyze, s.analyze)
@@ -611,6 +639,17 @@ def write_report(
         "by then over the elapsed time (see Details).",
         "",
     ]
+    if plan.notify_rtt:
+        ratios = []
+        for s in plan.systems:
+            p50 = _vals(runs.get(s.name, {}), "latency", "p50_s", 1000)
+            if p50:
+                ratios.append(f"{s.label} {statistics.median(p50) / (plan.notify_rtt * 1000):.1f}x")
+        lines += [
+            f"Idle insert-to-start p50 as a multiple of a bare LISTEN/NOTIFY round trip measured in this run "
+            f"({plan.notify_rtt * 1000:.3f} ms, see Machine): " + ", ".join(ratios) + ".",
+            "",
+        ]
     if plan.skipped:
         lines += ["Skipped: " + "; ".join(f"{k}: {v}" for k, v in plan.skipped.items()), ""]
     lines += ["## Details", "", *details(plan, runs), ""]
@@ -775,9 +814,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Interleaved: each measurement runs for every system back to back, so the systems a ratio
     # compares were measured minutes apart at most, under the same background load.
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {} for s in plan.systems}
+    notify_rtts: list[float] = []  # one per repeat, right before its latency measurements
     for rep in range(1, plan.repeat + 1):
         order = plan.systems if rep % 2 else list(reversed(plan.systems))
         for key in KEYS:
+            if key == "latency":
+                notify_rtts.append(notify_round_trip(args.url))
+                log(f"[run {rep}/{plan.repeat}] LISTEN/NOTIFY round trip {notify_rtts[-1] * 1000:.3f} ms")
             for s in order:
                 todo = [m for m in measurements_for(s, plan) if m[0] == key]
                 if not todo:
@@ -795,6 +838,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log("    " + result["stderr"].strip().replace("\n", "\n    ")[-1500:])
     elapsed = time.perf_counter() - started
     env["load average at end"] = loadavg()
+    if notify_rtts:
+        env["LISTEN/NOTIFY round trip"] = (
+            f"{statistics.median(notify_rtts) * 1000:.3f} ms (median of the repeats: "
+            + ", ".join(f"{x * 1000:.3f}" for x in notify_rtts)
+            + " ms; each the median of 300 NOTIFYs received on a second connection, measured right before "
+            "that repeat's latency runs)"
+        )
+    plan.notify_rtt = statistics.median(notify_rtts) if notify_rtts else None
 
     print()
     print(build_table(plan, runs, with_ranges=False))
