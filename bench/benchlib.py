@@ -37,6 +37,30 @@ _counter = itertools.count(1)
 T = TypeVar("T")
 
 
+async def notify_rtt(url: str, samples: int = 300) -> float:
+    """Median seconds of a bare LISTEN/NOTIFY round trip: `NOTIFY` sent on one connection,
+    received on another that LISTENs (asyncio psycopg connections, as a node receives them; a
+    synchronous receiver measures less). NaN for SQLite. The yardstick of hops and idle
+    insert-to-start latency in bench/hops.py and bench/compare.py."""
+    if engine_of(url) != "postgres":
+        return math.nan
+    listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    sender = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    try:
+        await listener.execute("LISTEN bench_rtt")
+        gen = listener.notifies()
+        times = []
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            await sender.execute("NOTIFY bench_rtt, 'x'")
+            await asyncio.wait_for(anext(gen), 5.0)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times[samples // 10 :])
+    finally:
+        await listener.close()
+        await sender.close()
+
+
 def default_url() -> str:
     """$BATON_BENCH_URL, else the local PostgreSQL server."""
     return os.environ.get("BATON_BENCH_URL", DEFAULT_URL)

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import benchlib
 import psycopg
 from psycopg import sql
 
@@ -216,31 +217,6 @@ class FreshDatabase:
     def __exit__(self, *exc: object) -> None:
         with psycopg.connect(self.base_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
-
-
-def notify_round_trip(base_url: str, samples: int = 300) -> float:
-    """Median seconds of a bare LISTEN/NOTIFY round trip: `NOTIFY` sent on one connection,
-    received on another that LISTENs, both asyncio psycopg connections as in bench/hops.py (the
-    yardstick of the idle insert-to-start latency; a synchronous receiver measures about half)."""
-
-    async def measure() -> float:
-        listener = await psycopg.AsyncConnection.connect(base_url, autocommit=True)
-        sender = await psycopg.AsyncConnection.connect(base_url, autocommit=True)
-        try:
-            await listener.execute("LISTEN bench_compare_rtt")
-            gen = listener.notifies()
-            times = []
-            for _ in range(samples):
-                t0 = time.perf_counter()
-                await sender.execute("NOTIFY bench_compare_rtt, 'x'")
-                await asyncio.wait_for(anext(gen), 5.0)
-                times.append(time.perf_counter() - t0)
-            return statistics.median(times[samples // 10 :])
-        finally:
-            await listener.close()
-            await sender.close()
-
-    return asyncio.run(measure())
 
 
 def machine(base_url: str) -> dict[str, str]:
@@ -819,7 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         order = plan.systems if rep % 2 else list(reversed(plan.systems))
         for key in KEYS:
             if key == "latency":
-                notify_rtts.append(notify_round_trip(args.url))
+                notify_rtts.append(asyncio.run(benchlib.notify_rtt(args.url)))
                 log(f"[run {rep}/{plan.repeat}] LISTEN/NOTIFY round trip {notify_rtts[-1] * 1000:.3f} ms")
             for s in order:
                 todo = [m for m in measurements_for(s, plan) if m[0] == key]

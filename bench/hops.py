@@ -61,27 +61,6 @@ def make_app(url: str) -> baton.Baton:
     return app
 
 
-async def notify_rtt(url: str, samples: int = 300) -> float:
-    """Median of a bare NOTIFY round trip: sent on one connection, received on a listening one."""
-    if benchlib.engine_of(url) != "postgres":
-        return float("nan")
-    listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    sender = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    try:
-        await listener.execute("LISTEN bench_rtt")
-        gen = listener.notifies()
-        times = []
-        for _ in range(samples):
-            t0 = now()
-            await sender.execute("NOTIFY bench_rtt, 'x'")
-            await anext(gen)
-            times.append(now() - t0)
-        return statistics.median(times[samples // 10 :])
-    finally:
-        await listener.close()
-        await sender.close()
-
-
 @dataclass(slots=True)
 class Run:
     """Seconds from the first job's start to `n` completed jobs; for a workflow, also to the
@@ -268,7 +247,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     res = Results()
     kinds = ["plain", "small", "sequential", "chain_by", "chains"]
     for r in range(1, args.repeat + 1):
-        res.rtt.append(await notify_rtt(args.url))
+        res.rtt.append(await benchlib.notify_rtt(args.url))
         for kind in kinds:
             run, _ = await benchlib.measure(
                 lambda k=kind: run_kind(args.url, k, args.jobs, args.hops), lambda x: x.others, quiet, kind

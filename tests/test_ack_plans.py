@@ -95,27 +95,28 @@ def _explain(url: str, name: str, args: dict[str, Any], settings: dict[str, str]
     return dict(doc[0])
 
 
+def _completions(ids: list[int]) -> dict[str, Any]:
+    """complete_jobs's arguments: plain completions as typed arrays."""
+    return {"ids": ids, "attempts": [1] * len(ids), "uuids": ["p1"] * len(ids)}
+
+
+def _outcomes(ids: list[int]) -> dict[str, Any]:
+    """ack_jobs's argument: other outcomes (here retries with an error) as one JSON document."""
+    return {
+        "acks": json.dumps(
+            [{"id": i, "attempt": 1, "uuid": "p1", "state": "retryable", "delay": 1.0, "error": {"e": 1}} for i in ids]
+        )
+    }
+
+
+@pytest.mark.parametrize("statement", [("complete_jobs", _completions), ("ack_jobs", _outcomes)], ids=lambda s: s[0])
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(s) or "default")
-def test_completing_a_batch_compares_each_ack_with_its_own_job_only(
-    executing: tuple[str, list[int]], settings: dict[str, str], generic: bool
+def test_an_ack_batch_compares_each_ack_with_its_own_job_only(
+    executing: tuple[str, list[int]], statement: tuple[str, Any], settings: dict[str, str], generic: bool
 ) -> None:
     url, ids = executing
-    args = {"ids": ids, "attempts": [1] * len(ids), "uuids": ["p1"] * len(ids)}
-    out = _explain(url, "complete_jobs", args, settings, generic)
+    name, arguments = statement
+    out = _explain(url, name, arguments(ids), settings, generic)
     assert out["Plan"]["Actual Rows"] == BATCH  # every ack applied
-    assert _discarded(out["Plan"]) <= BATCH, json.dumps(out["Plan"])[:2_000]
-
-
-@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(s) or "default")
-def test_acking_a_batch_of_outcomes_compares_each_ack_with_its_own_job_only(
-    executing: tuple[str, list[int]], settings: dict[str, str], generic: bool
-) -> None:
-    url, ids = executing
-    acks = [
-        {"id": i, "attempt": 1, "uuid": "p1", "state": "retryable", "delay": 1.0, "error": {"error": "x"}} for i in ids
-    ]
-    out = _explain(url, "ack_jobs", {"acks": json.dumps(acks)}, settings, generic)
-    assert out["Plan"]["Actual Rows"] == BATCH
     assert _discarded(out["Plan"]) <= BATCH, json.dumps(out["Plan"])[:2_000]
