@@ -370,3 +370,32 @@ def test_bad_executor_options_are_validation_errors(tmp_path: Path) -> None:
         with pytest.raises(baton.ValidationError) as err:
             baton.Baton(f"sqlite:///{tmp_path}/v.db", plugins=[], log_events=False, process_pool_size=bad)
         assert err.value.field == "process_pool_size"
+
+
+def test_a_child_reaped_by_two_threads_at_once_closes_its_pipe_once() -> None:
+    """A stopping pool reaps a busy child it killed while the job's own thread, which saw the
+    child die, reaps it too: both get its exit code, and neither fails closing its pipe (the
+    second close of the descriptor raised EBADF in a CI run, and could have closed a file
+    opened meanwhile)."""
+    import threading
+
+    from baton.runtime.processes import _Child
+
+    def reap(child: _Child, start: threading.Barrier, out: list[Any]) -> None:
+        start.wait()
+        try:
+            out.append(child.reap(timeout=5))
+        except BaseException as exc:  # what the test is about
+            out.append(exc)
+
+    for _ in range(10):
+        child = _Child()
+        child.kill()
+        start, out = threading.Barrier(2), []
+        threads = [threading.Thread(target=reap, args=(child, start, out)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert out == [-signal.SIGKILL, -signal.SIGKILL]
+        assert child.conn.closed

@@ -117,13 +117,17 @@ class _Child:
                 self.process.kill()
 
     def reap(self, timeout: float = 5.0) -> int | None:
-        """Wait for the process to end (no zombie left behind); its exit code."""
+        """Wait for the process to end (no zombie left behind); its exit code. Safe to call from
+        two threads at once (a stopping pool and the job's own thread, which saw the child die
+        when the pool killed it): the pipe is closed once, under the lock — a second close of
+        the same descriptor failed with EBADF, or could have closed a file opened meanwhile."""
         if not wait([self.process.sentinel], timeout):
             self.kill()
             wait([self.process.sentinel])
         with self.lock:
             self.process.join()
-        self.conn.close()
+            if not self.conn.closed:
+                self.conn.close()
         return self.process.exitcode
 
 
