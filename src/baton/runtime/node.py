@@ -315,7 +315,7 @@ class Node:
                 producer.wake()
             return
         if channel == "workflow" and payload.startswith(STEP_EVENTS) and not self.app.wants_step_events():
-            return  # two per step, and nobody here listens to them: not worth parsing
+            return  # batches of step events nobody here listens to: not worth parsing
         try:
             message = json.loads(payload)
         except ValueError:

@@ -7,8 +7,9 @@
 -- estimated from statistics taken while nothing was executing (after a bulk insert, on an idle
 -- table) as one row: the planner then scanned the table for that "one" row and joined it to the
 -- batch by a nested loop, rescanning the batch for each of the hundreds of executing jobs it
--- found (seconds per ack batch; bench/throughput.py fell from 12 000 to 650 jobs/s). As a join
--- condition it is estimated for no table row, so every plan starts from the batch.
+-- found (seconds per ack batch; one of bench/hops.py's plain runs fell from 12 000 to 697
+-- jobs/s). As a join condition it is estimated for no table row, so every plan starts from the
+-- batch (tests/test_ack_plans.py).
 -- Acks of attempts that completed with nothing else to write (no error, meta or extra
 -- attempts; the common case) as typed arrays rather than JSON. Fenced like ack_jobs.
 UPDATE baton_jobs j
