@@ -10,6 +10,7 @@ import asyncio
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -215,3 +216,98 @@ async def test_sync_workers_with_a_timeout_or_replaying_a_result_keep_their_task
         await wait_for(done, 10)
     assert kinds[jobs[0].id] is asyncio.Task
     assert kinds[jobs[1].id] is ThreadAttempt
+
+
+# --------------------------------------------------------------------------- short of memory
+
+
+async def test_a_node_short_of_memory_runs_every_job_all_the_same(
+    make_app: Callable[..., baton.Baton], monkeypatch: Any
+):
+    """What a job leaking memory does to the rest of its node: its MemoryError is the job's
+    error, recorded with the hoard already released; pool threads cannot be started (no
+    memory for their stacks); starting a fetched batch fails once. The node keeps fetching,
+    hands back the batch it could not start, and runs everything else."""
+    app = make_app(queues={"default": 6}, refresh_interval=0.2, stale_after=5)
+    hoards: list[Any] = []
+
+    class Hoard(list):  # type: ignore[type-arg]
+        """What the leaking worker holds when its allocation fails (weakly referenced)."""
+
+    @app.worker(name="sa.leak", max_attempts=2, backoff=lambda job: 0.0)
+    def leak(job: baton.Job) -> None:
+        hoard = Hoard([bytearray(2**20)])
+        hoards.append(weakref.ref(hoard))
+        raise MemoryError
+
+    @app.worker(name="sa.small")
+    def small(job: baton.Job) -> int:
+        time.sleep(0.01)
+        return job.args["i"]
+
+    refused: list[str] = []
+    real_start = threading.Thread.start
+
+    def short_of_stack(self: threading.Thread) -> None:
+        if self.name.startswith("baton-worker") and self.name != "baton-worker-0" and len(refused) < 4:
+            refused.append(self.name)
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", short_of_stack)
+    async with app:
+        executor = app._node.executor  # type: ignore[union-attr]
+        real = executor.start_in_threads
+        failed_batches: list[list[int]] = []
+
+        def fails_once(jobs: list[baton.Job], owner: Any) -> Any:
+            if not failed_batches:
+                failed_batches.append([j.id for j in jobs])
+                raise MemoryError
+            return real(jobs, owner)
+
+        monkeypatch.setattr(executor, "start_in_threads", fails_once)
+        jobs = await app.insert_all([small.new({"i": i}) for i in range(40)])
+        ids = [j.id for j in jobs]
+        await wait_for(lambda: failed_batches, 10)
+        leaking = await app.insert(leak.new({}))
+
+        async def all_done() -> bool:
+            states = {j.state for j in await app.list_jobs(ids=[*ids, leaking.id], limit=100)}
+            return states <= {"completed", "discarded"}
+
+        await wait_for(all_done, 20)
+
+    assert failed_batches and refused, "both faults happened"
+    assert {j.state for j in await app.list_jobs(ids=ids, limit=100)} == {"completed"}
+    handed_back = await app.list_jobs(ids=failed_batches[0], limit=100)
+    assert all(j.attempt >= 2 for j in handed_back), "the batch that could not start was handed back and run"
+    job = await app.get_job(leaking.id)
+    assert job.state == "discarded" and job.attempt == 2
+    assert all(e["error"].startswith("MemoryError") for e in job.errors)
+    assert all("raise MemoryError" in e["traceback"] for e in job.errors), "traceback kept, frames cleared"
+    assert [ref() for ref in hoards] == [None, None]
+
+
+def test_a_memory_errors_frames_are_cleared_before_its_traceback_is_formatted() -> None:
+    """The worker's locals (its hoard) are let go while the MemoryError is still being handled:
+    formatting the traceback and building the ack need memory the hoard would keep taken."""
+    from baton.runtime.executor import _trace
+
+    class Hoard(list):  # type: ignore[type-arg]
+        pass
+
+    refs: list[Any] = []
+
+    def leak() -> None:
+        hoard = Hoard([bytearray(2**20)])
+        refs.append(weakref.ref(hoard))
+        raise MemoryError
+
+    try:
+        leak()
+    except MemoryError as exc:
+        assert refs[0]() is not None, "the traceback keeps the worker's frame, and its hoard, alive"
+        text = _trace(exc)
+        assert refs[0]() is None
+        assert "in leak" in text and "raise MemoryError" in text

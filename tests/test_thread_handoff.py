@@ -101,3 +101,128 @@ def test_call_many_after_shutdown_is_refused() -> None:
     pool.shutdown(wait=True)
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.call_many(print, [("never",)])
+
+
+# --------------------------------------------------------------------------- short of memory
+
+
+def _failing_starts(monkeypatch: pytest.MonkeyPatch, prefix: str, failures: int) -> list[str]:
+    """Make the next `failures` starts of threads named `prefix`-* fail as a start does when
+    there is no memory for the thread's stack; returns the names of the refused starts."""
+    refused: list[str] = []
+    start = threading.Thread.start
+
+    def flaky_start(self: threading.Thread) -> None:
+        if self.name.startswith(prefix) and len(refused) < failures:
+            refused.append(self.name)
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", flaky_start)
+    return refused
+
+
+def test_work_whose_thread_could_not_start_runs_on_a_thread_that_frees_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool grows thread by thread as work arrives; a start that fails (no memory for the
+    stack) neither raises to the caller nor loses the work: it waits for a running thread."""
+    pool = DaemonThreadPool(4, "test-starved")
+    gate = threading.Event()
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        if i == 0:
+            gate.wait(5)
+        with lock:
+            done.append(i)
+
+    try:
+        pool.call(work, 0)  # one thread, busy until the gate opens
+        refused = _failing_starts(monkeypatch, "test-starved", 2)
+        pool.call_many(work, [(i,) for i in range(1, 11)])  # the next two starts fail
+        assert len(refused) == 2
+        deadline = time.monotonic() + 5
+        while len(done) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(done) == list(range(1, 11)), "the started threads ran every item, the unclaimed ones too"
+        gate.set()
+        deadline = time.monotonic() + 5
+        while len(done) < 11 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(done) == list(range(11))
+        assert pool.busy == 0, "every thread is idle again: the accounting of unclaimed items balances"
+        assert len(pool._threads) <= 4
+    finally:
+        gate.set()
+        pool.shutdown(wait=True)
+
+
+def test_work_queued_when_no_thread_could_start_runs_when_one_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = DaemonThreadPool(2, "test-none")
+    ran = threading.Event()
+    try:
+        refused = _failing_starts(monkeypatch, "test-none", 1)
+        pool.call(ran.set)  # no thread at all: the item waits
+        assert refused and not ran.wait(0.1)
+        pool.call(lambda: None)  # the next hire starts threads for both
+        assert ran.wait(5)
+    finally:
+        pool.shutdown(wait=True)
+
+
+def test_a_pool_thread_outlives_work_that_raises() -> None:
+    """A pool of one thread: work that raises (even BaseException) is logged, and the thread
+    goes on to the next item."""
+    pool = DaemonThreadPool(1, "test-raise")
+    after = threading.Event()
+
+    def boom() -> None:
+        raise MemoryError
+
+    try:
+        pool.call(boom)
+        pool.call(lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+        pool.call(after.set)
+        assert after.wait(5)
+        assert len(pool._threads) == 1
+    finally:
+        pool.shutdown(wait=True)
+
+
+async def test_an_outbox_whose_wake_up_fails_for_want_of_memory_delivers_all_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`call_soon_threadsafe` raising MemoryError must not leave the outbox believing a delivery
+    is scheduled: every later item would wait for it for ever."""
+    loop = asyncio.get_running_loop()
+    got: list[int] = []
+    outbox: LoopOutbox[int] = LoopOutbox(loop, got.extend)
+    real = loop.call_soon_threadsafe
+    failures = {"left": 3}
+
+    def short_of_memory(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if failures["left"]:
+            failures["left"] -= 1
+            raise MemoryError
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", short_of_memory)
+    thread = threading.Thread(target=outbox.put, args=(1,))
+    thread.start()
+    thread.join()
+    for _ in range(50):
+        if got:
+            break
+        await asyncio.sleep(0.01)
+    assert got == [1], "retried until the wake-up could be scheduled"
+
+    failures["left"] = 100  # longer than the outbox waits: it gives up on this wake-up...
+    monkeypatch.setattr("baton.runtime.threads.MEMORY_PATIENCE", (0.0, 0.0))
+    outbox.put(2)
+    failures["left"] = 0
+    outbox.put(3)  # ...and the next put schedules one for both
+    for _ in range(50):
+        if len(got) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert got == [1, 2, 3]

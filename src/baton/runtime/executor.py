@@ -25,7 +25,7 @@ from ..store.jobs import Ack
 from ..worker import WorkerDef, default_backoff
 from ..workflows.builder import Graft
 from .processes import ProcessPool, ProcessTimedOut, Ticket, target_of, unpack
-from .threads import DaemonThreadPool, LoopHandoff, LoopOutbox
+from .threads import MEMORY_PATIENCE, DaemonThreadPool, LoopHandoff, LoopOutbox
 
 log = logging.getLogger("baton.executor")
 
@@ -39,6 +39,19 @@ def _mark_began(began: asyncio.Future[None]) -> None:
 
 class _TimedOut(Exception):
     """The worker's timeout elapsed."""
+
+
+def _trace(exc: BaseException) -> str:
+    """The traceback of `exc`, which is being handled, for the job's errors. After a
+    MemoryError the finished frames it went through are cleared first: their locals (what a
+    leaking worker hoarded) would keep the memory taken while the traceback is formatted and
+    the ack is built. With no memory for it, no traceback."""
+    if isinstance(exc, MemoryError):
+        traceback.clear_frames(exc.__traceback__)
+    try:
+        return traceback.format_exc()
+    except MemoryError:
+        return ""
 
 
 def _queue_ms(job: Job) -> float:
@@ -145,7 +158,7 @@ class Executor:
         except JobCancelled as exc:
             return self._emit(job, self._stopped(job, worker, exc, started))
         except (Exception, SystemExit) as exc:  # a worker calling sys.exit() must not stop the node
-            return self._emit(job, self._failed(job, worker, exc, traceback.format_exc(), started))
+            return self._emit(job, self._failed(job, worker, exc, _trace(exc), started))
         return self._emit(job, self._outcome(job, worker, result, started))
 
     def _begin(self, job: Job, started: float) -> WorkerDef | _Done:
@@ -178,7 +191,7 @@ class Executor:
         if job.cancelled():
             log.info("job %s attempt %s stopped: %s", job.id, job.attempt, exc)
             return None, 0.0, None
-        return self._failed(job, worker, exc, traceback.format_exc(), started)
+        return self._failed(job, worker, exc, _trace(exc), started)
 
     def _outcome(self, job: Job, worker: WorkerDef, result: Any, started: float) -> _Done:
         """The attempt's end for what the worker returned (or raised: Snooze, Cancel, Discard)."""
@@ -240,8 +253,22 @@ class Executor:
         try:
             done = context.run(self._perform_sync, worker, attempt.job, started)
         except BaseException as exc:  # a pool thread must not die (KeyboardInterrupt...): fail the attempt
-            done = self._failed(attempt.job, worker, exc, traceback.format_exc(), started)
+            done = self._failed_anyway(attempt.job, worker, exc, started)
         outbox.put((attempt, done))
+
+    def _failed_anyway(self, job: Job, worker: WorkerDef, exc: BaseException, started: float) -> _Done:
+        """In a pool thread: the attempt's failure when building it the usual way raised too
+        (a MemoryError while another job still holds the memory). Tried again for a few
+        seconds, without the traceback: an attempt with no outcome would hold its slot, and
+        its job would stay `executing` on a live node, for good."""
+        tb = _trace(exc)
+        for pause in MEMORY_PATIENCE:
+            try:
+                return self._failed(job, worker, exc, tb, started)
+            except MemoryError:
+                tb = ""
+                time.sleep(pause)
+        return self._failed(job, worker, exc, "", started)
 
     def _perform_sync(self, worker: WorkerDef, job: Job, started: float) -> _Done:
         """In a pool thread: run the attempt and build its ack (`run` does the same on the loop)."""
@@ -252,7 +279,7 @@ class Executor:
         except JobCancelled as exc:
             return self._stopped(job, worker, exc, started)
         except (Exception, SystemExit) as exc:  # a worker calling sys.exit() must not stop the node
-            return self._failed(job, worker, exc, traceback.format_exc(), started)
+            return self._failed(job, worker, exc, _trace(exc), started)
         return self._outcome(job, worker, result, started)
 
     def _settle(self, batch: list[tuple[ThreadAttempt, _Done]]) -> None:

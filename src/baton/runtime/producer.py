@@ -115,6 +115,19 @@ class Producer:
             self.wake()
 
     async def _run(self) -> None:
+        # Nothing may end the fetch loop but a stop: a producer that died would leave its node
+        # alive, heartbeating, and running nothing (a MemoryError while a job leaked memory).
+        while not self._stopping:
+            try:
+                await self._fetch_loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("producer %s failed; fetching again in 1 s", self.queue)
+                self._more = True
+                await asyncio.sleep(1.0)
+
+    async def _fetch_loop(self) -> None:
         poll = self.node.app.poll_interval
         backoff = 0.05
         loop = asyncio.get_running_loop()
@@ -227,13 +240,24 @@ class Producer:
         """Start jobs fetched for this producer: sync ones without a timeout on the threads at
         once (Executor.start_in_threads), the others as tasks."""
         self.fetched += len(jobs)
-        for job in jobs:
-            self._jobs[job.id] = job
-        threaded = self.node.executor.start_in_threads(jobs, self)
-        for job, attempt in zip(jobs, threaded, strict=True):
-            self.running[job.id] = (
-                attempt if attempt is not None else asyncio.create_task(self._execute(job), name=f"baton-job-{job.id}")
-            )
+        try:
+            for job in jobs:
+                self._jobs[job.id] = job
+            threaded = self.node.executor.start_in_threads(jobs, self)
+            for job, attempt in zip(jobs, threaded, strict=True):
+                self.running[job.id] = (
+                    attempt
+                    if attempt is not None
+                    else asyncio.create_task(self._execute(job), name=f"baton-job-{job.id}")
+                )
+        except Exception:
+            # The jobs not started are `executing` here but run nowhere: `reconcile` hands
+            # them back at the next heartbeats.
+            not_started = [job.id for job in jobs if job.id not in self.running]
+            log.exception("queue %s: could not start jobs %s; they will be handed back", self.queue, not_started[:20])
+            for job in jobs:
+                if job.id not in self.running and self._jobs.get(job.id) is job:
+                    del self._jobs[job.id]
 
     async def _execute(self, job: Job) -> None:
         try:

@@ -6,14 +6,29 @@ unfinished jobs be rescued elsewhere."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 _Work = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+log = logging.getLogger("baton.threads")
+
+# Pauses between tries of a step that failed for want of memory (a job leaking memory holds
+# it until its allocation fails and its frames are freed): about 5 s in all.
+MEMORY_PATIENCE = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.0, 1.0, 1.0)
+
+
+def _report(message: str, exc: BaseException) -> None:
+    """Log what went wrong on a pool thread; with no memory left even that may fail."""
+    try:
+        log.error(message, exc)
+    except BaseException:
+        pass
 
 
 class DaemonThreadPool(Executor):
@@ -24,7 +39,8 @@ class DaemonThreadPool(Executor):
         self._name = name
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle = 0
+        self._idle = 0  # threads waiting for work that no queued item has claimed
+        self._unclaimed = 0  # queued items no thread has claimed (a thread could not be started)
         self._lock = threading.Lock()
         self._shutdown = False
 
@@ -56,12 +72,25 @@ class DaemonThreadPool(Executor):
 
     def _hire(self) -> None:
         # Under the lock, for one item just queued: an idle thread takes it, else a new one.
-        if self._idle == 0 and len(self._threads) < self._max:
-            thread = threading.Thread(target=self._loop, name=f"{self._name}-{len(self._threads)}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
-        elif self._idle > 0:
+        # Starting a thread can fail (no memory for its stack, a process limit): the item
+        # stays queued, unclaimed, for the next thread that frees up or is started.
+        if self._idle > 0:
             self._idle -= 1
+            return
+        self._unclaimed += 1
+        self._staff()
+
+    def _staff(self) -> None:
+        # Under the lock: start threads for the unclaimed items, up to the pool's size.
+        while self._unclaimed > 0 and len(self._threads) < self._max:
+            thread = threading.Thread(target=self._loop, name=f"{self._name}-{len(self._threads)}", daemon=True)
+            try:
+                thread.start()
+            except (RuntimeError, MemoryError) as exc:  # "can't start new thread"
+                _report("could not start a worker thread (%r); its work waits for a free one", exc)
+                return
+            self._threads.append(thread)
+            self._unclaimed -= 1
 
     def _loop(self) -> None:
         while True:
@@ -69,21 +98,28 @@ class DaemonThreadPool(Executor):
             if item is None:
                 return
             future, fn, args, kwargs = item
-            if future is None:
-                fn(*args)
-            elif future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args, **kwargs))
-                except BaseException as exc:
-                    future.set_exception(exc)
+            try:
+                if future is None:
+                    fn(*args)
+                elif future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args, **kwargs))
+                    except BaseException as exc:
+                        future.set_exception(exc)
+            except BaseException as exc:  # the thread must live on: the pool would shrink for good
+                _report("work on a pool thread raised %r", exc)
             del item, future
             with self._lock:
-                self._idle += 1
+                if self._unclaimed > 0:
+                    self._unclaimed -= 1  # this thread takes an item queued while none was free
+                else:
+                    self._idle += 1
 
     def abandon(self) -> None:
         """A running thread will not come back soon (its job timed out): allow one more."""
         with self._lock:
             self._max += 1
+            self._staff()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
@@ -131,10 +167,17 @@ class LoopOutbox(Generic[T]):
             if self._scheduled:
                 return
             self._scheduled = True
-        try:
-            self.loop.call_soon_threadsafe(self._deliver)
-        except RuntimeError:  # the loop is closed: nobody waits for these items any more
-            pass
+        for pause in MEMORY_PATIENCE:
+            try:
+                self.loop.call_soon_threadsafe(self._deliver)
+                return
+            except RuntimeError:  # the loop is closed: nobody waits for these items any more
+                return
+            except MemoryError:  # another thread holds the memory for now (a leaking job)
+                time.sleep(pause)
+        # Never scheduled: the next item's put schedules the delivery of this one too.
+        with self._lock:
+            self._scheduled = False
 
     def _deliver(self) -> None:
         with self._lock:
