@@ -8,14 +8,19 @@
 - a worker that blocks the event loop for longer than `stale_after`: its node looks dead, its
   jobs are rescued by another node, and the blocked node's late acks are fenced, so nothing
   is completed twice;
-- a worker that leaks memory until allocation fails: the node keeps processing the others.
+- a worker that leaks memory until allocation fails: the node keeps processing the others, even
+  while no worker thread can be started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sqlite3
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import fault_node
@@ -222,3 +227,28 @@ async def test_a_worker_that_leaks_memory_does_not_stop_its_node(fault_db, tmp_p
     for job_id in leakers:
         (errors,) = db.query("SELECT errors FROM baton_jobs WHERE id = ?", (job_id,))[0]
         assert errors and all("MemoryError" in e["error"] for e in errors), errors
+
+
+async def test_a_node_at_its_memory_limit_runs_every_job_though_no_thread_can_start(fault_db, tmp_path):
+    """A job takes all the memory a node's address space allows and holds it while 100 short
+    jobs arrive: the node's worker-thread pool must grow and cannot (no memory for a thread's
+    stack). The short jobs wait for the threads already running and all complete; the leaking
+    job fails with its MemoryError. (Before the fix the failed thread start killed the
+    producer: the node heartbeated on and ran nothing, 0 of 100.)"""
+    db = await fault_db("postgres")
+    program = Path(__file__).with_name("starved_node.py")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(program),
+        db.url,
+        "700",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "MALLOC_ARENA_MAX": "2"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["completed"] == result["short"] == 100, (result, err.decode()[-3000:])
+    assert result["leak_state"] == "discarded"
+    assert result["leak_errors"] and result["leak_errors"][0].startswith("MemoryError"), result
