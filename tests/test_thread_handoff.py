@@ -226,3 +226,24 @@ async def test_an_outbox_whose_wake_up_fails_for_want_of_memory_delivers_all_the
             break
         await asyncio.sleep(0.01)
     assert got == [1, 2, 3]
+
+
+async def test_a_background_loop_that_dies_is_logged_not_lost(caplog: pytest.LogCaptureFixture) -> None:
+    """Node loops (producers, acker, listener, heartbeat) are started through `watch`: one that
+    ends with an exception is logged at CRITICAL; a cancelled one is not."""
+    from baton._tasks import watch
+
+    async def dies() -> None:
+        raise MemoryError("no memory")
+
+    async def waits() -> None:
+        await asyncio.sleep(10)
+
+    died = watch(asyncio.create_task(dies(), name="test-dies"))
+    cancelled = watch(asyncio.create_task(waits(), name="test-cancelled"))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(died, cancelled, return_exceptions=True)
+    await asyncio.sleep(0)
+    critical = [r for r in caplog.records if r.levelname == "CRITICAL"]
+    assert [r.getMessage() for r in critical] == ["background task test-dies died: MemoryError('no memory')"]

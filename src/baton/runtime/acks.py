@@ -8,7 +8,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from .._tasks import cancel_and_wait
+from .._tasks import cancel_and_wait, watch
 from ..errors import DatabaseUnavailable
 from ..job import storable
 from ..store.jobs import Ack
@@ -34,7 +34,7 @@ class Acker:
         self.flushed = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="baton-acker")
+        self._task = watch(asyncio.create_task(self._run(), name="baton-acker"))
 
     def push(self, ack: Ack) -> None:
         self._buffer.append(ack)

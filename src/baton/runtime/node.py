@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import telemetry
+from .._tasks import watch
 from ..limits import QueueLimits, effective, parse_global_limit, parse_rate_limit
 from ..store import jobs as store
 from ..store import transitions
@@ -91,11 +92,13 @@ class Node:
             producer.start()
             producer.emit("start")
         await self.leadership.tick()
-        self._tasks.append(asyncio.create_task(self._heartbeat(), name="baton-heartbeat"))
+        self._tasks.append(watch(asyncio.create_task(self._heartbeat(), name="baton-heartbeat")))
         if self.app.lease_guard:
-            self._tasks.append(asyncio.create_task(self._watchdog(), name="baton-lease-watchdog"))
+            self._tasks.append(watch(asyncio.create_task(self._watchdog(), name="baton-lease-watchdog")))
         for plugin in self.app.plugins:
-            self._tasks.append(asyncio.create_task(self._plugin_loop(plugin), name=f"baton-plugin-{plugin.name}"))
+            self._tasks.append(
+                watch(asyncio.create_task(self._plugin_loop(plugin), name=f"baton-plugin-{plugin.name}"))
+            )
         log.info(
             "node %s started: queues %s, plugins %s, database %s",
             self.name,

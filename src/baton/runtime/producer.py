@@ -11,7 +11,7 @@ import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
 
 from .. import telemetry
-from .._tasks import cancel_and_wait
+from .._tasks import cancel_and_wait, watch
 from ..job import Job
 from ..limits import QueueLimits
 from ..store import jobs as store
@@ -80,7 +80,7 @@ class Producer:
         }
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"baton-producer-{self.queue}")
+        self._task = watch(asyncio.create_task(self._run(), name=f"baton-producer-{self.queue}"))
 
     def wake(self) -> None:
         """Jobs may be waiting: fetch as soon as there is capacity (scanning from the start of

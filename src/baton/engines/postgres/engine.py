@@ -21,7 +21,7 @@ import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from ..._tasks import cancel_and_wait
+from ..._tasks import cancel_and_wait, watch
 from ...errors import DatabaseUnavailable, MigrationError, ValidationError
 from ..base import Engine, Listener, NotifyHandler, Op, P, Queries, Row, T, drive, migration_files
 
@@ -327,7 +327,7 @@ class _PgListener:
         self.connected = asyncio.Event()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="baton-listener")
+        self._task = watch(asyncio.create_task(self._run(), name="baton-listener"))
 
     async def _run(self) -> None:
         delay = 0.1

@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from ..._tasks import cancel_and_wait
+from ..._tasks import cancel_and_wait, watch
 from ...errors import DatabaseUnavailable, MigrationError, ValidationError
 from ..base import Conn, Engine, Listener, NotifyHandler, Op, P, Queries, Row, T, drive, migration_files
 
@@ -146,7 +146,7 @@ class _SqliteListener:
 
     async def start(self) -> None:
         self._last = await self._engine.run(_last_notice)
-        self._task = asyncio.create_task(self._run(), name="baton-notice-poller")
+        self._task = watch(asyncio.create_task(self._run(), name="baton-notice-poller"))
 
     async def _run(self) -> None:
         polls = 0
