@@ -501,6 +501,42 @@ async def test_a_late_hop_reads_none_of_the_hops_before_it(pg_app: baton.Baton) 
     assert sum(reads.values()) < 40, sorted(reads.items(), key=lambda kv: -kv[1])[:3]
 
 
+async def test_a_batch_with_an_ack_that_does_not_apply_and_a_dependent_acked_with_its_dep(pg_app: baton.Baton) -> None:
+    """The hop function keeps exactly the acks that applied: one batch acks a root `a`, its
+    dependent `b` (running although `a` was unresolved: started by hand), and a step `c` under
+    an attempt it no longer has (fenced). `a` and `b` are completed, resolved, their stats
+    written; `b`, resolved by the batch itself, is not counted down; `c` keeps running,
+    unresolved, with no stats."""
+    app = pg_app
+    steps(app)
+    wf = baton.Workflow(label="filters")
+    wf.add("a", app.new("hop.step", {"i": 0}))
+    wf.add("b", app.new("hop.step", {"i": 1}), deps=["a"])
+    wf.add("c", app.new("hop.step", {"i": 2}))
+    wid = await app.insert_workflow(wf)
+    ids = dict(query(app.engine.url, f"SELECT name, job_id FROM workflow_nodes WHERE workflow_id = '{wid}'"))
+    query(app.engine.url, f"UPDATE baton_jobs SET state = 'available' WHERE id = {ids['b']}")  # started by hand
+    producer = str(uuid.uuid4())
+    jobs = {j.id: j for j in await _fetch(app, producer)}
+    assert set(jobs) == set(ids.values())
+    fenced = jobs[ids["c"]]
+    fenced.attempt += 1  # not the attempt that is running: its ack is fenced
+    acks = [Ack(jobs[ids["a"]], "completed"), Ack(jobs[ids["b"]], "completed"), Ack(fenced, "completed")]
+    result, _ = await _ack(app, acks, [])
+    assert sorted(a.job.id for a in result.acked) == sorted([ids["a"], ids["b"]])
+    states = dict(query(app.engine.url, "SELECT id, state FROM baton_jobs"))
+    assert (states[ids["a"]], states[ids["b"]], states[ids["c"]]) == ("completed", "completed", "executing")
+    nodes = {
+        name: (resolution, pending)
+        for name, resolution, pending in query(
+            app.engine.url, f"SELECT name, resolution, pending FROM workflow_nodes WHERE workflow_id = '{wid}'"
+        )
+    }
+    assert nodes == {"a": ("completed", 0), "b": ("completed", 1), "c": (None, 0)}
+    stats = {r[0] for r in query(app.engine.url, "SELECT job_id FROM workflow_step_stats")}
+    assert stats == {ids["a"], ids["b"]}
+
+
 async def _late_hop(conn: Any, job: baton.Job, offer: list[tuple[str, str, int]]) -> Any:
     """Ack `job` (taking its successor) in one transaction, with the index rows that read."""
 
