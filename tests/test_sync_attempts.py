@@ -311,3 +311,34 @@ def test_a_memory_errors_frames_are_cleared_before_its_traceback_is_formatted() 
         text = _trace(exc)
         assert refs[0]() is None
         assert "in leak" in text and "raise MemoryError" in text
+
+
+async def test_a_job_whose_thread_could_not_start_runs_at_a_later_heartbeat(
+    make_app: Callable[..., baton.Baton], monkeypatch: Any
+):
+    """The first worker thread of a node cannot be started (no memory for its stack) and no
+    other job comes along to try again: the node's heartbeat starts it once it can."""
+    app = make_app(queues={"default": 4}, refresh_interval=0.2, stale_after=5)
+
+    @app.worker(name="sa.lonely")
+    def lonely(job: baton.Job) -> str:
+        return "ran"
+
+    refused: list[str] = []
+    real_start = threading.Thread.start
+
+    def short_of_stack(self: threading.Thread) -> None:
+        if self.name.startswith("baton-worker") and len(refused) < 3:
+            refused.append(self.name)
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", short_of_stack)
+    async with app:
+        job = await app.insert(lonely.new({}))
+
+        async def done() -> bool:
+            return (await app.get_job(job.id)).state == "completed"
+
+        await wait_for(done, 10)
+    assert len(refused) == 3

@@ -170,6 +170,23 @@ def test_work_queued_when_no_thread_could_start_runs_when_one_can(monkeypatch: p
         pool.shutdown(wait=True)
 
 
+def test_work_queued_when_no_thread_could_start_runs_at_the_next_restaff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No later work comes to retry the start (an idle queue): a node's heartbeat calls
+    `restaff`, which starts the thread once it can."""
+    pool = DaemonThreadPool(2, "test-restaff")
+    ran = threading.Event()
+    try:
+        refused = _failing_starts(monkeypatch, "test-restaff", 2)
+        pool.call(ran.set)
+        pool.restaff()  # still refused
+        assert len(refused) == 2 and not ran.wait(0.1)
+        pool.restaff()
+        assert ran.wait(5)
+        assert len(pool._threads) == 1
+    finally:
+        pool.shutdown(wait=True)
+
+
 def test_a_pool_thread_outlives_work_that_raises() -> None:
     """A pool of one thread: work that raises (even BaseException) is logged, and the thread
     goes on to the next item."""

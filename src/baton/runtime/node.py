@@ -137,6 +137,7 @@ class Node:
                     log.log(level, "producer heartbeat failed (%s); retrying", error)
                     due = started + min(interval, 1.0)
             self._elect_soon.clear()
+            self.threads.restaff()  # work queued while no worker thread could be started
             if not self.lease.lost:
                 done, _ = await self._bounded(self.leadership.tick(), self.lease.span)
                 if not done:

@@ -115,6 +115,13 @@ class DaemonThreadPool(Executor):
                 else:
                     self._idle += 1
 
+    def restaff(self) -> None:
+        """Try again to start threads for work that none could be started for (called at each
+        heartbeat of a node): with no thread running at all, nothing else would."""
+        with self._lock:
+            if not self._shutdown:
+                self._staff()
+
     def abandon(self) -> None:
         """A running thread will not come back soon (its job timed out): allow one more."""
         with self._lock:
