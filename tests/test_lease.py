@@ -256,3 +256,37 @@ async def test_job_cancelled_raised_by_hand_is_an_ordinary_error(make_app: Calla
     assert await app.drain() == {"discarded": 1}
     done = await app.get_job(job.id)
     assert done is not None and "JobCancelled: not really" in done.errors[-1]["error"]
+
+
+async def test_a_node_whose_loop_blocks_after_an_election_holds_no_lock_on_the_lease_row(
+    make_app: Callable[..., baton.Baton], engine_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every node's election statement locks the lease row, the leader's and the others'
+    alike. If that lock lasted until the node's loop sent COMMIT, a loop blocked right after
+    the statement (a worker that never awaits) would stall every other node's election, the
+    leader's renewal included, until the leader lost its lease and nobody rescued the blocked
+    node's jobs (a CI run of the event-loop fault test). Here the loop stays blocked after
+    the statement while another session updates the row under a 2 s lock timeout."""
+    if engine_name != "postgres":
+        pytest.skip("SQLite commits in its database thread, whatever the event loop does")
+    app = make_app(queues={"default": 1}, refresh_interval=30)
+    from baton.store import jobs as store
+
+    elect = store.elect_leader
+    waited: list[float] = []
+
+    async def elect_then_block(conn: Any, node: str, instance: str, ttl: float) -> bool:
+        won = await elect(conn, node, instance, ttl)
+        # The loop is blocked from here until this returns: nothing of this node runs.
+        with psycopg.connect(app.engine.url, autocommit=True) as other:
+            other.execute("SET lock_timeout = '2s'")
+            started = time.monotonic()
+            other.execute("UPDATE baton_leaders SET expires_at = expires_at WHERE name = 'baton'")
+            waited.append(time.monotonic() - started)
+        return won
+
+    async with app:
+        assert app._node is not None
+        monkeypatch.setattr(store, "elect_leader", elect_then_block)
+        assert await app._node.leadership.tick()
+    assert len(waited) == 1 and waited[0] < 1.0, waited

@@ -26,7 +26,14 @@ class Leadership:
     async def tick(self) -> bool:
         """Take or renew the lease; emit an event when leadership changes."""
         try:
-            leader = await self.node.engine.run(store.elect_leader, self.node.name, self.node.instance, self.ttl)
+            # One statement, committed by the server as it ends (autocommit): in a transaction,
+            # its lock on the lease row (taken even when another node holds the lease) would last
+            # until this node's loop sends COMMIT, and a loop blocked meanwhile (a worker that
+            # never awaits) would stall every node's election, the leader's renewal included:
+            # the leader then loses its lease, and no Lifeline rescues the blocked node's jobs.
+            leader = await self.node.engine.run_autocommit(
+                store.elect_leader, self.node.name, self.node.instance, self.ttl
+            )
         except Exception as exc:
             log.warning("leader election failed (%s)", exc)
             leader = False
