@@ -83,8 +83,8 @@ class DaemonThreadPool(Executor):
     def _staff(self) -> None:
         # Under the lock: start threads for the unclaimed items, up to the pool's size.
         while self._unclaimed > 0 and len(self._threads) < self._max:
-            thread = threading.Thread(target=self._loop, name=f"{self._name}-{len(self._threads)}", daemon=True)
             try:
+                thread = threading.Thread(target=self._loop, name=f"{self._name}-{len(self._threads)}", daemon=True)
                 thread.start()
             except (RuntimeError, MemoryError) as exc:  # "can't start new thread"
                 _report("could not start a worker thread (%r); its work waits for a free one", exc)
@@ -126,7 +126,8 @@ class DaemonThreadPool(Executor):
         """A running thread will not come back soon (its job timed out): allow one more."""
         with self._lock:
             self._max += 1
-            self._staff()
+            if not self._shutdown:
+                self._staff()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
