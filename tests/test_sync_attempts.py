@@ -17,6 +17,7 @@ from typing import Any
 import baton
 from baton.runtime.executor import ThreadAttempt
 from conftest import wait_for
+from thread_faults import refuse_thread_starts
 
 START, STOP, EXCEPTION = ("baton", "job", "start"), ("baton", "job", "stop"), ("baton", "job", "exception")
 
@@ -245,16 +246,7 @@ async def test_a_node_short_of_memory_runs_every_job_all_the_same(
         time.sleep(0.01)
         return job.args["i"]
 
-    refused: list[str] = []
-    real_start = threading.Thread.start
-
-    def short_of_stack(self: threading.Thread) -> None:
-        if self.name.startswith("baton-worker") and self.name != "baton-worker-0" and len(refused) < 4:
-            refused.append(self.name)
-            raise RuntimeError("can't start new thread")
-        real_start(self)
-
-    monkeypatch.setattr(threading.Thread, "start", short_of_stack)
+    refused = refuse_thread_starts(monkeypatch, "baton-worker", 4, allow=1)
     async with app:
         executor = app._node.executor  # type: ignore[union-attr]
         real = executor.start_in_threads
@@ -324,16 +316,7 @@ async def test_a_job_whose_thread_could_not_start_runs_at_a_later_heartbeat(
     def lonely(job: baton.Job) -> str:
         return "ran"
 
-    refused: list[str] = []
-    real_start = threading.Thread.start
-
-    def short_of_stack(self: threading.Thread) -> None:
-        if self.name.startswith("baton-worker") and len(refused) < 3:
-            refused.append(self.name)
-            raise RuntimeError("can't start new thread")
-        real_start(self)
-
-    monkeypatch.setattr(threading.Thread, "start", short_of_stack)
+    refused = refuse_thread_starts(monkeypatch, "baton-worker", 3)
     async with app:
         job = await app.insert(lonely.new({}))
 

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from baton.runtime.threads import DaemonThreadPool, LoopHandoff, LoopOutbox
+from thread_faults import refuse_thread_starts
 
 
 async def test_results_and_exceptions_come_back_to_their_futures() -> None:
@@ -106,22 +107,6 @@ def test_call_many_after_shutdown_is_refused() -> None:
 # --------------------------------------------------------------------------- short of memory
 
 
-def _failing_starts(monkeypatch: pytest.MonkeyPatch, prefix: str, failures: int) -> list[str]:
-    """Make the next `failures` starts of threads named `prefix`-* fail as a start does when
-    there is no memory for the thread's stack; returns the names of the refused starts."""
-    refused: list[str] = []
-    start = threading.Thread.start
-
-    def flaky_start(self: threading.Thread) -> None:
-        if self.name.startswith(prefix) and len(refused) < failures:
-            refused.append(self.name)
-            raise RuntimeError("can't start new thread")
-        start(self)
-
-    monkeypatch.setattr(threading.Thread, "start", flaky_start)
-    return refused
-
-
 def test_work_whose_thread_could_not_start_runs_on_a_thread_that_frees_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """The pool grows thread by thread as work arrives; a start that fails (no memory for the
     stack) neither raises to the caller nor loses the work: it waits for a running thread."""
@@ -138,7 +123,7 @@ def test_work_whose_thread_could_not_start_runs_on_a_thread_that_frees_up(monkey
 
     try:
         pool.call(work, 0)  # one thread, busy until the gate opens
-        refused = _failing_starts(monkeypatch, "test-starved", 2)
+        refused = refuse_thread_starts(monkeypatch, "test-starved", 2)
         pool.call_many(work, [(i,) for i in range(1, 11)])  # the next two starts fail
         assert len(refused) == 2
         deadline = time.monotonic() + 5
@@ -161,7 +146,7 @@ def test_work_queued_when_no_thread_could_start_runs_when_one_can(monkeypatch: p
     pool = DaemonThreadPool(2, "test-none")
     ran = threading.Event()
     try:
-        refused = _failing_starts(monkeypatch, "test-none", 1)
+        refused = refuse_thread_starts(monkeypatch, "test-none", 1)
         pool.call(ran.set)  # no thread at all: the item waits
         assert refused and not ran.wait(0.1)
         pool.call(lambda: None)  # the next hire starts threads for both
@@ -176,7 +161,7 @@ def test_work_queued_when_no_thread_could_start_runs_at_the_next_restaff(monkeyp
     pool = DaemonThreadPool(2, "test-restaff")
     ran = threading.Event()
     try:
-        refused = _failing_starts(monkeypatch, "test-restaff", 2)
+        refused = refuse_thread_starts(monkeypatch, "test-restaff", 2)
         pool.call(ran.set)
         pool.restaff()  # still refused
         assert len(refused) == 2 and not ran.wait(0.1)
