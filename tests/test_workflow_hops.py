@@ -152,6 +152,49 @@ async def test_a_waiting_job_of_higher_priority_goes_first(pg_app: baton.Baton) 
     assert [j.id for j in fetched] == [urgent.id]
 
 
+async def test_a_released_step_of_higher_priority_takes_the_slot_first(pg_app: baton.Baton) -> None:
+    """Of the steps one ack releases, a step of lower priority is not handed over while one of
+    higher priority released beside it waits (a fetch would take that one first)."""
+    app = pg_app
+    steps(app)
+    wf = baton.Workflow()
+    wf.add("root", app.new("hop.step", {}))
+    wf.add("low", app.new("hop.step", {"i": 0}, priority=5), deps=["root"])
+    wf.add("high", app.new("hop.step", {"i": 1}, priority=1), deps=["root"])
+    await app.insert_workflow(wf)
+    producer = str(uuid.uuid4())
+    (root,) = await _fetch(app, producer)
+    result, _ = await _ack(app, [Ack(root, "completed")], [("default", producer, 1)])
+    assert [j.step for j in result.taken[producer]] == ["high"]
+    assert result.effects.released_queues == {"default"}
+    assert query(app.engine.url, "SELECT priority, state FROM baton_jobs WHERE workflow_id IS NOT NULL ORDER BY id") == [
+        (0, "completed"),
+        (5, "available"),
+        (1, "executing"),
+    ]
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+async def test_a_step_and_a_chain_link_released_by_one_batch_share_the_slots(pg_app: baton.Baton, slots: int) -> None:
+    """A step and the next link of a chain released by one batch are handed over in id order
+    up to the slots on offer; what is left is released for any producer to fetch."""
+    app = pg_app
+    steps(app)
+    await app.insert_workflow(_chain(app, 2))
+    links = await app.insert_all([app.new("hop.link", {"k": "a", "i": i}) for i in range(2)])
+    producer = str(uuid.uuid4())
+    fetched = await _fetch(app, producer)
+    assert sorted(j.id for j in fetched) == sorted([fetched[0].id, links[0].id])
+    result, trips = await _ack(app, [Ack(j, "completed") for j in fetched], [("default", producer, slots)])
+    assert trips == 1
+    taken = result.taken[producer]
+    assert [j.step for j in taken if j.step] == ["s1"]
+    assert [j.id for j in taken if not j.step] == ([links[1].id] if slots == 2 else [])
+    assert result.effects.released_queues == (set() if slots == 2 else {"default"})
+    link_state = query(app.engine.url, f"SELECT state FROM baton_jobs WHERE id = {links[1].id}")
+    assert link_state == [("executing",)] if slots == 2 else [("available",)]
+
+
 async def test_a_chain_link_completion_hands_over_the_next_link(pg_app: baton.Baton) -> None:
     app = pg_app
     steps(app)
