@@ -390,6 +390,42 @@ async def test_retention_never_lets_a_workflow_go_unannounced(db_url, app, event
     assert len(events.of(FINISHED)) == 1
 
 
+async def test_retention_keeps_a_workflow_whose_claimant_died_before_its_finished_event(db_url, make_app, events):
+    """The node that claimed the completion died before it emitted the finished event, and the
+    workflow's jobs were pruned meanwhile. Retention keeps the workflow's rows until the
+    backstop has taken the claim over and emitted the event (found by bench/chaos.py's
+    retention scenario: a workflow pruned before stale_after passed was never announced)."""
+    events.attach(FINISHED)
+    node1 = make_app(node="node-1")
+    register(node1)
+    wid = await finished_workflow(node1, "claimed")
+    events.items.clear()
+    side_sql(db_url, "UPDATE workflow_completions SET emitted_at = NULL WHERE workflow_id = ?", (wid,))
+    await asyncio.sleep(0.01)
+    assert (await Pruner(max_age=0.001).sweep(node1))["pruned_count"] == 2
+
+    node2 = make_app(node="node-2", stale_after=3, refresh_interval=1)
+    register(node2)
+    health = WorkflowHealth(prune=True)
+    young = await health.sweep(node2)
+    assert young["announced"] == []
+    kept = ("workflow_nodes", "baton_workflow_deps", "workflow_completions", "baton_workflows")
+    assert {t: rows(db_url, t) for t in kept} == dict(zip(kept, (2, 1, 1, 1), strict=True)), young["pruned"]
+
+    side_sql(
+        db_url, f"UPDATE workflow_completions SET announced_at = {ago_sql(db_url, 5)} WHERE workflow_id = ?", (wid,)
+    )
+    taken = await health.sweep(node2)
+    assert taken["announced"] == [wid]
+    [(measurements, finished)] = events.of(FINISHED)
+    assert finished["workflow_id"] == wid and finished["status"] == "completed" and finished["node"] == "node-2"
+    assert measurements["total_count"] == 2
+    assert finished["counts"] == {"completed": 2}
+    await health.sweep(node2)
+    assert {t: rows(db_url, t) for t in WORKFLOW_TABLES} == dict.fromkeys(WORKFLOW_TABLES, 0)
+    assert len(events.of(FINISHED)) == 1
+
+
 async def test_debug_logs_older_than_max_age_are_deleted_whatever_the_job_state(db_url, app, events):
     events.attach(PRUNED)
     wf = baton.Workflow(label="chatty")

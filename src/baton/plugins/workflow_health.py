@@ -11,7 +11,8 @@ leader:
    discarded step;
 4. with `prune=True`, deletes Baton's workflow rows whose backing job rows are gone, at most
    `prune_limit` per table per sweep (and debug logs older than `debug_log_max_age`),
-   emitting ("baton", "plugin", "pruned") when it deleted anything.
+   emitting ("baton", "plugin", "pruned") when it deleted anything; a workflow's steps and
+   completion row only once its finished event went out (the claim confirmed, or taken over).
 """
 
 from __future__ import annotations

@@ -274,7 +274,8 @@ async def claim_failure_reports(conn: Conn, limit: int) -> list[dict[str, Any]]:
 
 async def prune_workflow_rows(conn: Conn, *, limit: int, debug_log_max_age: float | None) -> dict[str, int]:
     """Retention: delete Baton's workflow rows whose backing job rows are gone (nodes only of
-    announced workflows, so nothing can be announced twice), at most `limit` per table."""
+    workflows whose finished event went out, so nothing is announced twice or never), at most
+    `limit` per table."""
     counts = {}
     nodes = await conn.fetch("prune_workflow_nodes", {"limit": limit})
     counts["workflow_nodes"] = len(nodes)

@@ -1,8 +1,10 @@
--- A completion row goes only once its workflow has no nodes left, so the backstop can never
--- find the workflow unannounced and announce it a second time.
+-- A completion row goes only once its finished event went out (emitted_at) and its workflow
+-- has no nodes left, so the backstop can never find the workflow unannounced and announce it a
+-- second time, nor lose a claim it has to take over.
 DELETE FROM workflow_completions
 WHERE workflow_id IN (
     SELECT c.workflow_id FROM workflow_completions c
-    WHERE NOT EXISTS (SELECT 1 FROM workflow_nodes n WHERE n.workflow_id = c.workflow_id)
+    WHERE c.emitted_at IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM workflow_nodes n WHERE n.workflow_id = c.workflow_id)
     LIMIT %(limit)s)
 RETURNING workflow_id
