@@ -3,8 +3,9 @@
 Runs the scenarios of the fault-injection suite (tests/faults) with 20 000 jobs and 200
 workflows each, and prints a report with figures: jobs, workflows, kills, restarts, the time
 to recover (from a kill to the dead node's jobs being available again; from a PostgreSQL
-restart to the first successful fetch), and the three numbers that must be zero: lost jobs,
-duplicated completions and duplicated announcements. The report also goes to
+restart to the first successful fetch), and the numbers that must be zero: lost jobs,
+duplicated completions, duplicated announcements, workflows never announced, and violations of
+any kind (every one is listed under its scenario). The report also goes to
 bench/results/chaos-latest.md.
 
     .venv/bin/python bench/chaos.py                      # every scenario
@@ -156,14 +157,18 @@ async def main(argv: list[str] | None = None) -> int:
 
 def _summary(results: list[ChaosResult]) -> str:
     """One line per scenario with the figures that must be zero."""
-    rows = ["| scenario | jobs | workflows | kills | PG restarts | lost | dup. completions | dup. announcements |"]
-    rows.append("|---|---|---|---|---|---|---|---|")
+    rows = [
+        "| scenario | jobs | workflows | kills | PG restarts | lost | dup. completions | dup. announcements "
+        "| never announced | violations |"
+    ]
+    rows.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         f: dict[str, Any] = r.figures
         rows.append(
             f"| {r.engine}: {harness.scenario_name(r.config)} | {f.get('jobs')} | {f.get('workflows')} "
             f"| {f.get('kills (kill -9)')} | {f.get('PostgreSQL restarts')} | {f.get('lost')} "
-            f"| {f.get('duplicated completions')} | {f.get('duplicated announcements')} |"
+            f"| {f.get('duplicated completions')} | {f.get('duplicated announcements')} "
+            f"| {f.get('missing announcements')} | {len(r.violations)} |"
         )
     return "\n".join(rows)
 
