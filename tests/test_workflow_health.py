@@ -12,6 +12,7 @@ import pytest
 
 import baton
 from baton.plugins import Pruner, WorkflowHealth
+from baton.store import maintenance
 from baton.store import workflows as wfstore
 from conftest import WORKFLOW_TABLES, wait_for
 from heal_nodes import ago_sql, now_sql, side_sql
@@ -424,6 +425,30 @@ async def test_retention_keeps_a_workflow_whose_claimant_died_before_its_finishe
     await health.sweep(node2)
     assert {t: rows(db_url, t) for t in WORKFLOW_TABLES} == dict.fromkeys(WORKFLOW_TABLES, 0)
     assert len(events.of(FINISHED)) == 1
+
+
+async def test_retention_keeps_a_failed_workflow_until_its_failure_is_reported(db_url, app, events):
+    """A failed workflow whose jobs were pruned before any sweep reported its failure keeps
+    its steps (the report is written from them) until the report went out."""
+    events.attach(FAILED)
+    wid = await failed_workflow(app, "nightly")
+    await asyncio.sleep(0.01)
+    assert (await Pruner(max_age=0.001).sweep(app))["pruned_count"] == 3
+    assert side_sql(db_url, "SELECT failure_reported FROM workflow_completions WHERE workflow_id = ?", (wid,)) in (
+        [(False,)],
+        [(0,)],
+    )
+    pruned = await app.engine.run(maintenance.prune_workflow_rows, limit=100, debug_log_max_age=None)
+    assert "workflow_nodes" not in pruned and "workflow_completions" not in pruned, pruned
+    assert rows(db_url, "workflow_nodes") == 3
+
+    health = WorkflowHealth(prune=True)
+    assert (await health.sweep(app))["failed_reported"] == [wid]
+    [(measurements, metadata)] = events.of(FAILED)
+    assert measurements == {"failed_count": 2, "total_count": 3}
+    assert metadata["root_step"] == "a" and metadata["cancelled_steps"] == ["b"]
+    await health.sweep(app)
+    assert {t: rows(db_url, t) for t in WORKFLOW_TABLES} == dict.fromkeys(WORKFLOW_TABLES, 0)
 
 
 async def test_debug_logs_older_than_max_age_are_deleted_whatever_the_job_state(db_url, app, events):

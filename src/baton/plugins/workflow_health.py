@@ -12,7 +12,8 @@ leader:
 4. with `prune=True`, deletes Baton's workflow rows whose backing job rows are gone, at most
    `prune_limit` per table per sweep (and debug logs older than `debug_log_max_age`),
    emitting ("baton", "plugin", "pruned") when it deleted anything; a workflow's steps and
-   completion row only once its finished event went out (the claim confirmed, or taken over).
+   completion row only once its finished event went out (the claim confirmed, or taken over)
+   and, if it failed, its failure report.
 """
 
 from __future__ import annotations
