@@ -10,6 +10,7 @@ planner may prefer, and count the rows the plan's joins compared and discarded."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
+import baton
 from baton.engines.base import Queries
 from conftest import truncate
 from wf_nodes import query
@@ -120,3 +122,88 @@ def test_an_ack_batch_compares_each_ack_with_its_own_job_only(
     out = _explain(url, name, arguments(ids), settings, generic)
     assert out["Plan"]["Actual Rows"] == BATCH  # every ack applied
     assert _discarded(out["Plan"]) <= BATCH, json.dumps(out["Plan"])[:2_000]
+
+
+# -- a batch of workflow-step acks (baton_complete_steps) ---------------------------------------
+
+WORKFLOWS = 100  # of a root and 3 steps depending on it: a batch acks the 100 roots
+
+
+def _array_filters(plan: dict[str, Any]) -> list[str]:
+    """Filters of the plan's nodes that test each row against a whole array parameter
+    (`x = ANY ($n)`, `x <> ALL ($n)`): element by element, n x array length comparisons."""
+    found = [plan["Filter"]] if re.search(r"(ANY|ALL) \(\$\d+\)", plan.get("Filter", "")) else []
+    for sub in plan.get("Plans", []):
+        found += _array_filters(sub)
+    return found
+
+
+def test_an_ack_batch_of_workflow_steps_tests_membership_by_hash(pg_url: str) -> None:
+    """baton_complete_steps filters the batch's arrays, and the dependents it counts down, by the
+    acks that applied. Under the function's generic plan those ids are a parameter, which a
+    filter `id = ANY (param)` compares element by element: n^2 work for a batch of n (22 of 44 ms
+    for 1 000 acks in bench/hops.py). Every statement the function runs is explained (auto_explain,
+    sent to this connection as notices): none may filter rows against a whole array parameter."""
+    truncate(pg_url)
+    app = baton.Baton(pg_url, plugins=[], log_events=False)
+
+    @app.worker(name="plan.step")
+    async def step(job: baton.Job) -> None:  # pragma: no cover - never run, acked by hand
+        pass
+
+    flows = []
+    for w in range(WORKFLOWS):
+        wf = baton.Workflow(label=f"plan-{w}")
+        wf.add("root", app.new("plan.step", {"w": w}))
+        for i in range(3):
+            wf.add(f"s{i}", app.new("plan.step", {"w": w, "i": i}), deps=["root"])
+        flows.append(wf)
+    asyncio.run(_insert(app, flows))
+    roots = query(
+        pg_url,
+        "UPDATE baton_jobs j SET state = 'executing', attempt = 1, attempted_by = ARRAY['n1', 'p1']"
+        " FROM workflow_nodes n WHERE n.job_id = j.id AND n.name = 'root'"
+        " RETURNING j.id, j.workflow_id",
+    )
+    roots.sort()
+    assert len(roots) == WORKFLOWS
+    ids, wids = [r[0] for r in roots], [r[1] for r in roots]
+    plans: list[dict[str, Any]] = []
+    with psycopg.connect(pg_url) as conn:
+        conn.add_notice_handler(lambda diag: plans.extend(_notice_plans(diag.message_primary or "")))
+        for setting in (
+            "LOAD 'auto_explain'",
+            "SET auto_explain.log_min_duration = 0",
+            "SET auto_explain.log_nested_statements = on",
+            "SET auto_explain.log_analyze = on",
+            "SET auto_explain.log_format = json",
+            "SET auto_explain.log_level = notice",
+        ):
+            conn.execute(setting)
+        n = len(ids)
+        rows = conn.execute(
+            "SELECT kind, count(*) FROM baton_complete_steps(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " '{}', '{}', '{}', 'n1', '', 'baton_steps', 'baton_insert') GROUP BY kind",
+            [ids, [1] * n, ["p1"] * n, wids, ["root"] * n, [0] * n, [0] * n, [None] * n, [None] * n, [None] * n],
+        ).fetchall()
+        conn.rollback()
+    assert dict(rows) == {"acked": WORKFLOWS, "released": 3 * WORKFLOWS}
+    statements = [p for p in plans if "baton_complete_steps" not in p.get("Query Text", "")]
+    assert any("workflow_step_stats" in p.get("Query Text", "") for p in statements), "no nested plan seen"
+    bad = {p["Query Text"][:200]: _array_filters(p["Plan"]) for p in statements if _array_filters(p["Plan"])}
+    assert not bad, json.dumps(bad, indent=1)
+
+
+async def _insert(app: baton.Baton, flows: list[baton.Workflow]) -> None:
+    try:
+        await app.insert_workflows(flows)
+    finally:
+        await app.close()
+
+
+def _notice_plans(message: str) -> list[dict[str, Any]]:
+    """The plan in an auto_explain notice ("duration: ... ms  plan:" and a JSON document)."""
+    start = message.find("{")
+    if "plan:" not in message or start < 0:
+        return []
+    return [json.loads(message[start:])]
