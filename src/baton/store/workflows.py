@@ -409,13 +409,13 @@ async def complete_steps(
     claimed: list[Row] = []
     for r in rows:
         kind = r["kind"]
-        if kind == "acked":
-            acked.append(by_id[r["id"]])
+        if kind == "acked":  # one row: the applied acks' ids, "12,13,14" (migration 012)
+            acked.extend(by_id[int(i)] for i in r["payload"].split(","))
         elif kind == "claimed":
             effects.released_ids.append(r["id"])
             claimed.append(r)
-        elif kind == "released":
-            effects.released_ids.append(r["id"])
+        elif kind == "released":  # one row per queue and state, its jobs' ids as for "acked"
+            effects.released_ids.extend(int(i) for i in r["payload"].split(","))
             if r["state"] == "available":
                 effects.released_queues.add(r["queue"])
         else:
