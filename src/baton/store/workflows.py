@@ -452,7 +452,7 @@ async def complete_steps(
     claimed: list[Row] = []
     for r in rows:
         kind = r["kind"]
-        if kind == "acked":  # one row: the applied acks' ids, "12,13,14" (migration 012)
+        if kind == "acked":  # one row: the applied acks' ids, "12,13,14" (migration 011)
             acked.extend(by_id[int(i)] for i in r["payload"].split(","))
         elif kind == "claimed":
             effects.released_ids.append(r["id"])

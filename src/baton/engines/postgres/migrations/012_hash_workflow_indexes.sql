@@ -1,4 +1,4 @@
--- Baton schema, version 13: the indexes that find a workflow's jobs and step stats by workflow
+-- Baton schema, version 12: the indexes that find a workflow's jobs and step stats by workflow
 -- id are hash indexes.
 --
 -- Every state change of a workflow step is a new row version of baton_jobs (state is in the
@@ -9,8 +9,8 @@
 -- random UUID workflow ids, an update of 40 000 of them cost 6.1 us more per row with the
 -- B-tree and 2.9 us more with a hash index. Every lookup by workflow id is an equality
 -- (`workflow_id = x`, `= ANY (...)`), which a hash index serves as well; nothing reads these
--- indexes in order. Small workflows in bench/hops.py, 8 alternating runs against migration
--- 012 (medians): server time per step 84.6 -> 75.4 us, 12 744 -> 13 589 steps/s.
+-- indexes in order. Small workflows in bench/hops.py, 8 alternating runs against the schema
+-- before it (medians): server time per step 84.6 -> 75.4 us, 12 744 -> 13 589 steps/s.
 --
 -- A hash index has no bottom-up deletion: the entries of dead row versions go when VACUUM
 -- (autovacuum) visits the table, or when an insert finds its page full of entries that index

@@ -1,5 +1,6 @@
--- Baton schema, version 11: an ack batch tests "was this ack applied" by hash, not by reading
--- the whole list of applied acks for each row.
+-- Baton schema, version 11: a hop tests "was this ack applied" by hash, not by reading the
+-- whole list of applied acks for each row; it returns its acks and releases as one row each,
+-- not one row per job; and a fetch of workflow steps reads each step's node once.
 --
 -- baton_complete_steps (migration 010) filtered the batch's arrays, and the dependents it counts
 -- down, with `id = ANY (v_done)`: under the function's generic plan v_done is a parameter, which
@@ -12,6 +13,15 @@
 -- WHERE clause (`IS TRUE`, `NOT`) so the planner does not turn it into a join instead.
 -- Same for the workflows a batch released steps in (v_touched minus r_wids) and for the chains
 -- whose links were applied.
+--
+-- The function also returned a 19-column row for every ack that applied and for every step it
+-- released; the acking node built a dict of each and read one or two of its columns. Now the
+-- applied acks come back as one 'acked' row whose `payload` lists their ids ("12,13,14"), and
+-- the released jobs not handed over as one 'released' row per queue and state, their ids in
+-- `payload` the same way.
+--
+-- baton_step_contexts (migration 009) read each fetched step's node twice: once for its
+-- context, once for its "executing" event. It now builds both from one read.
 --
 -- The function is otherwise as in migration 010, restated whole (migrations are append-only).
 
@@ -62,10 +72,9 @@ BEGIN
     IF v_done IS NULL THEN
         RETURN;
     END IF;
-    RETURN QUERY SELECT 'acked'::text, d, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text,
-        NULL::text, NULL::text[], NULL::text, NULL::integer, NULL::integer, NULL::smallint, NULL::timestamptz,
-        NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::text
-    FROM unnest(v_done) AS d;
+    RETURN QUERY SELECT 'acked'::text, NULL::bigint, NULL::text, NULL::text, NULL::text, array_to_string(v_done, ','),
+        NULL::text, NULL::text, NULL::text, NULL::text[], NULL::text, NULL::integer, NULL::integer, NULL::smallint,
+        NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::text;
 
     -- In one statement: the stats of the applied steps (upsert_step_stats.sql), their live
     -- "completed" events, their recorded results and their resolution (record_results,
@@ -197,15 +206,50 @@ BEGIN
             ON x.job_id = c.id;
     END IF;
     RETURN QUERY
-    SELECT 'released'::text, j.id, j.queue, j.state, j.workflow_id, NULL::text, NULL::text, NULL::text,
-        NULL::text, NULL::text[], NULL::text, NULL::integer, NULL::integer, NULL::smallint, NULL::timestamptz,
-        NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::text
-    FROM baton_jobs j WHERE j.id = ANY (r_ids) AND j.state <> 'executing';
+    SELECT 'released'::text, NULL::bigint, j.queue, j.state, NULL::text, string_agg(j.id::text, ',' ORDER BY j.id),
+        NULL::text, NULL::text, NULL::text, NULL::text[], NULL::text, NULL::integer, NULL::integer, NULL::smallint,
+        NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::text
+    FROM baton_jobs j WHERE j.id = ANY (r_ids) AND j.state <> 'executing'
+    GROUP BY j.queue, j.state;
     -- Wake the queues left with available jobs. The acking node wakes its own producers when
     -- this returns: the payload names it (store.effects.wake_payload), so it does not fetch twice.
     PERFORM pg_notify(p_insert_channel, CASE WHEN p_origin = '' THEN q.queue
                                              ELSE chr(31) || p_origin || chr(31) || q.queue END)
     FROM (SELECT DISTINCT j.queue FROM baton_jobs j WHERE j.id = ANY (r_ids) AND (j.state = 'available') IS TRUE) q
     ORDER BY q.queue COLLATE "C";
+END
+$$;
+
+CREATE OR REPLACE FUNCTION baton_step_contexts(p_ids bigint[], p_channel text) RETURNS TABLE (job_id bigint, ctx text)
+LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET enable_mergejoin = off SET enable_hashjoin = off
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+#variable_conflict use_column
+BEGIN
+    IF cardinality(p_ids) = 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH c AS MATERIALIZED (
+        SELECT n.job_id, n.workflow_id, n.name, n.parent,
+               json_build_object(
+                   'name', n.name, 'deps', n.deps, 'recorded', n.recorded, 'result', n.result, 'graft', n.graft,
+                   'parent', n.parent, 'context', w.context, 'up', u.up)::text AS ctx
+        FROM workflow_nodes n
+        LEFT JOIN baton_workflows w ON w.id = n.workflow_id
+        LEFT JOIN LATERAL (
+            SELECT json_agg(json_build_array(d.name, d.recorded, d.result, d.graft)) AS up
+            FROM baton_workflow_deps e JOIN workflow_nodes d ON d.job_id = e.dep_job_id
+            WHERE e.job_id = n.job_id
+        ) u ON true
+        WHERE n.job_id = ANY (p_ids)
+    ), events AS MATERIALIZED (
+        SELECT baton_notify_steps(p_channel, ARRAY(
+            SELECT json_strip_nulls(json_build_object(
+                       'type', 'step', 'workflow_id', c.workflow_id, 'step', c.name, 'job_id', c.job_id,
+                       'event', 'executing', 'parent', c.parent))::text
+            FROM c ORDER BY c.job_id)) AS n
+    )
+    SELECT c.job_id, c.ctx FROM c
+    WHERE (SELECT v.n FROM events v) >= 0;  -- read once, so the events go out with the contexts
 END
 $$;
