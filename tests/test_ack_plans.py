@@ -209,3 +209,55 @@ def _notice_plans(message: str) -> list[dict[str, Any]]:
     if "plan:" not in message or start < 0:
         return []
     return [json.loads(message[start:])]
+
+
+def _indexes(plan: dict[str, Any]) -> set[str]:
+    """Every index the plan reads."""
+    found = {plan["Index Name"]} if "Index Name" in plan else set()
+    for sub in plan.get("Plans", []):
+        found |= _indexes(sub)
+    return found
+
+
+def test_lookups_by_workflow_id_read_the_workflow_index(pg_url: str) -> None:
+    """The workflow-id index of `baton_jobs` is a hash index (migration 012): it serves
+    equalities only. The lookups by workflow id that run on every finished workflow (its jobs
+    counted by state) and on a cancel must still read it, not the table, on a table of 3 000
+    analysed workflow steps."""
+    truncate(pg_url)
+    app = baton.Baton(pg_url, plugins=[], log_events=False)
+
+    @app.worker(name="plan.step")
+    async def step(job: baton.Job) -> None:  # pragma: no cover - never run
+        pass
+
+    flows = []
+    for w in range(1_000):
+        wf = baton.Workflow(label=f"plan-{w}")
+        wf.add("root", app.new("plan.step", {"w": w}))
+        wf.add("a", app.new("plan.step", {"w": w}), deps=["root"])
+        wf.add("b", app.new("plan.step", {"w": w}), deps=["root"])
+        flows.append(wf)
+    asyncio.run(_insert(app, flows))
+    query(pg_url, "ANALYZE")
+    wid = str(query(pg_url, "SELECT workflow_id FROM baton_jobs ORDER BY id DESC LIMIT 1")[0][0])
+    args = {"ids": None, "queue": None, "worker": None, "states": None, "workflow_id": wid}
+    out = _explain(pg_url, "cancel_targets", args, {}, generic=False)
+    assert out["Plan"]["Actual Rows"] == 3
+    assert "baton_jobs_workflow_idx" in _indexes(out["Plan"]), json.dumps(out["Plan"])[:2_000]
+    plans: list[dict[str, Any]] = []
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.add_notice_handler(lambda diag: plans.extend(_notice_plans(diag.message_primary or "")))
+        for setting in (
+            "LOAD 'auto_explain'",
+            "SET auto_explain.log_min_duration = 0",
+            "SET auto_explain.log_nested_statements = on",
+            "SET auto_explain.log_format = json",
+            "SET auto_explain.log_level = notice",
+        ):
+            conn.execute(setting)
+        counts = conn.execute("SELECT baton_step_counts(%s)", [wid]).fetchone()
+    assert counts is not None and counts[0] == {"available": 1, "suspended": 2}
+    by_state = [p for p in plans if "FROM baton_jobs j WHERE j.workflow_id" in p.get("Query Text", "")]
+    assert by_state, [p.get("Query Text", "")[:120] for p in plans]
+    assert "baton_jobs_workflow_idx" in _indexes(by_state[0]["Plan"]), json.dumps(by_state[0]["Plan"])[:2_000]
