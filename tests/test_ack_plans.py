@@ -170,16 +170,7 @@ def test_an_ack_batch_of_workflow_steps_tests_membership_by_hash(pg_url: str) ->
     ids, wids = [r[0] for r in roots], [r[1] for r in roots]
     plans: list[dict[str, Any]] = []
     with psycopg.connect(pg_url) as conn:
-        conn.add_notice_handler(lambda diag: plans.extend(_notice_plans(diag.message_primary or "")))
-        for setting in (
-            "LOAD 'auto_explain'",
-            "SET auto_explain.log_min_duration = 0",
-            "SET auto_explain.log_nested_statements = on",
-            "SET auto_explain.log_analyze = on",
-            "SET auto_explain.log_format = json",
-            "SET auto_explain.log_level = notice",
-        ):
-            conn.execute(setting)
+        _explain_each_statement(conn, plans, analyze=True)
         n = len(ids)
         rows = conn.execute(
             "SELECT kind, payload FROM baton_complete_steps(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
@@ -201,6 +192,21 @@ async def _insert(app: baton.Baton, flows: list[baton.Workflow]) -> None:
         await app.insert_workflows(flows)
     finally:
         await app.close()
+
+
+def _explain_each_statement(conn: psycopg.Connection[Any], plans: list[dict[str, Any]], analyze: bool) -> None:
+    """Have the server explain every statement `conn` runs from now on, nested ones included
+    (auto_explain, sent to this connection as notices), into `plans`."""
+    conn.add_notice_handler(lambda diag: plans.extend(_notice_plans(diag.message_primary or "")))
+    conn.execute("LOAD 'auto_explain'")
+    for name, value in (
+        ("log_min_duration", "0"),
+        ("log_nested_statements", "on"),
+        ("log_analyze", "on" if analyze else "off"),
+        ("log_format", "json"),
+        ("log_level", "notice"),
+    ):
+        conn.execute(f"SET auto_explain.{name} = {value}")
 
 
 def _notice_plans(message: str) -> list[dict[str, Any]]:
@@ -247,15 +253,7 @@ def test_lookups_by_workflow_id_read_the_workflow_index(pg_url: str) -> None:
     assert "baton_jobs_workflow_idx" in _indexes(out["Plan"]), json.dumps(out["Plan"])[:2_000]
     plans: list[dict[str, Any]] = []
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.add_notice_handler(lambda diag: plans.extend(_notice_plans(diag.message_primary or "")))
-        for setting in (
-            "LOAD 'auto_explain'",
-            "SET auto_explain.log_min_duration = 0",
-            "SET auto_explain.log_nested_statements = on",
-            "SET auto_explain.log_format = json",
-            "SET auto_explain.log_level = notice",
-        ):
-            conn.execute(setting)
+        _explain_each_statement(conn, plans, analyze=False)
         counts = conn.execute("SELECT baton_step_counts(%s)", [wid]).fetchone()
     assert counts is not None and counts[0] == {"available": 1, "suspended": 2}
     by_state = [p for p in plans if "FROM baton_jobs j WHERE j.workflow_id" in p.get("Query Text", "")]
