@@ -616,19 +616,3 @@ async def test_an_ack_offers_no_slots_while_its_producer_has_jobs_to_fetch(make_
         producer.wake()  # as an insert's notification does
         assert producer.free_for_offer() == 0
         assert await offers(5)  # the fetch came back (empty): idle again
-
-
-@pytest.mark.parametrize("parent", [None, "graft", 'qu"ote\u00e9'])
-@pytest.mark.parametrize("step", ["s1", None, "ü\n"])
-def test_a_completed_step_event_is_written_out_as_dumps_writes_it(parent: str | None, step: str | None) -> None:
-    """The hop writes each acked step's "completed" event by hand (the hot path); it must be
-    the text `dumps` gives for the event dict, escapes and a graft's `parent` included."""
-    from baton.job import Job, dumps
-    from baton.store.workflows import _completed_event, _step_event
-
-    job = Job(
-        id=12, state="executing", queue="q", worker="w", args={}, meta={}, tags=[], errors=[],
-        attempt=1, max_attempts=3, priority=0, workflow_id="wf-1", step=step,
-    )  # fmt: skip
-    job._parent = parent
-    assert _completed_event(job) == dumps(_step_event(job, "completed"))

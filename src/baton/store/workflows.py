@@ -327,23 +327,6 @@ def _step_event(job: Job, event: str) -> dict[str, Any]:
     return note
 
 
-def _completed_event(job: Job) -> str:
-    """`dumps(_step_event(job, "completed"))`, the same text, written out: one per acked step.
-    (`dumps` of a string is the encoder's fast path for one JSON string.)"""
-    parent = "" if job._parent is None else ',"parent":' + dumps(job._parent)
-    return (
-        '{"type":"step","workflow_id":'
-        + dumps(job.workflow_id)
-        + ',"step":'
-        + dumps(job.step)
-        + ',"job_id":'
-        + str(job.id)
-        + ',"event":"completed"'
-        + parent
-        + "}"
-    )
-
-
 async def notify_steps(conn: Conn, events: Sequence[tuple[Job, str]]) -> None:
     """Send live step events (job, event) from Python, in order and in batches (step_batches)."""
     await conn.notify("workflow", step_batches([dumps(_step_event(job, event)) for job, event in events]))
@@ -399,46 +382,20 @@ async def complete_steps(
     (queue, producer uuid, free slots) of the acking node: released steps and links of those
     queues move straight to `executing` for that producer, and their rows (as fetch_jobs
     returns them, with `ctx`) are returned."""
-    # The batch's columns in one pass (this runs for every hop and every batch of steps).
-    ids: list[int] = []
-    attempts: list[int] = []
-    uuids: list[str] = []
-    wids: list[str | None] = []
-    names: list[str] = []
-    queued: list[int | None] = []
-    run: list[int | None] = []
-    results: list[str | None] = []
-    events: list[str | None] = []
-    chains: list[str | None] = []
-    for a in acks:
-        job = a.job
-        ids.append(job.id)
-        attempts.append(job.attempt)
-        uuids.append(job.attempted_by[-1] if job.attempted_by else "")
-        wids.append(job.workflow_id)
-        names.append(job.step or "")
-        if job.workflow_id is not None:
-            queued.append(_queued_ms(job))
-            events.append(_completed_event(job))
-        else:
-            queued.append(None)
-            events.append(None)
-        run.append(a.run_ms)
-        results.append(a.result_json)
-        chains.append(job.chain_key)
+    steps = [a.job.workflow_id is not None for a in acks]
     rows = await conn.fetch(
         "complete_steps",
         {
-            "ids": ids,
-            "attempts": attempts,
-            "uuids": uuids,
-            "wids": wids,
-            "names": names,
-            "queued": queued,
-            "run": run,
-            "results": results,
-            "events": events,
-            "chains": chains,
+            "ids": [a.job.id for a in acks],
+            "attempts": [a.job.attempt for a in acks],
+            "uuids": [(a.job.attempted_by or ["", ""])[-1] for a in acks],
+            "wids": [a.job.workflow_id for a in acks],
+            "names": [a.job.step or "" for a in acks],
+            "queued": [_queued_ms(a.job) if s else None for a, s in zip(acks, steps, strict=True)],
+            "run": [a.run_ms for a in acks],
+            "results": [a.result_json for a in acks],
+            "events": [dumps(_step_event(a.job, "completed")) if s else None for a, s in zip(acks, steps, strict=True)],
+            "chains": [a.job.chain_key for a in acks],
             "take_queues": [t[0] for t in take],
             "take_uuids": [t[1] for t in take],
             "take_n": [t[2] for t in take],
