@@ -144,21 +144,7 @@ def test_an_ack_batch_of_workflow_steps_tests_membership_by_hash(pg_url: str) ->
     filter `id = ANY (param)` compares element by element: n^2 work for a batch of n (22 of 44 ms
     for 1 000 acks in bench/hops.py). Every statement the function runs is explained (auto_explain,
     sent to this connection as notices): none may filter rows against a whole array parameter."""
-    truncate(pg_url)
-    app = baton.Baton(pg_url, plugins=[], log_events=False)
-
-    @app.worker(name="plan.step")
-    async def step(job: baton.Job) -> None:  # pragma: no cover - never run, acked by hand
-        pass
-
-    flows = []
-    for w in range(WORKFLOWS):
-        wf = baton.Workflow(label=f"plan-{w}")
-        wf.add("root", app.new("plan.step", {"w": w}))
-        for i in range(3):
-            wf.add(f"s{i}", app.new("plan.step", {"w": w, "i": i}), deps=["root"])
-        flows.append(wf)
-    asyncio.run(_insert(app, flows))
+    _insert_stars(pg_url, WORKFLOWS, 3)
     roots = query(
         pg_url,
         "UPDATE baton_jobs j SET state = 'executing', attempt = 1, attempted_by = ARRAY['n1', 'p1']"
@@ -187,11 +173,31 @@ def test_an_ack_batch_of_workflow_steps_tests_membership_by_hash(pg_url: str) ->
     assert not bad, json.dumps(bad, indent=1)
 
 
-async def _insert(app: baton.Baton, flows: list[baton.Workflow]) -> None:
-    try:
-        await app.insert_workflows(flows)
-    finally:
-        await app.close()
+def _insert_stars(url: str, workflows: int, dependents: int) -> None:
+    """Empty the tables, then insert `workflows` workflows of a root and `dependents` steps
+    depending on it (one `insert_workflows` call)."""
+    truncate(url)
+    app = baton.Baton(url, plugins=[], log_events=False)
+
+    @app.worker(name="plan.step")
+    async def step(job: baton.Job) -> None:  # pragma: no cover - never run
+        pass
+
+    flows = []
+    for w in range(workflows):
+        wf = baton.Workflow(label=f"plan-{w}")
+        wf.add("root", app.new("plan.step", {"w": w}))
+        for i in range(dependents):
+            wf.add(f"s{i}", app.new("plan.step", {"w": w, "i": i}), deps=["root"])
+        flows.append(wf)
+
+    async def insert() -> None:
+        try:
+            await app.insert_workflows(flows)
+        finally:
+            await app.close()
+
+    asyncio.run(insert())
 
 
 def _explain_each_statement(conn: psycopg.Connection[Any], plans: list[dict[str, Any]], analyze: bool) -> None:
@@ -230,21 +236,7 @@ def test_lookups_by_workflow_id_read_the_workflow_index(pg_url: str) -> None:
     equalities only. The lookups by workflow id that run on every finished workflow (its jobs
     counted by state) and on a cancel must still read it, not the table, on a table of 3 000
     analysed workflow steps."""
-    truncate(pg_url)
-    app = baton.Baton(pg_url, plugins=[], log_events=False)
-
-    @app.worker(name="plan.step")
-    async def step(job: baton.Job) -> None:  # pragma: no cover - never run
-        pass
-
-    flows = []
-    for w in range(1_000):
-        wf = baton.Workflow(label=f"plan-{w}")
-        wf.add("root", app.new("plan.step", {"w": w}))
-        wf.add("a", app.new("plan.step", {"w": w}), deps=["root"])
-        wf.add("b", app.new("plan.step", {"w": w}), deps=["root"])
-        flows.append(wf)
-    asyncio.run(_insert(app, flows))
+    _insert_stars(pg_url, 1_000, 2)
     query(pg_url, "ANALYZE")
     wid = str(query(pg_url, "SELECT workflow_id FROM baton_jobs ORDER BY id DESC LIMIT 1")[0][0])
     args = {"ids": None, "queue": None, "worker": None, "states": None, "workflow_id": wid}
