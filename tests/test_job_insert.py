@@ -137,6 +137,45 @@ async def test_a_bulk_batch_stores_every_field_exactly_as_given(app):
             assert abs((row.scheduled_at - spec.scheduled_at).total_seconds()) < 0.001
 
 
+async def test_one_job_at_a_time_is_stored_exactly_as_given(app):
+    """`app.insert` of one job due at once takes a statement of its own on PostgreSQL
+    (insert_job: parameters instead of a JSON array, the timestamps left to the column
+    defaults): each field, odd text included, is stored as given and as the returned job says,
+    like the batch statement stores it; a job with a time or a delay still gets its schedule."""
+    w = app.worker(name="ins.single_fields")(_noop)
+    odd = ["tab\there", "line\nbreak", 'quote"d', "back\\slash", "com,ma", "{brace}", "NULL", "\\N", "ünï", ""]
+    future = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    jobs = []
+    specs = []
+    for i, text in enumerate(odd):
+        spec = w.new(
+            {"n": i, "text": text, "nested": {"list": [text, i, None, 1.5]}},
+            queue=f"q-{text[:3]}",
+            priority=i % 10,
+            max_attempts=1 + i % 7,
+            tags=[] if i % 3 == 0 else [text, f"t{i}"],
+            meta={} if i % 2 else {"who": text},
+            **({"schedule_in": 60} if i == 3 else {"scheduled_at": future} if i == 4 else {}),
+        )
+        specs.append(spec)
+        jobs.append(await app.insert(spec))
+    stored = {j.id: j for j in await app.list_jobs(ids=[j.id for j in jobs], limit=len(jobs))}
+    for i, (spec, job) in enumerate(zip(specs, jobs, strict=True)):
+        row = stored[job.id]
+        assert (row.queue, row.worker, row.args, row.meta, row.tags) == (
+            spec.queue, spec.worker, spec.args, spec.meta, spec.tags,
+        )  # fmt: skip
+        assert (row.priority, row.max_attempts) == (spec.priority, spec.max_attempts)
+        assert (row.state, job.state) == (("scheduled",) * 2 if i in (3, 4) else ("available",) * 2)
+        assert row.scheduled_at == job.scheduled_at and row.inserted_at == job.inserted_at
+        if i == 4:
+            assert row.scheduled_at == future
+        elif i == 3:
+            assert 50 < (row.scheduled_at - row.inserted_at).total_seconds() < 70
+        else:
+            assert row.scheduled_at == row.inserted_at
+
+
 def test_copy_chunks_format_each_column_as_value_by_value():
     """PostgreSQL's COPY text is built a column at a time (whole columns of one kind without a
     Python call per value); every column, uniform or mixed, comes out as each value alone."""

@@ -36,6 +36,29 @@ def _row_json(i: int, spec: JobSpec, state: str | None, workflow_id: str | None)
     )
 
 
+def _runs_now(spec: JobSpec) -> bool:
+    """Whether the job is due at once (no time or delay given): `insert_job` can insert it."""
+    return spec.scheduled_at is None and not spec.schedule_in
+
+
+def _job_params(spec: JobSpec, state: str | None, workflow_id: str | None, channel: str | None) -> dict[str, Any]:
+    """`insert_job`'s parameters for one job due at once (see _runs_now)."""
+    return {
+        "state": state or "available",
+        "queue": spec.queue,
+        "worker": spec.worker,
+        "args": spec.args_json,
+        "meta": spec.meta_json,
+        "tags": spec.tags,
+        "priority": spec.priority,
+        "max_attempts": spec.max_attempts,
+        "unique_key": spec.unique_key(),
+        "chain_key": spec.chain_key,
+        "workflow_id": workflow_id,
+        "channel": channel,
+    }
+
+
 def _new_job(
     spec: JobSpec, job_id: int, state: str, inserted_at: Any, scheduled_at: Any, workflow_id: str | None
 ) -> Job:
@@ -236,11 +259,15 @@ async def insert_jobs(
         pending = []
     for start in range(0, len(pending), INSERT_BATCH):
         chunk = pending[start : start + INSERT_BATCH]
-        rows_json = "[" + ",".join(_row_json(n, specs[i], forced[i], owners[i]) for n, i in enumerate(chunk)) + "]"
         # On PostgreSQL the insert statement wakes the producers itself (NOTIFY on commit).
         inline = notify and conn.dialect == "postgres"
         channel = conn.channel("insert") if inline else None
-        rows = await conn.fetch("insert_jobs", {"rows": rows_json, "channel": channel})
+        if len(chunk) == 1 and conn.dialect == "postgres" and _runs_now(specs[chunk[0]]):
+            i = chunk[0]
+            rows = await conn.fetch("insert_job", _job_params(specs[i], forced[i], owners[i], channel))
+        else:
+            rows_json = "[" + ",".join(_row_json(n, specs[i], forced[i], owners[i]) for n, i in enumerate(chunk)) + "]"
+            rows = await conn.fetch("insert_jobs", {"rows": rows_json, "channel": channel})
         rows.sort(key=lambda r: r["id"])
         for i, row in zip(chunk, rows, strict=True):
             results[i] = _new_job(specs[i], row["id"], row["state"], row["inserted_at"], row["scheduled_at"], owners[i])
