@@ -13,6 +13,7 @@ import itertools
 import math
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -37,11 +38,16 @@ _counter = itertools.count(1)
 T = TypeVar("T")
 
 
-async def notify_rtt(url: str, samples: int = 300) -> float:
+async def notify_rtt(url: str, samples: int = 300, gap: float = 0.0) -> float:
     """Median seconds of a bare LISTEN/NOTIFY round trip: `NOTIFY` sent on one connection,
     received on another that LISTENs (asyncio psycopg connections, as a node receives them; a
     synchronous receiver measures less). NaN for SQLite. The yardstick of hops and idle
-    insert-to-start latency in bench/hops.py and bench/compare.py."""
+    insert-to-start latency in bench/hops.py and bench/compare.py.
+
+    `gap` > 0 sleeps a random 0..`gap` seconds before each NOTIFY, as compare.py's latency probe
+    loop does before each insert: on a virtual machine a process woken from idle pays for the
+    wake-up (seen here: 0.11 ms back to back, 0.35-0.57 ms after 1-20 ms idle), so a yardstick
+    for an idle queue has to be measured idle too."""
     if engine_of(url) != "postgres":
         return math.nan
     listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
@@ -51,6 +57,8 @@ async def notify_rtt(url: str, samples: int = 300) -> float:
         gen = listener.notifies()
         times = []
         for _ in range(samples):
+            if gap > 0:
+                await asyncio.sleep(random.uniform(0, gap))
             t0 = time.perf_counter()
             await sender.execute("NOTIFY bench_rtt, 'x'")
             await asyncio.wait_for(anext(gen), 5.0)

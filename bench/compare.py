@@ -20,7 +20,9 @@ Figures per system (each the median of --repeat runs):
   - insert-to-start latency p50/p99 on an idle queue: one node running, one job inserted at a
     time from the client process; wall clock before the enqueue call -> wall clock at the job
     function's first line in the node process (same machine, same clock), also as a multiple of
-    a bare LISTEN/NOTIFY round trip measured right before each repeat's latency runs;
+    a bare LISTEN/NOTIFY round trip measured right before each repeat's latency runs (back to
+    back, and after idle gaps like the probes') and of the floor: the same probe loop run by
+    peers/bare_harness.py, plain psycopg doing the least a LISTEN/NOTIFY queue can;
   - peak RSS per worker node (VmHWM of the node process, max over the processing runs);
   - (details) node CPU time per 1 000 jobs, start-up time to the first job, the enqueue call alone;
   - Baton only: a workflow of S steps (1 root -> S-2 fan-out -> 1 fan-in), steps/s.
@@ -95,7 +97,7 @@ class SystemDef:
 
     @property
     def venv(self) -> Path:
-        return ROOT / ".venv" if self.name == "baton" else VENVS / self.name
+        return ROOT / ".venv" if self.name in ("baton", "bare") else VENVS / self.name
 
     @property
     def python(self) -> Path:
@@ -112,6 +114,11 @@ SYSTEMS = {
         SystemDef("celery", "Celery+Redis", ("celery[redis]",), broker="redis"),
     )
 }
+
+# Not a queue: the floor of idle insert-to-start latency (bench/peers/bare_harness.py), measured
+# by the same probe loop in each repeat's latency step, in Baton's venv.
+BARE = SystemDef("bare", "bare psycopg", ())
+PROBE_GAP = 0.005  # the probe loop's random idle gap before each insert (common.measure_latency)
 
 
 # --------------------------------------------------------------------------- environment
@@ -449,6 +456,8 @@ class Plan:
     max_seconds: float = 30.0
     skipped: dict[str, str] = field(default_factory=dict)
     notify_rtt: float | None = None  # seconds, median over the repeats (set by the run)
+    notify_rtt_idle: float | None = None  # the same with the probe loop's idle gap before each NOTIFY
+    floor: list[dict[str, Any]] = field(default_factory=list)  # BARE's latency results, one per repeat
 
     def analyze_for(self, s: SystemDef) -> bool:
         return {"always": True, "never": False}.get(self.analyze, s.analyze)
@@ -536,6 +545,39 @@ def build_table(plan: Plan, runs: dict[str, dict[str, list[dict[str, Any]]]], wi
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
+def latency_yardsticks(plan: Plan, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    """Each system's idle insert-to-start p50 against the yardsticks measured in this run: the
+    NOTIFY round trip back to back and after idle gaps like the probes', and the bare floor."""
+    p50s = {}
+    for s in plan.systems:
+        if values := _vals(runs.get(s.name, {}), "latency", "p50_s", 1000):
+            p50s[s.label] = statistics.median(values)
+
+    def ratios(ms: float) -> str:
+        return ", ".join(f"{label} {v / ms:.1f}x" for label, v in p50s.items())
+
+    assert plan.notify_rtt is not None
+    out = [
+        "Idle insert-to-start p50 as a multiple of a bare LISTEN/NOTIFY round trip measured in this run "
+        f"(see Machine): back to back ({plan.notify_rtt * 1000:.3f} ms): {ratios(plan.notify_rtt * 1000)}."
+    ]
+    if plan.notify_rtt_idle:
+        out[0] += (
+            f" After a random 0-{PROBE_GAP * 1000:g} ms idle gap before each NOTIFY, as the probe loop leaves before "
+            f"each insert ({plan.notify_rtt_idle * 1000:.3f} ms): {ratios(plan.notify_rtt_idle * 1000)}."
+        )
+    floor = [r["p50_s"] * 1000 for r in plan.floor if r.get("ok")]
+    if floor:
+        out[0] += (
+            f" The floor — the same probe loop with bare psycopg, one insert-and-notify statement and one "
+            f"claiming UPDATE per job (`bench/peers/bare_harness.py`) — p50 {statistics.median(floor):.2f} ms "
+            f"({min(floor):.2f}..{max(floor):.2f}), its insert call alone "
+            f"{statistics.median(r['enqueue_call_p50_s'] * 1000 for r in plan.floor if r.get('ok')):.2f} ms; "
+            f"each system against it: {ratios(statistics.median(floor))}."
+        )
+    return out
+
+
 def details(plan: Plan, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
     out: list[str] = []
     for s in plan.systems:
@@ -616,16 +658,7 @@ def write_report(
         "",
     ]
     if plan.notify_rtt:
-        ratios = []
-        for s in plan.systems:
-            p50 = _vals(runs.get(s.name, {}), "latency", "p50_s", 1000)
-            if p50:
-                ratios.append(f"{s.label} {statistics.median(p50) / (plan.notify_rtt * 1000):.1f}x")
-        lines += [
-            f"Idle insert-to-start p50 as a multiple of a bare LISTEN/NOTIFY round trip measured in this run "
-            f"({plan.notify_rtt * 1000:.3f} ms, see Machine): " + ", ".join(ratios) + ".",
-            "",
-        ]
+        lines += [*latency_yardsticks(plan, runs), ""]
     if plan.skipped:
         lines += ["Skipped: " + "; ".join(f"{k}: {v}" for k, v in plan.skipped.items()), ""]
     lines += ["## Details", "", *details(plan, runs), ""]
@@ -653,7 +686,11 @@ def write_report(
         "- Latency: one node at concurrency 10 on an idle queue; the client inserts one probe job, waits for "
         "it to start, waits until it is finished (acked; at most 50 ms) and 0-5 ms more, and repeats. Latency = "
         "`time.time()` before the enqueue call → `time.time()` on the job function's first line (reported "
-        "by the node on its stdout pipe).",
+        "by the node on its stdout pipe). The yardsticks, measured in each repeat right before its latency runs: "
+        "a bare LISTEN/NOTIFY round trip (NOTIFY on one connection, received on another), back to back and with "
+        "the probe loop's random idle gap before each NOTIFY; and the floor, the same probe loop run against "
+        "`bench/peers/bare_harness.py`: plain psycopg, one autocommit insert-and-notify statement, a node that claims "
+        "the row with one `UPDATE ... FOR UPDATE SKIP LOCKED` (synchronous_commit off, as Baton's fetch) and runs it.",
         "- Peak RSS: `VmHWM` from `/proc/<pid>/status` of each node process at the end of each processing "
         "run; the figure is the largest node of the repeat.",
         "- Node CPU (Details): user + system CPU time of the node processes from `go` to the end of a "
@@ -791,12 +828,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # compares were measured minutes apart at most, under the same background load.
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {} for s in plan.systems}
     notify_rtts: list[float] = []  # one per repeat, right before its latency measurements
+    idle_rtts: list[float] = []  # the same, each NOTIFY after an idle gap like the probes'
     for rep in range(1, plan.repeat + 1):
         order = plan.systems if rep % 2 else list(reversed(plan.systems))
         for key in KEYS:
             if key == "latency":
                 notify_rtts.append(asyncio.run(benchlib.notify_rtt(args.url)))
-                log(f"[run {rep}/{plan.repeat}] LISTEN/NOTIFY round trip {notify_rtts[-1] * 1000:.3f} ms")
+                idle_rtts.append(asyncio.run(benchlib.notify_rtt(args.url, gap=PROBE_GAP)))
+                log(
+                    f"[run {rep}/{plan.repeat}] LISTEN/NOTIFY round trip {notify_rtts[-1] * 1000:.3f} ms, "
+                    f"after idle gaps {idle_rtts[-1] * 1000:.3f} ms"
+                )
+                floor = measure(BARE, "latency", {"samples": plan.samples, "warmup": plan.warmup}, args.url, "", 600.0)
+                plan.floor.append(floor)
+                log(f"[run {rep}/{plan.repeat}] {BARE.label:<14} latency (floor) {short(floor)}")
             for s in order:
                 todo = [m for m in measurements_for(s, plan) if m[0] == key]
                 if not todo:
@@ -821,7 +866,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             + " ms; each the median of 300 NOTIFYs received on a second connection, measured right before "
             "that repeat's latency runs)"
         )
+    if idle_rtts:
+        env["LISTEN/NOTIFY round trip after idle gaps"] = (
+            f"{statistics.median(idle_rtts) * 1000:.3f} ms (median of the repeats: "
+            + ", ".join(f"{x * 1000:.3f}" for x in idle_rtts)
+            + f" ms; as above, each NOTIFY sent after a random 0-{PROBE_GAP * 1000:g} ms sleep, the gap the "
+            "latency probe loop leaves before each insert: on this VM a process woken from idle pays for the wake-up)"
+        )
     plan.notify_rtt = statistics.median(notify_rtts) if notify_rtts else None
+    plan.notify_rtt_idle = statistics.median(idle_rtts) if idle_rtts else None
 
     print()
     print(build_table(plan, runs, with_ranges=False))
