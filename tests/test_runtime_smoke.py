@@ -34,3 +34,30 @@ async def test_started_node_runs_sync_and_async_jobs(make_app):
 
         await wait_for(done, timeout=15)
     assert sorted(seen) == sorted(list(range(50)) + [-i for i in range(1, 20)])
+
+
+async def test_the_fetch_loops_wakeup_wakes_once_set_and_times_out_otherwise():
+    """The producer's wait between fetches (`_Wakeup`, an event whose `set` resolves the
+    waiting future itself): set before the wait, during it, or never (the poll timeout)."""
+    from baton.runtime.producer import _Wakeup
+
+    wake = _Wakeup()
+    wake.set()
+    assert await wake.wait(10) is True  # already set: no waiting
+    wake.clear()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    assert await wake.wait(0.05) is False  # nobody set it: the poll timeout
+    assert loop.time() - t0 >= 0.04
+    loop.call_later(0.01, wake.set)
+    t0 = loop.time()
+    assert await wake.wait(10) is True
+    assert loop.time() - t0 < 5
+    wake.clear()
+    waiting = asyncio.ensure_future(wake.wait(10))  # a stopping producer is cancelled mid-wait
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert waiting.cancelled()
+    wake.set()  # nothing waits any more: no error, and the next wait returns at once
+    assert await wake.wait(10) is True

@@ -26,6 +26,46 @@ if TYPE_CHECKING:
 log = logging.getLogger("baton.producer")
 
 
+class _Wakeup:
+    """An event the fetch loop waits on with a timeout. `asyncio.wait_for(event.wait(), t)`
+    runs the wait as a Task of its own, so a wake-up reaches the loop in three turns of the
+    event loop; here `set` resolves the waiting future itself: one turn (the path from an
+    insert's notification to the fetch, on an idle node)."""
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[bool] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self, timeout: float) -> bool:
+        """True once set (already, or within `timeout` seconds); False when the time ran out."""
+        if self._set:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
 class Producer:
     """Fetches and runs the jobs of one queue on one node."""
 
@@ -51,7 +91,7 @@ class Producer:
         # timeout a ThreadAttempt (no Task: see Executor.start_in_threads). Both can be
         # awaited and cancelled.
         self.running: dict[int, asyncio.Future[Any]] = {}
-        self._wake = asyncio.Event()
+        self._wake = _Wakeup()
         self._more = True
         self._signals = 0  # bumped by every wake-up, so one arriving mid-fetch is not lost
         self._after: FetchKey | None = None  # where the next fetch may start (see fetch_next)
@@ -189,9 +229,7 @@ class Producer:
             if self._capped and self._reopen_in is not None:
                 # Held back by the rate limit: fetch again when the oldest start leaves the window.
                 timeout = min(poll, self._reopen_in + 0.005)
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except TimeoutError:
+            if not await self._wake.wait(timeout):
                 self._more = True  # polling fallback
             self._wake.clear()
 
