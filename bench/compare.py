@@ -545,6 +545,17 @@ def build_table(plan: Plan, runs: dict[str, dict[str, list[dict[str, Any]]]], wi
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
+def latency_order(order: Sequence[SystemDef], rep: int) -> list[SystemDef]:
+    """The systems of a latency step with the floor (BARE) next to Baton: right before it in one
+    repeat, right after it in the next. The floor moves with the machine's state (a checkpoint
+    after the processing runs, the host's load) as much as the systems do, so the ratio Baton /
+    floor is taken from runs seconds apart."""
+    out = list(order)
+    at = next((i for i, s in enumerate(out) if s.name == "baton"), len(out))
+    out.insert(at + rep % 2, BARE)
+    return out
+
+
 def latency_yardsticks(plan: Plan, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
     """Each system's idle insert-to-start p50 against the yardsticks measured in this run: the
     NOTIFY round trip back to back and after idle gaps like the probes', and the bare floor."""
@@ -567,13 +578,20 @@ def latency_yardsticks(plan: Plan, runs: dict[str, dict[str, list[dict[str, Any]
             f"each insert ({plan.notify_rtt_idle * 1000:.3f} ms): {ratios(plan.notify_rtt_idle * 1000)}."
         )
     floor = [r["p50_s"] * 1000 for r in plan.floor if r.get("ok")]
+    baton_p50 = {r["repeat"]: r["p50_s"] for r in runs.get("baton", {}).get("latency", []) if r.get("ok")}
+    paired = [baton_p50[r["repeat"]] / r["p50_s"] for r in plan.floor if r.get("ok") and r["repeat"] in baton_p50]
     if floor:
         out[0] += (
             f" The floor — the same probe loop with bare psycopg, one insert-and-notify statement and one "
             f"claiming UPDATE per job (`bench/peers/bare_harness.py`) — p50 {statistics.median(floor):.2f} ms "
             f"({min(floor):.2f}..{max(floor):.2f}), its insert call alone "
             f"{statistics.median(r['enqueue_call_p50_s'] * 1000 for r in plan.floor if r.get('ok')):.2f} ms; "
-            f"each system against it: {ratios(statistics.median(floor))}."
+            f"each system against it: {ratios(statistics.median(floor))}"
+            + (
+                f" (Baton against the floor run next to it, per repeat: {', '.join(f'{x:.2f}x' for x in paired)})."
+                if paired
+                else "."
+            )
         )
     return out
 
@@ -839,10 +857,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"[run {rep}/{plan.repeat}] LISTEN/NOTIFY round trip {notify_rtts[-1] * 1000:.3f} ms, "
                     f"after idle gaps {idle_rtts[-1] * 1000:.3f} ms"
                 )
-                floor = measure(BARE, "latency", {"samples": plan.samples, "warmup": plan.warmup}, args.url, "", 600.0)
-                plan.floor.append(floor)
-                log(f"[run {rep}/{plan.repeat}] {BARE.label:<14} latency (floor) {short(floor)}")
-            for s in order:
+            for s in latency_order(order, rep) if key == "latency" else order:
+                if s is BARE:
+                    floor = measure(
+                        BARE, "latency", {"samples": plan.samples, "warmup": plan.warmup}, args.url, "", 600.0
+                    )
+                    floor["repeat"] = rep
+                    plan.floor.append(floor)
+                    log(f"[run {rep}/{plan.repeat}] {BARE.label:<14} latency (floor) {short(floor)}")
+                    continue
                 todo = [m for m in measurements_for(s, plan) if m[0] == key]
                 if not todo:
                     continue
