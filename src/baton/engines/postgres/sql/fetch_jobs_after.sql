@@ -22,7 +22,7 @@ SELECT f.*, c.ctx
 FROM fetched f
 LEFT JOIN (
     -- Gated by a one-time filter: a fetch that took no workflow step never calls the function
-    -- (on an idle server the call cost a single job's insert-to-start about 0.1 ms).
+    -- (on an idle server the call cost a single job's fetch 0.06 ms after a notification).
     SELECT * FROM baton_step_contexts(ARRAY(SELECT s.id FROM fetched s WHERE s.workflow_id IS NOT NULL), %(channel)s::text)
     WHERE EXISTS (SELECT FROM fetched s WHERE s.workflow_id IS NOT NULL)
 ) c ON c.job_id = f.id
