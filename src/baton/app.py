@@ -380,8 +380,7 @@ class Baton:
         """Start this node: check the schema, then run producers, heartbeat and plugins."""
         if self._node is not None:
             raise BatonError("this Baton app is already started")
-        await self.engine.open()
-        await self.engine.check_schema()
+        await self.engine.open_checked()
         for plugin in self.plugins:
             plugin.validate(self)
         self._loop = asyncio.get_running_loop()

@@ -196,6 +196,11 @@ class Engine(abc.ABC):
     async def check_schema(self) -> None:
         """Raise MigrationError naming the command to run unless the schema is up to date."""
 
+    async def open_checked(self) -> None:
+        """`open`, then `check_schema` (a node's start); an engine may do both at once."""
+        await self.open()
+        await self.check_schema()
+
     @staticmethod
     def latest_version(package: str) -> int:
         """The newest migration this release ships."""

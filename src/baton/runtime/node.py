@@ -83,10 +83,18 @@ class Node:
                 declared = QueueLimits(declared.global_limit, declared.rate_limit, set_at=declared_at)
             self.producers[queue] = Producer(self, queue, opts["limit"], opts["paused"], declared)
         started = time.monotonic()
-        await self.engine.run(store.upsert_producers, [p.row() for p in self.producers.values()])
-        self.lease.renewed(started)
-        await self.follow_limits()
-        self._listener = await self.engine.listen(self.on_notification, on_reconnect=self.wake_all)
+        # LISTEN connects while the producers register; it is up before the first fetch, so no
+        # insert between the two goes unheard.
+        listening = asyncio.ensure_future(self.engine.listen(self.on_notification, on_reconnect=self.wake_all))
+        try:
+            await self.engine.run(store.upsert_producers, [p.row() for p in self.producers.values()])
+            self.lease.renewed(started)
+            await self.follow_limits()
+        except BaseException:
+            listener = await listening
+            await listener.close()
+            raise
+        self._listener = await listening
         self.acker.start()
         for producer in self.producers.values():
             producer.start()
