@@ -352,6 +352,16 @@ def _vals(runs: dict[str, list[dict[str, Any]]], key: str, field_name: str, scal
     return [r[field_name] * scale for r in runs.get(key, []) if r.get("ok") and r.get(field_name) is not None]
 
 
+def _cpu_per_1000(runs: dict[str, list[dict[str, Any]]], key: str) -> list[float]:
+    """Per repeat: CPU time of the node processes and of the local server processes (PostgreSQL,
+    or Redis for Celery) from `go` to the end of the processing run, per 1 000 finished jobs."""
+    return [
+        r["node_cpu_ms_per_1000_jobs"] + r["server_cpu_ms_per_1000_jobs"]
+        for r in runs.get(key, [])
+        if r.get("ok") and r.get("node_cpu_ms_per_1000_jobs") and r.get("server_cpu_ms_per_1000_jobs") is not None
+    ]
+
+
 def _rss(runs: dict[str, list[dict[str, Any]]]) -> list[float]:
     """Per repeat: the largest node VmHWM over that repeat's processing runs, in MiB."""
     per_repeat: dict[int, float] = {}
@@ -425,6 +435,14 @@ FIGURES = [
         "ms",
         False,
         lambda r: _vals(r, "latency", "p99_s", 1000),
+        fmt_ms,
+    ),
+    Figure(
+        "cpu_c50",
+        "CPU per 1 000 jobs at concurrency 50, node + server",
+        "ms",
+        False,
+        lambda r: _cpu_per_1000(r, "process_c50_n1"),
         fmt_ms,
     ),
     Figure("rss", "peak RSS per worker node", "MiB", False, _rss, fmt_mib),
@@ -596,6 +614,34 @@ def latency_yardsticks(plan: Plan, runs: dict[str, dict[str, list[dict[str, Any]
     return out
 
 
+def cpu_budget(plan: Plan, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    """What the one-node concurrency-50 rates cost in CPU, and the rate the machine's cores allow
+    at that cost: a system that keeps the cores busy is bounded by its CPU per job, one that
+    leaves them idle by its waits."""
+    cores = os.cpu_count() or 1
+    parts = []
+    for s in plan.systems:
+        r = runs.get(s.name, {})
+        per_1000 = _cpu_per_1000(r, "process_c50_n1")
+        rate = _vals(r, "process_c50_n1", "jobs_per_s")
+        busy = _vals(r, "process_c50_n1", "machine_busy_cores")
+        if not per_1000 or not rate:
+            continue
+        cpu = median(per_1000)
+        node = median(_vals(r, "process_c50_n1", "node_cpu_ms_per_1000_jobs"))
+        parts.append(
+            f"{s.label} {cpu:.0f} ms per 1 000 jobs (node {node:.0f}, server {cpu - node:.0f}), "
+            f"{median(busy):.2f} of {cores} cores busy, at most {cores / cpu * 1e6:,.0f} jobs/s at that cost"
+        )
+    if not parts:
+        return []
+    return [
+        "CPU at concurrency 50, one node (median per system; the server is PostgreSQL, Redis for Celery): "
+        + "; ".join(parts)
+        + ". A rate twice another system's needs half its CPU per job, or the other leaving cores idle."
+    ]
+
+
 def details(plan: Plan, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
     out: list[str] = []
     for s in plan.systems:
@@ -613,6 +659,8 @@ def details(plan: Plan, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> lis
                 first = [x["first_job_s"] for x in ps if x.get("first_job_s") is not None]
                 rss = [max(v for v in x["rss_kib"] if v) / 1024 for x in ps if x.get("rss_kib")]
                 cpu = [x["node_cpu_ms_per_1000_jobs"] for x in ps if x.get("node_cpu_ms_per_1000_jobs")]
+                server = [x["server_cpu_ms_per_1000_jobs"] for x in ps if x.get("server_cpu_ms_per_1000_jobs")]
+                busy = [x["machine_busy_cores"] for x in ps if x.get("machine_busy_cores") is not None]
                 text = f"{key}: {median([x['seconds'] for x in ps]):.2f} s"
                 if first:
                     text += f", first job {median(first) * 1000:.0f} ms after go"
@@ -620,6 +668,10 @@ def details(plan: Plan, runs: dict[str, dict[str, list[dict[str, Any]]]]) -> lis
                     text += f", node RSS {median(rss):.0f} MiB"
                 if cpu:
                     text += f", node CPU {median(cpu):.0f} ms per 1 000 jobs"
+                if server:
+                    text += f", server CPU {median(server):.0f} ms per 1 000 jobs"
+                if busy:
+                    text += f", {median(busy):.2f} cores busy"
                 capped = [x for x in ps if x.get("capped")]
                 if capped:
                     done = median([x["finished"] for x in capped])
@@ -677,6 +729,8 @@ def write_report(
     ]
     if plan.notify_rtt:
         lines += [*latency_yardsticks(plan, runs), ""]
+    if budget := cpu_budget(plan, runs):
+        lines += [*budget, ""]
     if plan.skipped:
         lines += ["Skipped: " + "; ".join(f"{k}: {v}" for k, v in plan.skipped.items()), ""]
     lines += ["## Details", "", *details(plan, runs), ""]
@@ -712,7 +766,11 @@ def write_report(
         "- Peak RSS: `VmHWM` from `/proc/<pid>/status` of each node process at the end of each processing "
         "run; the figure is the largest node of the repeat.",
         "- Node CPU (Details): user + system CPU time of the node processes from `go` to the end of a "
-        "processing run (`/proc/<pid>/stat`), per 1 000 finished jobs; PostgreSQL's own CPU is not in it.",
+        "processing run (`/proc/<pid>/stat`), per 1 000 finished jobs. Server CPU: the same for the "
+        "machine's PostgreSQL processes (backends, WAL writer, autovacuum, checkpointer), or Redis's for "
+        "Celery, over the same interval (the client's 10 ms poll included; a process that exits during the "
+        "run is not counted); the table's CPU row is node + server at concurrency 50. Cores busy: the "
+        "machine's non-idle share of `/proc/stat` over the run, times the cores.",
         "- Logging: every system's loggers at WARNING; no tracing or metrics exporters.",
         "- Round trips dominate: `pg round trip` under Machine is the median `SELECT 1` time from Python on "
         "this machine; systems that do one statement per job (oban-py's insert and ack, procrastinate's "

@@ -275,6 +275,11 @@ async def wait_done(
     return True
 
 
+def _busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return (1 - idle / total) * (os.cpu_count() or 1) if total > 0 else None
+
+
 async def measure_insert(system: System, jobs: int) -> dict[str, Any]:
     await system.setup()
     try:
@@ -289,6 +294,41 @@ async def measure_insert(system: System, jobs: int) -> dict[str, Any]:
         "insert_only_jobs_per_s": jobs / r["seconds"],
         "build_seconds": r["build_seconds"],
     }
+
+
+# The local server processes a run makes work: PostgreSQL's (the postmaster's children, whose
+# `comm` is "postgres": backends, WAL writer, autovacuum, checkpointer) and Redis (Celery's broker).
+SERVER_PROCESSES = frozenset({"postgres", "redis-server"})
+
+
+def server_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) each local server process has used so far, by pid."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                head, _, tail = f.read().rpartition(")")
+        except OSError:
+            continue
+        if head.partition("(")[2] in SERVER_PROCESSES:
+            fields = tail.split()
+            out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def server_cpu_since(before: dict[int, float]) -> float:
+    """Server CPU seconds used since `before` (a process that exited meanwhile is not counted)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in server_cpu().items())
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(all, idle) CPU ticks of the machine so far, over every core (/proc/stat)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return sum(values), values[3] + values[4]  # idle + iowait
 
 
 async def measure_process(
@@ -315,12 +355,14 @@ async def measure_process(
             await system.analyze()
         running = await start_nodes(system, nodes, concurrency, kind=kind)
         cpu0 = [n.cpu_seconds() for n in running]
+        server0, machine0 = server_cpu(), machine_ticks()
         t0 = time.perf_counter()
         wall0 = time.time()
         for n in running:
             n.go()
         done = await wait_done(system, running, jobs, max_seconds)
         seconds = time.perf_counter() - t0
+        server_s, machine1 = server_cpu_since(server0), machine_ticks()
         finished = jobs if done else await system.finished_count(running, jobs)
         rss = [n.vmhwm_kib() for n in running]
         cpu = [
@@ -337,6 +379,10 @@ async def measure_process(
         "finished": finished,
         "node_cpu_s": node_cpu,
         "node_cpu_ms_per_1000_jobs": node_cpu / finished * 1e6 if finished else None,
+        "server_cpu_s": server_s,
+        "server_cpu_ms_per_1000_jobs": server_s / finished * 1e6 if finished else None,
+        # Average busy cores of the whole machine over the run (nodes, server, this client).
+        "machine_busy_cores": _busy_cores(machine0, machine1),
         "capped": not done,
         "concurrency": concurrency,
         "nodes": nodes,
