@@ -1,7 +1,7 @@
 """Pooled PostgreSQL connections the server closed (a restart, pg_terminate_backend, an idle
 timeout) are replaced when handed out, not given to the caller: the next call succeeds at its
 first try, on the async and the sync pool, even in a process with more than FD_SETSIZE (1024)
-open descriptors."""
+open descriptors. Operations cancelled mid-statement give their connections back."""
 
 from __future__ import annotations
 
@@ -58,3 +58,33 @@ async def test_calls_after_the_server_closed_the_pooled_connections_succeed_firs
         await app.close()
         for fd in held:
             os.close(fd)
+
+
+async def test_operations_cancelled_mid_statement_give_their_connections_back(pg_url):
+    """An operation cancelled while its statement runs (a request timing out) hands the pooled
+    connection back; the pool drops it instead of lending it out mid-statement, so a burst of
+    cancellations larger than the pool neither depletes it nor breaks the next call."""
+    app = baton.Baton(pg_url, plugins=[], log_events=False, pool_size=2)
+    w = app.worker(name="pool.cancelled", unique={"period": 60})(_noop)
+    spec = w.new({"n": 1}, unique=True)
+    key = f"u:{spec.unique_key()}"
+    try:
+        await app.count_jobs()
+        with psycopg.connect(pg_url, autocommit=True) as holder:
+            # The insert of a unique job waits for this key's advisory lock (lock_keys).
+            holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [key])
+            for _ in range(5):
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(app.insert(spec), 0.2)
+            holder.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
+        job = await asyncio.wait_for(app.insert(spec), 10)
+        assert not job.conflict and job.state == "available"
+        pool = app.engine._pool  # type: ignore[attr-defined]
+        idle = list(pool._pool)
+        assert idle and all(c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE for c in idle)
+    finally:
+        await app.close()
+
+
+async def _noop(job: baton.Job) -> None:
+    pass
