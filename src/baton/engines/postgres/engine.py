@@ -355,8 +355,10 @@ class _PgListener:
                 continue
             try:
                 async with conn:
-                    for channel in self._names:
-                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    # One round trip for every channel (a simple-query string of LISTENs).
+                    await conn.execute(
+                        sql.SQL("; ").join(sql.SQL("LISTEN {}").format(sql.Identifier(c)) for c in self._names)
+                    )
                     self.connected.set()
                     if not first:
                         log.info("baton listener reconnected to %s", self._engine.display_url)
