@@ -23,8 +23,12 @@ Figures per system (each the median of --repeat runs):
     a bare LISTEN/NOTIFY round trip measured right before each repeat's latency runs (back to
     back, and after idle gaps like the probes') and of the floor: the same probe loop run by
     peers/bare_harness.py, plain psycopg doing the least a LISTEN/NOTIFY queue can;
+  - CPU per 1 000 jobs at concurrency 50: the node processes' and the local server's
+    (PostgreSQL's processes; Redis's for Celery), with the machine's busy cores and the rate the
+    cores would allow at that cost;
   - peak RSS per worker node (VmHWM of the node process, max over the processing runs);
-  - (details) node CPU time per 1 000 jobs, start-up time to the first job, the enqueue call alone;
+  - (details) node and server CPU time per 1 000 jobs and busy cores of every processing run,
+    start-up time to the first job, the enqueue call alone;
   - Baton only: a workflow of S steps (1 root -> S-2 fan-out -> 1 fan-in), steps/s.
 
 Usage:
