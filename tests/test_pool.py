@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -84,6 +86,47 @@ async def test_operations_cancelled_mid_statement_give_their_connections_back(pg
         assert idle and all(c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE for c in idle)
     finally:
         await app.close()
+
+
+async def test_concurrent_first_calls_open_the_pools_once(pg_url, monkeypatch):
+    """The first calls of a fresh app often come together (requests arriving at once): they
+    share one opening of the pools instead of each opening pools of its own (six calls made
+    24 connections and left the pools of all but the last to the garbage collector), and
+    closing the app closes every connection it made."""
+    connects = 0
+    connect = psycopg.AsyncConnection.connect.__func__  # type: ignore[attr-defined]
+
+    async def counted(cls: type[psycopg.AsyncConnection[Any]], *args: Any, **kwargs: Any) -> Any:
+        nonlocal connects
+        connects += 1
+        return await connect(cls, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "connect", classmethod(counted))
+    app = baton.Baton(pg_url, plugins=[], log_events=False, pool_size=2)
+    before = _client_backends(pg_url)
+    try:
+        counts = await asyncio.gather(*(app.count_jobs() for _ in range(6)))
+        assert all(isinstance(c, dict) for c in counts)
+        # The probe, the main pool's two connections and the relaxed pool's one.
+        assert connects == 4
+    finally:
+        await app.close()
+    assert _client_backends(pg_url) == before
+
+
+def _client_backends(url: str) -> int:
+    """Client backends connected to the test database besides this one, counted once those
+    that are closing have left (a backend leaves a moment after its client closed)."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        counts: list[int] = []
+        while len(counts) < 50 and not (len(counts) >= 3 and counts[-1] == counts[-2] == counts[-3]):
+            counts.append(conn.execute(query).fetchone()[0])  # type: ignore[index]
+            time.sleep(0.02)
+        return counts[-1]
 
 
 async def _noop(job: baton.Job) -> None:

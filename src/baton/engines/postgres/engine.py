@@ -412,6 +412,10 @@ class PostgresEngine(Engine):
         self._checking: asyncio.Future[None] | None = None
         self._sync_pool: psycopg_pool.ConnectionPool | None = None
         self._sync_lock = threading.Lock()
+        # Serialises opening: the first calls of a fresh app often come together (requests
+        # arriving at once), and each would otherwise open pools of its own and leave all but
+        # the last connected. Per event loop, as the pools are.
+        self._open_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     # -- connections ------------------------------------------------------------------
 
@@ -434,10 +438,7 @@ class PostgresEngine(Engine):
         """Open the pools and check the schema at once: the version is read on the connection
         that probes the server while the pools connect (a node starts ~10 ms sooner than
         with the three one after another)."""
-        if self._pool is not None:
-            await self.check_schema()
-        else:
-            await self._open(check_schema=True)
+        await self._open(check_schema=True)
 
     async def _probe(self, check_schema: bool) -> None:
         """Connect once, so an unreachable server is reported with its cause at once (the pools
@@ -456,8 +457,18 @@ class PostgresEngine(Engine):
                 self._require(await _read_version(probe))
 
     async def _open(self, check_schema: bool) -> None:
-        if self._pool is not None:
-            return
+        if self._pool is None:
+            loop = asyncio.get_running_loop()
+            if self._open_lock is None or self._open_lock[0] is not loop:
+                self._open_lock = (loop, asyncio.Lock())
+            async with self._open_lock[1]:
+                if self._pool is None:  # not opened by a caller that held the lock before
+                    await self._open_pools(check_schema)
+                    return
+        if check_schema:
+            await self.check_schema()
+
+    async def _open_pools(self, check_schema: bool) -> None:
         pool = psycopg_pool.AsyncConnectionPool(
             self.url,
             min_size=min(2, self.pool_size),
