@@ -36,6 +36,7 @@ import psycopg
 
 import baton
 from baton.engines.postgres.engine import PostgresEngine
+from baton.store.jobs import _job_params as insert_job_params  # the parameters app.insert sends
 
 QUEUE, WORKER = "bench", "bench.probe"
 KINDS = ("app", "statement", "minimal")
@@ -130,11 +131,7 @@ async def measure(url: str, samples: int, gap: float) -> dict[str, list[dict[str
             if kind == "app":
                 await app.insert(app.new(WORKER, {"n": i}))
             elif kind == "statement":
-                params = {
-                    "state": "available", "queue": QUEUE, "worker": WORKER, "args": args, "meta": "{}",
-                    "tags": [], "priority": 0, "max_attempts": 20, "unique_key": None, "chain_key": None,
-                    "workflow_id": None, "channel": channel,
-                }  # fmt: skip
+                params = insert_job_params(app.new(WORKER, {"n": i}), None, None, channel)
                 await (await plain.execute(INSERT_JOB, params, prepare=True)).fetchall()
             else:
                 params = {"queue": QUEUE, "worker": WORKER, "args": args, "channel": channel}

@@ -199,12 +199,8 @@ class Node:
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time the node process has used so far."""
-        try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return None
+        stat = process_stat(self.proc.pid)
+        return None if stat is None else stat[1]
 
     async def stop(self, grace: float = 10.0) -> None:
         if self.proc.returncode is None:
@@ -275,11 +271,6 @@ async def wait_done(
     return True
 
 
-def _busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float | None:
-    total, idle = after[0] - before[0], after[1] - before[1]
-    return (1 - idle / total) * (os.cpu_count() or 1) if total > 0 else None
-
-
 async def measure_insert(system: System, jobs: int) -> dict[str, Any]:
     await system.setup()
     try:
@@ -301,21 +292,24 @@ async def measure_insert(system: System, jobs: int) -> dict[str, Any]:
 SERVER_PROCESSES = frozenset({"postgres", "redis-server"})
 
 
+def process_stat(pid: int) -> tuple[str, float] | None:
+    """(command name, user + system CPU seconds so far) of a process from /proc/<pid>/stat,
+    or None once it has gone. (benchlib has the same reading; this module may not import it.)"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            head, _, tail = f.read().rpartition(")")
+        fields = tail.split()
+        return head.partition("(")[2], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def server_cpu() -> dict[int, float]:
     """CPU seconds (user + system) each local server process has used so far, by pid."""
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, float] = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                head, _, tail = f.read().rpartition(")")
-        except OSError:
-            continue
-        if head.partition("(")[2] in SERVER_PROCESSES:
-            fields = tail.split()
-            out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+        if entry.name.isdigit() and (stat := process_stat(int(entry.name))) and stat[0] in SERVER_PROCESSES:
+            out[int(entry.name)] = stat[1]
     return out
 
 
@@ -329,6 +323,12 @@ def machine_ticks() -> tuple[int, int]:
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
     return sum(values), values[3] + values[4]  # idle + iowait
+
+
+def _busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """Average busy cores between two `machine_ticks()` readings."""
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return (1 - idle / total) * (os.cpu_count() or 1) if total > 0 else None
 
 
 async def measure_process(
