@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,3 +59,20 @@ def drop_database(name: str) -> None:
     base = server_url()
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def client_backends(url: str, like: str = "%") -> int:
+    """How many other client backends are connected to the database of `url` (whose last query
+    is LIKE `like`), counted once those that are closing have left: a closed connection's backend
+    leaves pg_stat_activity a moment after its client returned."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND backend_type = 'client backend' AND query ILIKE %s"
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        counts: list[int] = []
+        while len(counts) < 50 and not (len(counts) >= 3 and counts[-1] == counts[-2] == counts[-3]):
+            row = conn.execute(query, [like]).fetchone()
+            counts.append(row[0] if row else 0)
+            time.sleep(0.02)
+        return counts[-1]

@@ -28,6 +28,7 @@ import pytest
 import baton
 from baton.engines.base import migration_files
 from baton.job import JobSpec
+from pg import client_backends
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/x"
 
@@ -403,46 +404,28 @@ async def test_unmigrated_database_on_start_names_baton_migrate(db_url, tmp_path
             await app.close()
 
 
-def _backends(url: str, like: str = "%") -> int:
-    """How many other client backends are connected to the test database (whose last query is
-    LIKE `like`), once those that are closing have gone (a closed connection's backend leaves
-    pg_stat_activity a moment after the client returns)."""
-    query = (
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        " AND backend_type = 'client backend' AND query ILIKE %s"
-    )
-    with psycopg.connect(url, autocommit=True) as conn:
-        counts = []
-        for _ in range(50):
-            counts.append(conn.execute(query, [like]).fetchone()[0])
-            if len(counts) > 2 and counts[-1] == counts[-2] == counts[-3]:
-                break
-            time.sleep(0.02)
-        return counts[-1]
-
-
 async def test_a_start_refused_for_the_schema_leaves_no_connection_open(pg_url):
     """The probe checks the schema while the pools connect (Engine.open_checked): when the
     check fails, the pools that were connecting are closed, and a later start opens afresh."""
     schema = f"unmigrated_{uuid.uuid4().hex[:8]}"
     app = baton.Baton(pg_url, schema=schema, plugins=[], log_events=False, queues={"default": 1})
     try:
-        before = _backends(pg_url)
+        before = client_backends(pg_url)
         for _ in range(3):
             with pytest.raises(baton.MigrationError, match=r"`baton migrate"):
                 await app.start()
             assert not app.running
-        assert _backends(pg_url) == before
+        assert client_backends(pg_url) == before
         await app.migrate()
         await app.start()
         assert app.running
-        assert _backends(pg_url) > before
+        assert client_backends(pg_url) > before
         await app.stop()
     finally:
         await app.close()
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    assert _backends(pg_url) == before
+    assert client_backends(pg_url) == before
 
 
 async def test_a_node_that_cannot_register_leaves_no_listener_behind(pg_url):
@@ -454,11 +437,11 @@ async def test_a_node_that_cannot_register_leaves_no_listener_behind(pg_url):
         await app.migrate()
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f'DROP TABLE "{schema}".baton_producers')
-        before = _backends(pg_url, "LISTEN%")
+        before = client_backends(pg_url, "LISTEN%")
         with pytest.raises(baton.MigrationError, match="baton migrate"):
             await app.start()
         assert not app.running
-        assert _backends(pg_url, "LISTEN%") == before
+        assert client_backends(pg_url, "LISTEN%") == before
     finally:
         await app.close()
         with psycopg.connect(pg_url, autocommit=True) as conn:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
-import time
 from typing import Any
 
 import psycopg
@@ -16,6 +15,7 @@ import pytest
 
 import baton
 from baton.store import jobs as store
+from pg import client_backends
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -103,7 +103,7 @@ async def test_concurrent_first_calls_open_the_pools_once(pg_url, monkeypatch):
 
     monkeypatch.setattr(psycopg.AsyncConnection, "connect", classmethod(counted))
     app = baton.Baton(pg_url, plugins=[], log_events=False, pool_size=2)
-    before = _client_backends(pg_url)
+    before = client_backends(pg_url)
     try:
         counts = await asyncio.gather(*(app.count_jobs() for _ in range(6)))
         assert all(isinstance(c, dict) for c in counts)
@@ -111,22 +111,7 @@ async def test_concurrent_first_calls_open_the_pools_once(pg_url, monkeypatch):
         assert connects == 4
     finally:
         await app.close()
-    assert _client_backends(pg_url) == before
-
-
-def _client_backends(url: str) -> int:
-    """Client backends connected to the test database besides this one, counted once those
-    that are closing have left (a backend leaves a moment after its client closed)."""
-    query = (
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-    )
-    with psycopg.connect(url, autocommit=True) as conn:
-        counts: list[int] = []
-        while len(counts) < 50 and not (len(counts) >= 3 and counts[-1] == counts[-2] == counts[-3]):
-            counts.append(conn.execute(query).fetchone()[0])  # type: ignore[index]
-            time.sleep(0.02)
-        return counts[-1]
+    assert client_backends(pg_url) == before
 
 
 async def _noop(job: baton.Job) -> None:
