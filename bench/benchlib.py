@@ -327,7 +327,7 @@ async def settle(max_busy: float, max_wait: float) -> float:
             return busy
 
 
-def _proc_cpu(pid: int) -> float | None:
+def proc_cpu(pid: int) -> float | None:
     """utime + stime of a process in seconds (Linux), None if it cannot be read."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -358,7 +358,7 @@ class CpuMeter:
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
             pids = [int(r[0]) for r in await cur.fetchall()]
-        return {pid: t for pid in pids if (t := _proc_cpu(pid)) is not None}
+        return {pid: t for pid in pids if (t := proc_cpu(pid)) is not None}
 
     @staticmethod
     def _own_cpu() -> float:
