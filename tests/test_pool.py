@@ -62,6 +62,41 @@ async def test_calls_after_the_server_closed_the_pooled_connections_succeed_firs
             os.close(fd)
 
 
+async def test_a_pool_whose_every_idle_connection_died_serves_the_next_call_at_once(pg_url):
+    """After a restart every idle connection is dead. psycopg_pool's own check waits 1 s, 2 s,
+    4 s... after each connection that fails it, so a full pool made the next call time out
+    although the server was up (an insert after a restart, with eight idle connections: 10 s).
+    The dead ones are dropped at once and the pool connects anew, on both pools."""
+    app = baton.Baton(pg_url, plugins=[], log_events=False, pool_size=8)
+    app.engine.connect_timeout = 3.0  # type: ignore[attr-defined]  # the pools' wait for a connection
+
+    @app.worker(name="pool.full")
+    def w(job: baton.Job) -> None:
+        return None
+
+    try:
+        await app.count_jobs()  # opens the async pools
+        engine: Any = app.engine
+        pool, sync_pool = engine._pool, engine._sync()
+        held = [await pool.getconn() for _ in range(pool.max_size)]
+        for conn in held:
+            await pool.putconn(conn)
+        held_sync = [sync_pool.getconn() for _ in range(sync_pool.max_size)]
+        for conn in held_sync:
+            sync_pool.putconn(conn)
+        pids = [c.info.backend_pid for c in list(pool._pool) + list(sync_pool._pool)]
+        assert len(pids) == pool.max_size + sync_pool.max_size == 12
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
+        await asyncio.sleep(0.2)  # the FATAL message and the end of stream reach the sockets
+
+        job = await app.insert(w.new({"after": "terminate"}))
+        job_sync = await asyncio.to_thread(app.insert_sync, w.new({"after": "terminate"}))
+        assert {j.id for j in await app.list_jobs(ids=[job.id, job_sync.id])} == {job.id, job_sync.id}
+    finally:
+        await app.close()
+
+
 async def test_operations_cancelled_mid_statement_give_their_connections_back(pg_url):
     """An operation cancelled while its statement runs (a request timing out) hands the pooled
     connection back; the pool drops it instead of lending it out mid-statement, so a burst of

@@ -207,11 +207,30 @@ async def _read_version(conn: psycopg.AsyncConnection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-async def _check_async(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Pool check: hand out only connections the server has not closed (see _server_closed)."""
-    if _server_closed(conn):
-        await conn.close()  # closed, the pool replaces it instead of handing it out again
-        raise psycopg.OperationalError("the server closed this pooled connection")
+async def _getconn(pool: psycopg_pool.AsyncConnectionPool) -> psycopg.AsyncConnection[Any]:
+    """A pooled connection the server has not closed (see _server_closed). Dead ones (a server
+    restart kills every idle connection) are closed and given back at once, and the pool opens
+    a replacement for each. Not the pool's `check` callback: the pool waits 1 s, 2 s, 4 s...
+    after each connection that fails it, so after a restart with eight idle connections the
+    first call waited past its 10 s timeout, failing although the server was back."""
+    for _ in range(pool.max_size + 1):
+        conn = await pool.getconn()
+        if not _server_closed(conn):
+            return conn
+        await conn.close()
+        await pool.putconn(conn)  # closed: the pool discards it and connects anew
+    return await pool.getconn()  # still dying as they come: the statement reports why
+
+
+def _getconn_sync(pool: psycopg_pool.ConnectionPool) -> psycopg.Connection[Any]:
+    """`_getconn` for the sync pool."""
+    for _ in range(pool.max_size + 1):
+        conn = pool.getconn()
+        if not _server_closed(conn):
+            return conn
+        conn.close()
+        pool.putconn(conn)
+    return pool.getconn()
 
 
 # Each new pooled connection calls baton_finish_workflows once with nothing to finish, and
@@ -233,13 +252,6 @@ async def _warm_async(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(_WARM)
     except psycopg.Error as exc:
         log.debug("could not warm a new connection (%s)", exc)
-
-
-def _check_sync(conn: psycopg.Connection[Any]) -> None:
-    """Pool check of the sync pool (see _check_async)."""
-    if _server_closed(conn):
-        conn.close()
-        raise psycopg.OperationalError("the server closed this pooled connection")
 
 
 class PgConn:
@@ -477,7 +489,6 @@ class PostgresEngine(Engine):
             timeout=self.connect_timeout,
             open=False,
             name="baton",
-            check=_check_async,
             configure=_warm_async,
         )
         relaxed = psycopg_pool.AsyncConnectionPool(
@@ -488,7 +499,6 @@ class PostgresEngine(Engine):
             timeout=self.connect_timeout,
             open=False,
             name="baton-relaxed",
-            check=_check_async,
         )
         # The probe and both pools' connections are made at once.
         opening = asyncio.gather(
@@ -557,7 +567,7 @@ class PostgresEngine(Engine):
                 # also enters the connection's own, a no-op in autocommit) added ~30 us to every
                 # operation on an idle node, an insert's and a fetch's alike. putconn discards a
                 # connection left broken or in a transaction, as the context manager would.
-                raw = await pool.getconn()
+                raw = await _getconn(pool)
                 try:
                     conn = self._conn(raw, defer=transaction)
                     if not transaction:
@@ -605,7 +615,6 @@ class PostgresEngine(Engine):
                     timeout=self.connect_timeout,
                     open=False,
                     name="baton-sync",
-                    check=_check_sync,
                 )
                 try:
                     pool.open(wait=True, timeout=self.connect_timeout)
@@ -620,7 +629,7 @@ class PostgresEngine(Engine):
         for attempt in range(8):
             conn = None
             try:
-                raw = pool.getconn()  # not pool.connection(): see _run
+                raw = _getconn_sync(pool)  # not pool.connection(): see _run
                 try:
                     conn = self._conn(raw, defer=True)
                     with raw.transaction():
