@@ -34,7 +34,14 @@ def server_url() -> str:
     local = "postgresql://postgres@127.0.0.1:5432/postgres"
     if _reachable(local):
         return local
-    import pgserver  # a real PostgreSQL server from PyPI, for machines without one
+    try:
+        import pgserver  # a real PostgreSQL server from PyPI, for machines without one
+    except ImportError:
+        raise RuntimeError(
+            "no PostgreSQL at 127.0.0.1:5432 and the pgserver package is not installed (it has no "
+            "wheels for Python 3.13 and newer): start a PostgreSQL server there, or set "
+            "BATON_TEST_DATABASE_URL to one whose role may CREATE DATABASE"
+        ) from None
 
     data = os.path.join(tempfile.gettempdir(), "baton-test-pgdata")
     _server = pgserver.get_server(data, cleanup_mode="stop")
