@@ -337,6 +337,19 @@ def proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def backend_cpu(url: str) -> dict[int, float]:
+    """CPU seconds so far (utime + stime) of each PostgreSQL backend connected to the database
+    of `url`, by pid, this query's own excepted; {} on SQLite."""
+    if engine_of(url) != "postgres":
+        return {}
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        pids = [int(r[0]) for r in await cur.fetchall()]
+    return {pid: t for pid in pids if (t := proc_cpu(pid)) is not None}
+
+
 class CpuMeter:
     """Share of all CPUs used by *other* processes during a run: total busy time (/proc/stat)
     minus this process and the PostgreSQL backends connected to the benchmark's database.
@@ -351,14 +364,7 @@ class CpuMeter:
         self._pg: dict[int, float] = {}
 
     async def _pg_times(self) -> dict[int, float]:
-        if engine_of(self.url) != "postgres":
-            return {}
-        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-            cur = await conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            pids = [int(r[0]) for r in await cur.fetchall()]
-        return {pid: t for pid in pids if (t := proc_cpu(pid)) is not None}
+        return await backend_cpu(self.url)
 
     @staticmethod
     def _own_cpu() -> float:

@@ -38,9 +38,9 @@ def server_url() -> str:
         import pgserver  # a real PostgreSQL server from PyPI, for machines without one
     except ImportError:
         raise RuntimeError(
-            "no PostgreSQL at 127.0.0.1:5432 and the pgserver package is not installed (it has no "
-            "wheels for Python 3.13 and newer): start a PostgreSQL server there, or set "
-            "BATON_TEST_DATABASE_URL to one whose role may CREATE DATABASE"
+            "no PostgreSQL at 127.0.0.1:5432 and the pgserver package is not installed (the test "
+            "extra installs it on Python 3.11 and 3.12; it has no wheels for newer ones): start a "
+            "PostgreSQL server there, or set BATON_TEST_DATABASE_URL to one whose role may CREATE DATABASE"
         ) from None
 
     data = os.path.join(tempfile.gettempdir(), "baton-test-pgdata")
