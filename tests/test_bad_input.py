@@ -80,6 +80,39 @@ async def test_unknown_worker_by_name(app):  # on both engines: nothing may be w
     await _assert_nothing_inserted(app)
 
 
+async def test_a_worker_whose_module_fails_at_import(app, tmp_path, monkeypatch):
+    """A module that raises at import (not ImportError: a RuntimeError about a missing setting)
+    is a BatonError naming the worker, the module and the cause, not the bare RuntimeError;
+    a module missing one of its own imports is that, not an unknown worker."""
+    tag = uuid.uuid4().hex[:8]
+    (tmp_path / f"bad_setting_{tag}.py").write_text('raise RuntimeError("DATABASE_PASSWORD is not set")\n')
+    (tmp_path / f"bad_dependency_{tag}.py").write_text("import bad_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = f"bad_setting_{tag}.task"
+    with pytest.raises(baton.WorkerImportError) as info:
+        app.new(name, {})
+    err = info.value
+    assert isinstance(err, baton.ValidationError) and err.field == "worker"
+    assert (err.worker, err.module) == (name, f"bad_setting_{tag}")
+    assert str(err) == (
+        f"worker: {name!r} cannot be imported: its module 'bad_setting_{tag}' raised RuntimeError: "
+        "DATABASE_PASSWORD is not set"
+    )
+    assert isinstance(err.__cause__, RuntimeError)
+    missing = r"raised ModuleNotFoundError: No module named 'bad_no_such"
+    with pytest.raises(baton.WorkerImportError, match=missing) as info:
+        app.new(f"bad_dependency_{tag}.Outer.task", {})
+    assert info.value.module == f"bad_dependency_{tag}", "the module that raised, not the path tried"
+    with pytest.raises(baton.WorkerImportError, match=r"DATABASE_PASSWORD"):
+        await app.insert(JobSpec(worker=name, args={}))
+    # A missing module, or a missing nested name, is still an unknown worker.
+    with pytest.raises(baton.ValidationError, match=r"^worker: unknown worker 'bad_never_there_"):
+        app.new(f"bad_never_there_{tag}.Outer.task", {})
+    with pytest.raises(baton.ValidationError, match=r"^worker: unknown worker 'os.path.no_such_task'"):
+        app.new("os.path.no_such_task", {})
+    await _assert_nothing_inserted(app)
+
+
 async def test_insert_of_a_spec_for_an_unknown_worker(app):
     spec = JobSpec(worker="nowhere.to_be_found", args={})
     with pytest.raises(baton.ValidationError, match=r"unknown worker 'nowhere.to_be_found'") as info:

@@ -9,8 +9,10 @@ import sqlite3
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -46,6 +48,10 @@ def _sql(url: str, query: str, params: Sequence[Any] = ()) -> None:
 async def _states(app: baton.Baton, ids: Sequence[int]) -> list[str]:
     jobs = [await app.get_job(i) for i in ids]
     return [j.state if j is not None else "missing" for j in jobs]
+
+
+async def _settled(app: baton.Baton, ids: Sequence[int]) -> bool:
+    return not any(s in UNSETTLED for s in await _states(app, ids))
 
 
 async def run(
@@ -250,7 +256,84 @@ async def test_a_failing_backoff_falls_back_to_the_default(app):
 
     job = await app.insert(fail.new({}))
     assert await app.drain() == {"retryable": 1}
-    assert 14 <= _secs_from_now((await app.get_job(job.id)).scheduled_at) <= 19.5
+    stored = await app.get_job(job.id)
+    assert 14 <= _secs_from_now(stored.scheduled_at) <= 19.5
+    error = stored.errors[0]["error"]
+    assert error.startswith("RuntimeError: boom (its backoff raised ZeroDivisionError: bad backoff; "), error
+    assert "default backoff" in error
+
+
+# A backoff's value the database could not schedule (NaN, infinity, a date past year 9999)
+# once left its ack unwritable: the job, and every later ack of the node, stayed executing.
+BAD_BACKOFFS = [
+    pytest.param(float("nan"), "nan", id="nan"),
+    pytest.param(float("inf"), "inf", id="inf"),
+    pytest.param(1e12, "1000000000000.0", id="1e12"),
+    pytest.param(1e300, "1e+300", id="1e300"),
+    pytest.param(-1, "-1", id="negative"),
+    pytest.param(10**400, "1000000", id="huge-int"),
+    pytest.param("soon", "'soon'", id="text"),
+]
+
+
+@pytest.mark.parametrize(("value", "shown"), BAD_BACKOFFS)
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_backoff_out_of_range_falls_back_to_the_default_and_holds_back_no_ack(app, mode, value, shown):
+    @app.worker(name="tr.odd_backoff", backoff=lambda job: value)
+    def fail(job: baton.Job) -> None:
+        raise RuntimeError("boom")
+
+    @app.worker(name="tr.beside_odd_backoff")
+    def plain(job: baton.Job) -> str:
+        return "ok"
+
+    failing, beside = await app.insert_all([fail.new({}), plain.new({})])
+    if mode == "drain":
+        assert await app.drain() == {"retryable": 1, "completed": 1}
+    else:
+        async with app:
+            # Fetched in one batch; then a job inserted afterwards: its ack goes out too, so
+            # nothing is stuck in the node's acker behind the failing job's.
+            await wait_for(lambda: _settled(app, [failing.id, beside.id]), 10)
+            later = await app.insert(plain.new({}))
+            await wait_for(lambda: _settled(app, [later.id]), 10)
+        assert (await app.get_job(later.id)).state == "completed"
+    stored = await app.get_job(failing.id)
+    assert stored.state == "retryable" and stored.attempt == 1
+    assert 14 <= _secs_from_now(stored.scheduled_at) <= 19.5, "the default backoff"
+    error = stored.errors[0]["error"]
+    assert error.startswith(f"RuntimeError: boom (its backoff returned {shown}"), error
+    assert "not a number of seconds from 0 to 3155760000" in error and "default backoff" in error
+    assert "Traceback" in stored.errors[0]["traceback"]
+    assert (await app.get_job(beside.id)).state == "completed"
+
+
+async def test_an_ack_the_database_cannot_schedule_is_replaced_and_holds_back_no_other(app):
+    """The acker's last guard: an ack carrying a delay no engine can store (one the executor's
+    check would not let through) is written with the default backoff; later acks go out."""
+    from baton.store import transitions
+    from baton.store.jobs import Ack
+
+    @app.worker(name="tr.raw_ack")
+    def plain(job: baton.Job) -> str:
+        return "ok"
+
+    async with app:
+        node = app._node
+        assert node is not None
+        held = await app.insert(plain.new({}, queue="nobody"))  # never fetched by the node
+        claimed = await app.engine.run(transitions.fetch_jobs, "nobody", app.node, "x", 1)
+        assert [j.id for j in claimed] == [held.id]
+        node.acker.push(Ack(claimed[0], "retryable", delay=float("nan"), error="RuntimeError: boom"))
+        later = await app.insert(plain.new({}))
+
+        async def settled() -> bool:
+            return await _states(app, [held.id, later.id]) == ["retryable", "completed"]
+
+        await wait_for(settled, 10)
+    stored = await app.get_job(held.id)
+    assert 14 <= _secs_from_now(stored.scheduled_at) <= 19.5
+    assert "RuntimeError: boom (the full outcome could not be stored" in stored.errors[0]["error"]
 
 
 async def test_every_errors_entry_has_at_attempt_error_and_traceback(app, engine_name, request):
@@ -314,6 +397,58 @@ async def test_a_snoozed_job_with_one_attempt_still_gets_its_real_try(fast_app, 
     assert stored.attempt == 2
     assert stored.max_attempts == 2
     assert stored.meta["snoozed"] == 1
+
+
+# `snoozed` is a meta key Baton counts in, but the user's too: a value of theirs that is not a
+# count once raised in the executor (ValueError), leaving the job executing on a live node.
+ODD_SNOOZED = [
+    pytest.param("often", id="text"),
+    pytest.param(1.5, id="float"),
+    pytest.param(True, id="bool"),
+    pytest.param(-3, id="negative"),
+    pytest.param(10**12, id="huge"),
+    pytest.param({"n": 2}, id="object"),
+]
+
+
+@pytest.mark.parametrize("value", ODD_SNOOZED)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_user_meta_snoozed_that_is_not_a_count_counts_as_zero(app, mode, kind, value):
+    if kind == "sync":
+
+        @app.worker(name="tr.snooze_meta")
+        def snoozy(job: baton.Job) -> baton.Snooze:
+            return baton.Snooze(60)
+    else:
+
+        @app.worker(name="tr.snooze_meta_async")
+        async def snoozy(job: baton.Job) -> baton.Snooze:
+            raise baton.Snooze(60)
+
+    @app.worker(name="tr.beside_snooze_meta")
+    def plain(job: baton.Job) -> str:
+        return "ok"
+
+    job, beside = await app.insert_all([snoozy.new({}, meta={"snoozed": value, "mine": 1}), plain.new({})])
+    counts = await run(app, mode, [job.id, beside.id])
+    if mode == "drain":
+        assert counts == {"scheduled": 1, "completed": 1}
+    stored = await app.get_job(job.id)
+    assert stored.state == "scheduled" and stored.errors == []
+    assert stored.meta == {"snoozed": 1, "mine": 1}
+    assert stored.max_attempts == 21
+    assert (await app.get_job(beside.id)).state == "completed"
+
+
+async def test_a_snooze_counts_on_from_baton_own_count(app):
+    @app.worker(name="tr.snooze_count")
+    def snoozy(job: baton.Job) -> baton.Snooze:
+        return baton.Snooze(60)
+
+    job = await app.insert(snoozy.new({}, meta={"snoozed": 41}))
+    assert await app.drain() == {"scheduled": 1}
+    assert (await app.get_job(job.id)).meta["snoozed"] == 42
 
 
 # --------------------------------------------------------------------------- cancel / discard
@@ -820,6 +955,88 @@ async def test_unknown_worker_on_the_node_errors_and_the_node_keeps_running(make
 
         await wait_for(completed, 10)
         assert node_app.running
+
+
+def _broken_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Modules on sys.path that fail at import on this node, by what they raise: a worker
+    name (`module.task`) for each."""
+    tag = uuid.uuid4().hex[:8]
+    bodies = {
+        "runtime": 'raise RuntimeError("DATABASE_PASSWORD is not set")',
+        "syntax": "def task(job) pass",
+        "dependency": "import tr_no_such_dependency_at_all",
+        "exit": "import sys\nsys.exit(3)",
+    }
+    names = {}
+    for kind, body in bodies.items():
+        module = f"tr_broken_{kind}_{tag}"
+        (tmp_path / f"{module}.py").write_text(f"{body}\n\ndef task(job):\n    return None\n")
+        names[kind] = f"{module}.task"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return names
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_worker_module_that_fails_at_import_errors_and_its_batch_runs(make_app, tmp_path, monkeypatch, mode):
+    """SPEC 7: the job records the import failure and follows the retry path; the jobs fetched
+    with it run (they once all stayed executing, handed back as lost fetches for ever)."""
+    broken = _broken_modules(tmp_path, monkeypatch)
+    inserter = make_app()
+    node_app = make_app(queues={"default": 10})
+    for name in [*broken.values(), "tr_no_such_module.task"]:
+        inserter.worker(name=name, max_attempts=3)(lambda job: None)
+
+    ran: list[int] = []
+
+    @node_app.worker(name="tr.batch_mate")
+    def mate(job: baton.Job) -> None:
+        ran.append(job.id)
+
+    inserter.register(mate)
+    bad = {kind: await inserter.insert(inserter.new(name, {})) for kind, name in broken.items()}
+    ghost = await inserter.insert(inserter.new("tr_no_such_module.task", {}))
+    mates = await inserter.insert_all([mate.new({"i": i}) for i in range(3)])
+    ids = [j.id for j in [*bad.values(), ghost, *mates]]
+    if mode == "drain":
+        assert await node_app.drain() == {"retryable": 5, "completed": 3}
+    else:
+        async with node_app:
+            await wait_for(lambda: _settled(node_app, ids), 10)
+            assert node_app.running
+    assert sorted(ran) == sorted(j.id for j in mates)
+    for j in mates:
+        stored = await node_app.get_job(j.id)
+        assert (stored.state, stored.attempt, stored.max_attempts, stored.errors) == ("completed", 1, 20, [])
+    causes = {
+        "runtime": "RuntimeError: DATABASE_PASSWORD is not set",
+        "syntax": "SyntaxError",
+        "dependency": "ModuleNotFoundError: No module named 'tr_no_such_dependency_at_all'",
+        "exit": "SystemExit: 3",
+    }
+    for kind, job in bad.items():
+        stored = await node_app.get_job(job.id)
+        assert (stored.state, stored.attempt, stored.max_attempts) == ("retryable", 1, 3), kind
+        assert 14 <= _secs_from_now(stored.scheduled_at) <= 19.5, "the default backoff"
+        [entry] = stored.errors
+        module = broken[kind].removesuffix(".task")
+        assert entry["error"].startswith(
+            f"WorkerImportError: worker: {broken[kind]!r} cannot be imported: its module {module!r} raised "
+        ), entry["error"]
+        assert causes[kind] in entry["error"]
+        # The module's own traceback, then the worker's.
+        assert f"{module}.py" in entry["traceback"] and "WorkerImportError" in entry["traceback"], entry["traceback"]
+    stored = await node_app.get_job(ghost.id)
+    assert stored.state == "retryable" and stored.errors[0]["error"].startswith("LookupError: unknown worker")
+
+
+async def test_a_worker_module_that_fails_at_import_is_discarded_after_its_attempts(make_app, tmp_path, monkeypatch):
+    broken = _broken_modules(tmp_path, monkeypatch)["runtime"]
+    inserter = make_app()
+    inserter.worker(name=broken, max_attempts=1)(lambda job: None)
+    job = await inserter.insert(inserter.new(broken, {}))
+    assert await make_app().drain() == {"discarded": 1}
+    stored = await inserter.get_job(job.id)
+    assert stored.max_attempts == 1 and "DATABASE_PASSWORD is not set" in stored.errors[0]["error"]
 
 
 async def test_unknown_worker_in_drain_records_the_error(make_app):

@@ -20,6 +20,7 @@ import pytest
 import baton
 import heal_nodes
 from baton.plugins import Lifeline
+from baton.read import health
 from conftest import wait_for
 from heal_nodes import NodeProcess, ago_sql, now_sql, side_sql
 
@@ -278,6 +279,95 @@ async def test_a_job_running_in_drain_is_not_an_orphan(db_url, make_app):
     done = await app.get_job(job.id)
     assert done.state == "completed" and done.attempt == 1
     assert runs == [1]
+
+
+async def test_a_drained_job_longer_than_stale_after_is_never_rescued(db_url, make_app):
+    """The drain's producer row is renewed while its job runs (it once was only between
+    batches: a job outlasting stale_after was rescued from under the drain and run twice)."""
+    app = make_app(refresh_interval=0.2, stale_after=0.6)
+    runs: list[int] = []
+
+    @app.worker()
+    async def slow(job: baton.Job) -> None:
+        runs.append(job.attempt)
+        await asyncio.sleep(2.0)
+
+    job = await app.insert(slow.new({}))
+    draining = asyncio.create_task(app.drain())
+    await wait_for(lambda: _state_is(app, job.id, "executing"), timeout=5)
+    lifeline, other = Lifeline(), sweeper(make_app, stale_after=0.6)
+    sweeps = 0
+    while not draining.done():
+        meta = await lifeline.sweep(other)
+        assert meta["rescued_jobs"] == [] and meta["discarded_jobs"] == []
+        sweeps += 1
+        await asyncio.sleep(0.1)
+    assert await draining == {"completed": 1}
+    assert sweeps >= 10  # the sweeps spanned three stale_after periods
+    done = await app.get_job(job.id)
+    assert (done.state, done.attempt, done.errors) == ("completed", 1, [])
+    assert "rescued" not in done.meta
+    assert runs == [1]
+    assert producer_nodes(db_url) == [], "the drain's producer row goes with it"
+
+
+# A user's own `rescued` meta key that is not a count: the PostgreSQL sweep once cast it to an
+# integer, failing every sweep (no orphan rescued at all) and every graceful hand-back.
+ODD_RESCUED = ["by the fire brigade", 2.5, "7", True, -1, 10**12, {"by": "hand"}, None]
+
+
+async def test_a_user_meta_rescued_that_is_not_a_count_never_fails_a_rescue(db_url, make_app):
+    app = make_app()
+
+    @app.worker()
+    def noop(job: baton.Job) -> None:
+        return None
+
+    dead = str(uuid.uuid4())
+    _producer(db_url, dead, "dead-node", age=120)
+    odd = await app.insert_all([noop.new({"n": i}, meta={"rescued": v, "mine": i}) for i, v in enumerate(ODD_RESCUED)])
+    counted, plain = await app.insert_all([noop.new({}, meta={"rescued": 4}), noop.new({})])
+    for j in [*odd, counted, plain]:
+        _orphan(db_url, j.id, dead)
+    # The health page reads the user's values as no rescue (it once failed on PostgreSQL too).
+    before = {r["id"]: r["rescued"] for r in (await app.engine.run(health, 60.0))["repairs"]}
+    assert before.pop(counted.id) == 4 and set(before.values()) == {0}
+    meta = await Lifeline().sweep(app)
+    assert sorted(j["id"] for j in meta["rescued_jobs"]) == sorted(j.id for j in [*odd, counted, plain])
+    for i, j in enumerate(odd):
+        back = await app.get_job(j.id)
+        assert back.state == "available" and back.meta == {"rescued": 1, "mine": i}, (ODD_RESCUED[i], back.meta)
+    assert (await app.get_job(counted.id)).meta == {"rescued": 5}
+    assert (await app.get_job(plain.id)).meta == {"rescued": 1}
+    assert producer_nodes(db_url) == []
+    # The health page reads the count back the same way.
+    after = {r["id"]: r["rescued"] for r in (await app.engine.run(health, 60.0))["repairs"]}
+    assert after == {**{j.id: 1 for j in [*odd, plain]}, counted.id: 5}
+
+
+async def test_a_graceful_stop_hands_back_jobs_whatever_their_meta_rescued(db_url, make_app):
+    app = make_app(queues={"default": 5}, shutdown_grace=0.2)
+
+    @app.worker()
+    async def slow(job: baton.Job) -> None:
+        await asyncio.sleep(30)
+
+    jobs = await app.insert_all([slow.new({}, meta={"rescued": v}) for v in ("yes", 1.5, 2)] + [slow.new({})])
+    await app.start()
+    await wait_for(lambda: _all_executing(app, [j.id for j in jobs]), timeout=10)
+    await app.stop()
+    back = [await app.get_job(j.id) for j in jobs]
+    assert [(j.state, j.meta.get("rescued"), j.errors[-1]["reason"]) for j in back] == [
+        ("available", 1, "shutdown"),
+        ("available", 1, "shutdown"),
+        ("available", 3, "shutdown"),
+        ("available", 1, "shutdown"),
+    ]
+    assert producer_nodes(db_url) == []
+
+
+async def _all_executing(app: baton.Baton, ids: list[int]) -> bool:
+    return list((await states(app, ids)).values()) == ["executing"] * len(ids)
 
 
 # --------------------------------------------------------------------------- exhausted, producers

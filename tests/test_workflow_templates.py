@@ -8,6 +8,7 @@ import asyncio
 import copy
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,21 @@ def test_with_an_app_an_unknown_worker_is_an_error_naming_the_path(app):
     assert path == "steps[2].worker" and "unknown worker 'reports.rendr'" in message
     # Without app= any name is accepted (resolved when the job runs).
     assert baton.Workflow.from_dict(data, params={"day": "x"}).steps["render"].job is not None
+
+
+def test_with_an_app_a_worker_whose_module_fails_at_import_is_an_error_naming_the_path(app, tmp_path, monkeypatch):
+    _reports(app)
+    module = f"tpl_broken_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text('raise RuntimeError("DATABASE_PASSWORD is not set")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = copy.deepcopy(SPEC_DATA)
+    data["steps"][2]["worker"] = f"{module}.render"
+    path, message = _path_of(data, {"day": "x"}, app=app)
+    assert path == "steps[2].worker", message
+    assert message == (
+        f"steps[2].worker: '{module}.render' cannot be imported: its module '{module}' raised RuntimeError: "
+        "DATABASE_PASSWORD is not set"
+    )
 
 
 def test_the_schema_ships_with_the_package_and_accepts_the_spec_example():

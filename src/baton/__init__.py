@@ -10,6 +10,7 @@ from .errors import (
     MigrationError,
     MissingExtraError,
     ValidationError,
+    WorkerImportError,
     WorkflowError,
 )
 from .job import Cancel, Discard, Job, JobSpec, Snooze, UsageRecord
@@ -38,6 +39,7 @@ __all__ = [
     "UsageTotals",
     "ValidationError",
     "Worker",
+    "WorkerImportError",
     "Workflow",
     "WorkflowError",
     "WorkflowStatus",

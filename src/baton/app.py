@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
 from . import telemetry
+from ._tasks import cancel_and_wait
 from .engines import create_engine, resolve_url
 from .errors import BatonError, ValidationError, WorkflowError
 from .job import MAX_BIGINT, MAX_DELAY, MAX_INT4, STATES, Job, JobSpec, check_text, dumps, storable_text_error
@@ -814,7 +815,9 @@ class Baton:
 
     async def drain(self, queue: str | None = None, *, batch: int = 100) -> dict[str, int]:
         """Run jobs inline until no available or due job is left (in `queue`, or any queue).
-        Returns how many attempts ended in each state."""
+        Returns how many attempts ended in each state. The drain holds a producer row of its
+        own, renewed every `refresh_interval` while it runs, so a node's Lifeline never takes
+        a drained job that outlasts `stale_after` for an orphan."""
         queue = _text_or_none("queue", queue, "a queue name")
         batch = _limit("batch", batch)
         await self.engine.open()
@@ -828,7 +831,8 @@ class Baton:
             process_pool_size=self.process_pool_size,
         )
         uuid = str(uuidlib.uuid4())
-        # A producer row of its own, so the lifeline never takes a draining job for an orphan.
+        # A producer row of its own, so the lifeline never takes a draining job for an orphan;
+        # renewed every refresh_interval while the drain runs (a job may outlast stale_after).
         producer = {
             "uuid": uuid,
             "node": self.node,
@@ -836,9 +840,11 @@ class Baton:
             "meta": {"drain": True, "stale_after": self.stale_after},
         }
         counts: dict[str, int] = {}
+        heartbeat: asyncio.Task[None] | None = None
         try:
+            await self.engine.run(store.upsert_producers, [producer])
+            heartbeat = asyncio.create_task(self._drain_heartbeat(producer), name="baton-drain-heartbeat")
             while True:
-                await self.engine.run(store.upsert_producers, [producer])
                 await self.engine.run(store.stage_jobs, 10_000)
                 queues = [queue] if queue is not None else await self.engine.run(_available_queues)
                 ran = 0
@@ -855,9 +861,34 @@ class Baton:
                 if ran == 0:
                     return counts
         finally:
+            await cancel_and_wait(heartbeat)
             if executor.processes is not None:
                 await asyncio.to_thread(executor.close)
             await self.engine.run(store.delete_producers, [uuid])
+
+    async def _drain_heartbeat(self, producer: dict[str, Any]) -> None:
+        """Renew a drain's producer row every `refresh_interval` (start to start, sooner after
+        a failure) until cancelled, as a node's heartbeat renews its own: a job that runs
+        longer than `stale_after` is never taken for an orphan while the drain runs it."""
+        interval = self.refresh_interval
+        due = time.monotonic() + interval
+        failures = 0
+        while True:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            started = time.monotonic()
+            try:
+                await self.engine.run_autocommit(store.upsert_producers, [producer])
+            except Exception as exc:
+                failures += 1
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "drain could not renew its producer row (%s); retrying",
+                    exc,
+                )
+                due = started + min(interval, 1.0)
+            else:
+                failures = 0
+                due = started + interval
 
     # -- events -----------------------------------------------------------------------
 
@@ -1033,7 +1064,11 @@ class Baton:
         if effects.signal_cancel and self._node is not None:
             self._node.cancel_local(set(effects.signal_cancel))
         for item in effects.cascaded:
-            definition = self.resolve_worker(item.job.worker)
+            try:
+                definition = self.resolve_worker(item.job.worker)
+            except Exception as exc:  # its module raises at import: no hook to call
+                log.error("no after_cancelled hook for job %s: %s", item.job.id, exc)
+                continue
             if definition is not None and definition.after_cancelled is not None:
                 self._run_after_cancelled(definition, item.reason, item.job)
         # Other nodes were notified by the commit itself; local subscribers hear it here.

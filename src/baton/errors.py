@@ -27,6 +27,21 @@ class WorkflowError(ValidationError):
         super().__init__(field if step is None else f"{field} step {step!r}", message)
 
 
+class WorkerImportError(ValidationError):
+    """A worker named by import path (`app.tasks.send`) whose module exists but raised while
+    being imported (a missing setting, a broken dependency): `worker` is the name, `module`
+    the module that failed, and the module's exception is the `__cause__`. A node records it
+    on the job like any failed attempt and keeps running; `app.new` and `app.insert` raise it."""
+
+    def __init__(self, worker: str, module: str, cause: BaseException) -> None:
+        self.worker = worker
+        self.module = module
+        super().__init__(
+            "worker",
+            f"{worker!r} cannot be imported: its module {module!r} raised {type(cause).__name__}: {cause}",
+        )
+
+
 class MigrationError(BatonError):
     """The database schema is missing or older than this version of Baton expects."""
 

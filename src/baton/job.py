@@ -143,6 +143,14 @@ def storable(text: str) -> str:
     return text
 
 
+def meta_count(value: Any) -> int:
+    """A counter Baton keeps in a job's meta (`snoozed`, `rescued`), as read back. The keys are
+    the user's too (`meta=` at insert): a value that is not an integer from 0 to 999 999 999
+    counts as 0, so Baton's next write replaces it. The SQL that bumps `rescued` applies the
+    same rule (release_on_shutdown.sql, rescue_orphans.sql)."""
+    return value if type(value) is int and 0 <= value <= 999_999_999 else 0
+
+
 def _decode_args(value: Any) -> tuple[dict[str, Any], str | None]:
     """A row's args, or ({}, why) when they do not decode to a JSON object (the job then
     errors with that reason instead of running on garbage)."""

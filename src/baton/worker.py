@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from .errors import ValidationError
+from .errors import ValidationError, WorkerImportError
 from .job import MAX_DELAY, Job, JobSpec, Unique, check_json
 
 CHAIN_MODES = ("ignore", "hold", "halt")
@@ -316,22 +316,44 @@ class FunctionWorker:
 
 def import_worker(name: str) -> WorkerDef | None:
     """Resolve an import path (`module.func`, `module.Class`, `module.Outer.Inner`) to a
-    worker definition, or None when nothing importable has that name."""
+    worker definition, or None when nothing importable has that name.
+
+    Raises `WorkerImportError` when a module on the path exists but raises while being
+    imported (anything but "no module of that name": a RuntimeError about a missing setting,
+    an ImportError of one of its own dependencies), so the real error can be reported."""
     if not isinstance(name, str):
         return None
     parts = name.split(".")
     if not all(parts):  # ".x", "a..b", "x.": relative or malformed, never an import path
         return None
-    for cut in range(len(parts) - 1, 0, -1):
+    # The longest prefix that is a module, imported one package at a time so that an error
+    # names the module that raised it; the rest are attributes (`module.Outer.Inner`).
+    target: Any = None
+    cut = 0
+    for end in range(1, len(parts)):
+        module = ".".join(parts[:end])
         try:
-            target: Any = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for attr in parts[cut:]:
-            target = getattr(target, attr, None)
-        if isinstance(target, FunctionWorker):
-            return target.definition
-        if isinstance(target, type) and issubclass(target, Worker):
-            return GLOBAL_REGISTRY.get(target.name) or WorkerDef.from_class(target)
-        return GLOBAL_REGISTRY.get(name)
-    return None
+            target = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if _is_absent(exc, module):
+                break
+            raise WorkerImportError(name, module, exc) from exc
+        except (Exception, SystemExit) as exc:  # a module calling sys.exit() must not stop the node
+            raise WorkerImportError(name, module, exc) from exc
+        cut = end
+    if cut == 0:
+        return None
+    for attr in parts[cut:]:
+        target = getattr(target, attr, None)
+    if isinstance(target, FunctionWorker):
+        return target.definition
+    if isinstance(target, type) and issubclass(target, Worker):
+        return GLOBAL_REGISTRY.get(target.name) or WorkerDef.from_class(target)
+    return GLOBAL_REGISTRY.get(name)
+
+
+def _is_absent(exc: ModuleNotFoundError, module: str) -> bool:
+    """Whether `exc`, raised importing `module`, says that `module` (or a package above it)
+    does not exist, rather than that a module it imports is missing."""
+    missing = exc.name
+    return missing is None or module == missing or module.startswith(missing + ".")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from croniter import croniter
 
 from ..engines.base import Conn
-from ..job import to_datetime
+from ..job import meta_count, to_datetime
 
 if TYPE_CHECKING:
     from ..plugins.cron import Cron
@@ -20,7 +20,7 @@ REASON_SAMPLE = 1_000
 
 
 def _repair(row: dict[str, Any]) -> dict[str, Any]:
-    rescued = int(row["rescued"] or 0)
+    rescued = meta_count(row["rescued"])
     reason = row["repair"] or row["last_reason"] or ("orphaned" if rescued else None)
     return {
         "id": row["id"],

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 from .._tasks import cancel_and_wait, watch
 from ..errors import DatabaseUnavailable
-from ..job import storable
+from ..job import MAX_DELAY, storable
 from ..store.jobs import Ack
+from ..worker import default_backoff
 
 if TYPE_CHECKING:
     from .parts import NodeParts
@@ -132,7 +133,8 @@ class Acker:
 
 def _fallback(ack: Ack, exc: Exception) -> Ack:
     """The same outcome without what could not be stored: no recorded result, meta or logs,
-    and an error saying why (the job keeps its state, so a completed job is not run again)."""
+    a delay that can be scheduled, and an error saying why (the job keeps its state, so a
+    completed job is not run again)."""
     reason = storable(f"{type(exc).__name__}: {exc}")[:2_000]
     if ack.error is not None:
         error = f"{storable(ack.error)[:2_000]} (the full outcome could not be stored: {reason})"
@@ -142,7 +144,9 @@ def _fallback(ack: Ack, exc: Exception) -> Ack:
     return Ack(
         ack.job,
         ack.state,
-        delay=ack.delay,
+        # The executor checks a worker's backoff; this is the last guard (NaN, infinity, a
+        # date past year 9999 would fail the fallback too, and hold back every later ack).
+        delay=ack.delay if 0 <= ack.delay <= MAX_DELAY else default_backoff(ack.job.attempt),
         error=error,
         extra_attempts=ack.extra_attempts,
         run_ms=ack.run_ms,

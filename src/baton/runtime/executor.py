@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import os
 import time
 import traceback
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 
 from .. import telemetry
 from ..errors import JobCancelled, ValidationError
-from ..job import Cancel, Discard, Job, PriceFn, Snooze, check_json, storable
+from ..job import MAX_DELAY, Cancel, Discard, Job, PriceFn, Snooze, check_json, meta_count, storable
 from ..store.jobs import Ack
 from ..worker import WorkerDef, default_backoff
 from ..workflows.builder import Graft
@@ -52,6 +53,32 @@ def _trace(exc: BaseException) -> str:
         return traceback.format_exc()
     except MemoryError:
         return ""
+
+
+def _backoff(job: Job, worker: WorkerDef | None) -> tuple[float, str | None]:
+    """The seconds before `job`'s next attempt after it failed, and None, or, when the worker's
+    backoff cannot be used, the default backoff and why not. A backoff that raises or returns
+    anything but a number of seconds from 0 to MAX_DELAY (what `Snooze` and `schedule_in`
+    accept) is a bug in it: NaN, infinity, 1e12 cannot be scheduled, and an ack carrying one
+    could not be written. The reason is logged and added to the attempt's error."""
+    if worker is None:
+        return default_backoff(job.attempt), None
+    try:
+        value = worker.backoff(job)
+    except Exception as exc:
+        log.exception("backoff of worker %s failed on job %s; using the default backoff", job.worker, job.id)
+        problem = f"its backoff raised {type(exc).__name__}: {exc!s:.200}"
+    else:
+        try:
+            delay = float(value)
+        except (TypeError, ValueError, OverflowError):
+            delay = math.nan
+        if 0 <= delay <= MAX_DELAY:  # False for NaN
+            return delay, None
+        problem = f"its backoff returned {value!r:.80}, not a number of seconds from 0 to {MAX_DELAY:.0f}"
+        log.error("worker %s: %s for job %s; using the default backoff", job.worker, problem, job.id)
+    delay = default_backoff(job.attempt)
+    return delay, f"{problem}; retried after the default backoff of {delay:.0f}s"
 
 
 def _queue_ms(job: Job) -> float:
@@ -133,7 +160,10 @@ class Executor:
     def is_async(self, job: Job) -> bool:
         """Whether cancelling `job`'s task stops its worker: an async worker on the event loop,
         or a process worker (its child is killed); a thread cannot be stopped."""
-        worker = self._resolve(job.worker)
+        try:
+            worker = self._resolve(job.worker)
+        except Exception:  # its module fails at import (WorkerImportError): nothing runs it
+            return False
         return worker is not None and (worker.is_async or worker.options.executor == "process")
 
     async def run(self, job: Job) -> Ack | None:
@@ -163,8 +193,12 @@ class Executor:
 
     def _begin(self, job: Job, started: float) -> WorkerDef | _Done:
         """On the loop, before the worker runs: the worker to run, or the attempt's end when it
-        cannot run (args that do not decode, an unknown worker) or need not (a recorded result)."""
-        worker = self._resolve(job.worker)
+        cannot run (args that do not decode, an unknown worker, one whose module raises at
+        import) or need not (a recorded result)."""
+        try:
+            worker = self._resolve(job.worker)
+        except Exception as exc:  # WorkerImportError: the module exists but raised at import
+            return self._failed(job, None, exc, _trace(exc), started)
         if job.decode_error is not None:
             return self._failed(job, worker, ValueError(job.decode_error), "", started)
         if worker is None:
@@ -203,7 +237,7 @@ class Executor:
                     "scheduled",
                     delay=result.seconds,
                     extra_attempts=1,
-                    meta={"snoozed": int(job.meta.get("snoozed", 0) or 0) + 1},
+                    meta={"snoozed": meta_count(job.meta.get("snoozed")) + 1},
                 ),
                 started,
             )
@@ -230,7 +264,10 @@ class Executor:
             outbox = self._outbox = LoopOutbox(loop, self._settle)
         threaded: list[tuple[_Threaded]] = []
         for i, job in enumerate(jobs):
-            worker = self._resolve(job.worker)
+            try:
+                worker = self._resolve(job.worker)
+            except Exception:  # its module raises at import: `run` records that on the job
+                continue
             if (
                 worker is None
                 or worker.is_async
@@ -400,7 +437,13 @@ class Executor:
             plan = result.plan(job.step)
         except ValidationError as exc:
             return self._failed(job, worker, exc, "", started)
-        unknown = sorted(name for name in {s.job.worker for s in plan} if self._resolve(name) is None)
+        unknown = []
+        for name in sorted({s.job.worker for s in plan}):
+            try:
+                if self._resolve(name) is None:
+                    unknown.append(name)
+            except Exception as exc:  # WorkerImportError: the grafted worker's module fails at import
+                return self._failed(job, worker, exc, _trace(exc), started)
         if unknown:
             error = LookupError(
                 f"graft step {job.step!r} grafted jobs of unknown worker {unknown[0]!r}: register it with "
@@ -415,13 +458,9 @@ class Executor:
         if job.attempt >= job.max_attempts:
             ack = Ack(job, "discarded", error=error, traceback=tb or None)
         else:
-            try:
-                delay = float(worker.backoff(job)) if worker is not None else default_backoff(job.attempt)
-                if delay < 0:
-                    raise ValueError(f"backoff returned {delay}")
-            except Exception:
-                log.exception("backoff of worker %s failed; using the default", job.worker)
-                delay = default_backoff(job.attempt)
+            delay, problem = _backoff(job, worker)
+            if problem is not None:
+                error = f"{error} ({storable(problem)})"
             ack = Ack(job, "retryable", delay=delay, error=error, traceback=tb or None)
         return self._finish(job, ack, started, exc)
 

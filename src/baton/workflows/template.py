@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-from ..errors import WorkflowError
+from ..errors import WorkerImportError, WorkflowError
 from ..job import check_json, storable_text_error
 
 TOP_KEYS = ("$schema", "label", "params", "context", "steps", "ignore_cancelled", "ignore_discarded", "ignore_deleted")
@@ -216,7 +216,11 @@ def _step(step: dict[str, Any], here: str, values: Mapping[str, Any], resolve: A
         if worker is None:
             raise _error(f"{here}.worker", "is missing; name the step's worker by its registered name")
         _expect(worker, str, f"{here}.worker", "a worker name")
-        if resolve is not None and resolve(worker) is None:
+        try:
+            found = resolve(worker) if resolve is not None else True
+        except WorkerImportError as exc:  # its module exists but raises at import
+            raise _error(f"{here}.worker", str(exc).removeprefix(f"{exc.field}: ")) from exc
+        if found is None:
             raise _error(
                 f"{here}.worker",
                 f"unknown worker {worker!r}: register it with @app.worker (or a baton.Worker subclass), "

@@ -1,5 +1,7 @@
 -- Orphans: executing jobs whose producer row is missing or has not heartbeated within
 -- stale_after. Every SET expression reads the row as it was, so the discard test is repeated.
+-- meta.rescued is the user's key too: anything but an integer from 0 to 999999999 counts as 0
+-- (job.meta_count), never a cast that fails the whole sweep.
 WITH picked AS MATERIALIZED (
     SELECT j.id FROM baton_jobs j
     WHERE j.state = 'executing'
@@ -17,7 +19,7 @@ SET state = CASE WHEN (attempt >= max_attempts AND NOT %(retry_exhausted)s::bool
     scheduled_at = CASE WHEN (attempt >= max_attempts AND NOT %(retry_exhausted)s::boolean) THEN scheduled_at ELSE now() END,
     max_attempts = CASE WHEN attempt >= max_attempts AND %(retry_exhausted)s::boolean THEN max_attempts + 1 ELSE max_attempts END,
     meta = meta || CASE WHEN (attempt >= max_attempts AND NOT %(retry_exhausted)s::boolean) THEN jsonb_build_object('repair', 'exhausted')
-                        ELSE jsonb_build_object('rescued', coalesce((meta ->> 'rescued')::integer, 0) + 1) END,
+                        ELSE jsonb_build_object('rescued', CASE WHEN jsonb_typeof(meta -> 'rescued') = 'number' AND meta ->> 'rescued' ~ '^[0-9]{1,9}$' THEN (meta ->> 'rescued')::integer ELSE 0 END + 1) END,
     errors = errors || jsonb_build_array(jsonb_build_object(
         'at', now(), 'attempt', attempt, 'traceback', NULL,
         'error', 'orphaned: node ' || coalesce(attempted_by[1], '?') || ' stopped heartbeating while the job was executing'

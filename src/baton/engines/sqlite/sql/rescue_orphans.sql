@@ -1,12 +1,14 @@
 -- Orphans: executing jobs whose producer row is missing or has not heartbeated within
 -- stale_after. Every SET expression reads the row as it was, so the discard test is repeated.
+-- meta.rescued is the user's key too: anything but an integer from 0 to 999999999 counts as 0
+-- (job.meta_count).
 UPDATE baton_jobs
 SET state = CASE WHEN (attempt >= max_attempts AND NOT :retry_exhausted) THEN 'discarded' ELSE 'available' END,
     discarded_at = CASE WHEN (attempt >= max_attempts AND NOT :retry_exhausted) THEN ((julianday('now') - 2440587.5) * 86400.0) ELSE discarded_at END,
     scheduled_at = CASE WHEN (attempt >= max_attempts AND NOT :retry_exhausted) THEN scheduled_at ELSE ((julianday('now') - 2440587.5) * 86400.0) END,
     max_attempts = CASE WHEN attempt >= max_attempts AND :retry_exhausted THEN max_attempts + 1 ELSE max_attempts END,
     meta = CASE WHEN (attempt >= max_attempts AND NOT :retry_exhausted) THEN json_set(meta, '$.repair', 'exhausted')
-                ELSE json_set(meta, '$.rescued', coalesce(json_extract(meta, '$.rescued'), 0) + 1) END,
+                ELSE json_set(meta, '$.rescued', CASE WHEN json_type(meta, '$.rescued') = 'integer' AND json_extract(meta, '$.rescued') BETWEEN 0 AND 999999999 THEN json_extract(meta, '$.rescued') ELSE 0 END + 1) END,
     errors = json_insert(errors, '$[#]', json_object(
         'at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'attempt', attempt, 'traceback', NULL,
         'error', 'orphaned: node ' || coalesce(json_extract(attempted_by, '$[0]'), '?')
