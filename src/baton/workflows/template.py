@@ -119,6 +119,21 @@ def substitute(value: Any, params: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+_SPECIAL = re.compile(r"\$(?=[${])")
+
+
+def escape(value: Any) -> Any:
+    """`value` with its strings written so that `substitute` reads them back unchanged: each `$`
+    that starts `$$` or `${` doubled (`${HOME}` -> `$${HOME}`, `$$` -> `$$$`), a lone `$` kept."""
+    if isinstance(value, str):
+        return _SPECIAL.sub("$$", value) if "$" in value else value
+    if isinstance(value, dict):
+        return {k: escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escape(v) for v in value]
+    return value
+
+
 def _param(name: str, params: Mapping[str, Any], path: str) -> Any:
     if name not in params:
         known = ", ".join(sorted(params)) or "none"
