@@ -160,6 +160,18 @@ def test_to_dict_of_a_template_without_params_is_the_data(data):
     assert baton.Workflow.from_dict(plain).to_dict() == plain
 
 
+def test_a_long_chain_listed_dependents_first_builds():
+    """Far deeper than Python's recursion limit (the cycle check used to recurse per step)."""
+    n = 3_000
+    steps = [{"name": f"s{i}", "worker": "w", **({"deps": [f"s{i + 1}"]} if i + 1 < n else {})} for i in range(n)]
+    wf = baton.Workflow.from_dict({"steps": steps})
+    assert [p.name for p in wf.plan()] == [f"s{i}" for i in reversed(range(n))]
+    steps[-1]["deps"] = ["s2997"]  # a cycle at the far end is still named, with its JSON path
+    path, message = _path_of({"steps": steps})
+    assert path == "steps[2999].deps[0]"
+    assert "cycle: 's2997' depends on 's2998' depends on 's2999' depends on 's2997'" in message
+
+
 def _path_of(data: Any, params: dict[str, Any] | None = None, app: Any = None) -> tuple[str, str]:
     with pytest.raises(baton.WorkflowError) as info:
         baton.Workflow.from_dict(data, params=params, app=app)

@@ -300,48 +300,59 @@ class Workflow:
         return True
 
     def _check_cycles(self) -> None:
-        state: dict[str, int] = {}
-        stack: list[str] = []
-
-        def visit(name: str) -> None:
-            state[name] = 1
-            stack.append(name)
-            for dep in self._steps[name].deps:
-                if dep not in self._steps:
-                    continue
-                if state.get(dep) == 1:
-                    cycle = [*stack[stack.index(dep) :], dep]
-                    raise WorkflowError(
-                        "cycle: " + " -> ".join(reversed(cycle)) + "; a workflow must be acyclic", step=dep
-                    )
-                if dep not in state:
-                    visit(dep)
-            stack.pop()
-            state[name] = 2
-
-        for name in self._steps:
-            if name not in state:
-                visit(name)
+        """Depth first from each step in the order added, deps in order; the first dep that
+        closes a cycle is the error, naming the cycle. Iterative (an explicit stack), so a long
+        chain added dependents first cannot exhaust Python's recursion limit."""
+        steps = self._steps
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        for root in steps:
+            if root in state:
+                continue
+            state[root] = 1
+            path = [root]
+            pending = [iter(steps[root].deps)]
+            while pending:
+                for dep in pending[-1]:
+                    if dep not in steps:
+                        continue
+                    if state.get(dep) == 1:
+                        cycle = [*path[path.index(dep) :], dep]
+                        raise WorkflowError(
+                            "cycle: " + " -> ".join(reversed(cycle)) + "; a workflow must be acyclic", step=dep
+                        )
+                    if dep not in state:
+                        state[dep] = 1
+                        path.append(dep)
+                        pending.append(iter(steps[dep].deps))
+                        break
+                else:
+                    pending.pop()
+                    state[path.pop()] = 2
 
     def _order(self) -> list[Step]:
         """Steps in dependency order: depth first from each step in the order added, deps
-        first (for steps added after their deps, the order they were added)."""
+        first (for steps added after their deps, the order they were added). Iterative, like
+        `_check_cycles`."""
         if self._in_order():
             return list(self._steps.values())
+        steps = self._steps
         done: set[str] = set()
         order: list[Step] = []
-
-        def visit(step: Step) -> None:
-            if step.name in done:
-                return
-            done.add(step.name)
-            for dep in step.deps:
-                if dep in self._steps:
-                    visit(self._steps[dep])
-            order.append(step)
-
-        for step in self._steps.values():
-            visit(step)
+        for root in steps.values():
+            if root.name in done:
+                continue
+            done.add(root.name)
+            pending = [(root, iter(root.deps))]
+            while pending:
+                step, deps = pending[-1]
+                for dep in deps:
+                    if dep in steps and dep not in done:
+                        done.add(dep)
+                        pending.append((steps[dep], iter(steps[dep].deps)))
+                        break
+                else:
+                    pending.pop()
+                    order.append(step)
         return order
 
     def _members(self, prefix: str, name: str) -> tuple[str, ...]:

@@ -289,26 +289,32 @@ def _option(key: str, value: Any, path: str) -> Any:
 
 
 def _check_cycles(steps: list[dict[str, Any]], index: dict[str, int], path: str) -> None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(name: str) -> None:
-        state[name] = 1
-        stack.append(name)
-        step = steps[index[name]]
-        for j, dep in enumerate(step.get("deps", [])):
-            if state.get(dep) == 1:
-                cycle = [*stack[stack.index(dep) :], dep]
-                raise _error(
-                    f"{path}[{index[name]}].deps[{j}]",
-                    "cycle: " + " depends on ".join(repr(c) for c in cycle) + "; a workflow must be acyclic, "
-                    "remove one of these deps",
-                )
-            if dep not in state:
-                visit(dep)
-        stack.pop()
-        state[name] = 2
-
-    for step in steps:
-        if step["name"] not in state:
-            visit(step["name"])
+    """Depth first from each step in order, deps in order; the first dep that closes a cycle is
+    the error. Iterative (an explicit stack), so a long chain listed dependents first cannot
+    exhaust Python's recursion limit."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in steps:
+        if root["name"] in state:
+            continue
+        state[root["name"]] = 1
+        path_names = [root["name"]]
+        pending = [iter(enumerate(root.get("deps", [])))]
+        while pending:
+            name = path_names[-1]
+            for j, dep in pending[-1]:
+                if state.get(dep) == 1:
+                    cycle = [*path_names[path_names.index(dep) :], dep]
+                    raise _error(
+                        f"{path}[{index[name]}].deps[{j}]",
+                        "cycle: " + " depends on ".join(repr(c) for c in cycle) + "; a workflow must be acyclic, "
+                        "remove one of these deps",
+                    )
+                if dep not in state:
+                    state[dep] = 1
+                    path_names.append(dep)
+                    pending.append(iter(enumerate(steps[index[dep]].get("deps", []))))
+                    break
+            else:
+                pending.pop()
+                path_names.pop()
+                state[name] = 2
