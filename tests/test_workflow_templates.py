@@ -232,6 +232,36 @@ def _step(**fields: Any) -> dict[str, Any]:
             "names no step",
         ),
         ({"steps": [{"name": "s", "worker": "w", "workflow": {"steps": []}}]}, None, "steps[0].workflow", "not both"),
+        # Names that collide once sub-workflows are flattened, or that sit under a graft step.
+        (
+            {"steps": [{"name": "c", "workflow": {"steps": [_step(name="x")]}}, _step(name="c.x")]},
+            None,
+            "steps[1].name",
+            "'c.x' is also the name of the step at steps[0].workflow.steps[0]",
+        ),
+        (
+            {"steps": [_step(name="c.x"), {"name": "c", "workflow": {"steps": [_step(name="x")]}}]},
+            None,
+            "steps[1].workflow.steps[0].name",
+            "'c.x' is also the name of the step at steps[0] (",
+        ),
+        (
+            {"steps": [_step(name="g", graft=True), _step(name="g.0")]},
+            None,
+            "steps[1].name",
+            "names under graft step 'g' (steps[0]) are reserved for the steps it grafts",
+        ),
+        (
+            {
+                "steps": [
+                    {"name": "s", "workflow": {"steps": [_step(name="g", graft=True)]}},
+                    {"name": "s.g", "workflow": {"steps": [_step(name="x")]}},
+                ]
+            },
+            None,
+            "steps[1].workflow.steps[0].name",
+            "names under graft step 's.g' (steps[0].workflow.steps[0]) are reserved",
+        ),
     ],
 )
 def test_every_mistake_names_its_json_path_and_the_fix(data, params, path, needle):

@@ -166,7 +166,46 @@ def check(data: Any, params: Mapping[str, Any] | None, resolve: Any) -> dict[str
             _expect(data[key], bool, key, "true or false")
             out[key] = data[key]
     out["steps"] = _steps(data.get("steps"), "steps", values, resolve)
+    _check_names(out["steps"])
     return out
+
+
+def _check_names(steps: list[dict[str, Any]]) -> None:
+    """The names the steps get once sub-workflows are flattened (`sub.step`) must be unique,
+    and names under a graft step (`process.0`, `process.x`) are reserved for the steps it
+    grafts — what `Workflow.plan` checks at insert, here with the JSON path of the step."""
+    flat: list[tuple[str, str, bool]] = []  # (flattened name, JSON path of the step, graft)
+
+    def collect(steps: list[dict[str, Any]], path: str, prefix: str) -> None:  # as deep as the nesting
+        for i, step in enumerate(steps):
+            if "workflow" in step:
+                collect(step["workflow"]["steps"], f"{path}[{i}].workflow.steps", f"{prefix}{step['name']}.")
+            else:
+                flat.append((prefix + step["name"], f"{path}[{i}]", bool(step.get("graft"))))
+
+    collect(steps, "steps", "")
+    seen: dict[str, str] = {}
+    for name, here, _ in flat:
+        if name in seen:
+            raise _error(
+                f"{here}.name",
+                f"{name!r} is also the name of the step at {seen[name]} (a sub-workflow's steps are named "
+                "<sub-workflow>.<step>); rename one",
+            )
+        seen[name] = here
+    grafts = {name: here for name, here, graft in flat if graft}
+    if not grafts:
+        return
+    for name, here, _ in flat:
+        parts = name.split(".")
+        for k in range(1, len(parts)):
+            graft = ".".join(parts[:k])
+            if graft in grafts:
+                raise _error(
+                    f"{here}.name",
+                    f"names under graft step {graft!r} ({grafts[graft]}) are reserved for the steps it grafts; "
+                    "rename this step",
+                )
 
 
 def _steps(steps: Any, path: str, values: Mapping[str, Any], resolve: Any) -> list[dict[str, Any]]:
