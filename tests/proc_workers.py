@@ -32,6 +32,33 @@ def plus_one(job: baton.Job) -> int:
     return int(job.upstream("sq")["square"]) + 1
 
 
+def read_context(job: baton.Job) -> dict[str, Any]:
+    """A workflow step reading the workflow's context (and its dependency's result) in the child,
+    and trying to change both."""
+    context = job.context
+    refused = []
+    for target in (context, context["limits"]):
+        try:
+            target["added"] = True  # type: ignore[index]
+        except TypeError:
+            refused.append(type(target).__name__)
+    return {
+        "tenant": context.get("tenant"),
+        "max": context["limits"]["max"],
+        "regions": list(context["regions"]),
+        "refused": refused,
+        "upstream": job.upstream_all(),
+        "pid": os.getpid(),
+    }
+
+
+def record_calls(job: baton.Job) -> int:
+    """Record usage in the child (priced by the app's pricing, in the parent)."""
+    job.record_usage(model="claude", input_tokens=1000, output_tokens=100)
+    job.record_usage(model="free", input_tokens=1, output_tokens=1)
+    return 2
+
+
 def _check(value: Any) -> None:
     raise ValueError(f"bad input {value!r}")
 

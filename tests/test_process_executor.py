@@ -8,11 +8,15 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
+from decimal import Decimal
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -280,6 +284,63 @@ async def test_job_log_lines_and_upstream_results_cross_the_process_boundary(mak
     assert (name, level) == ("sq", "info") and message.startswith("squaring 6 in process ")
     assert int(message.rsplit(" ", 1)[1]) != os.getpid()
     assert rows[1] == ("plus", "debug", "adding one")
+
+
+async def test_the_workflow_context_reaches_the_child_read_only(make_app: Any) -> None:
+    """job.context is a frozen mapping (MappingProxyType, which pickle refuses): it used to be
+    left out of the message to the child, which then saw an empty context."""
+    app = make_app(queues={"default": 2})
+    square = app.worker(executor="process")(proc_workers.square)
+    read = app.worker(executor="process")(proc_workers.read_context)
+    context = {"tenant": "acme", "limits": {"max": 3}, "regions": ["eu", "us"]}
+    wf = baton.Workflow(label="proc-context", context=context)
+    wf.add("sq", square.new({"x": 4}))
+    wf.add("read", read.new({}), deps=["sq"])
+    wf.add("alone", read.new({}))
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    status = await app.workflow_status(wid)
+    assert status.steps == {"sq": "completed", "read": "completed", "alone": "completed"}, status.details
+    for name, upstream in (("read", {"sq": {"square": 16, "pid": status.details["sq"].result["pid"]}}), ("alone", {})):
+        result = status.details[name].result
+        assert result["pid"] != os.getpid()
+        assert result["tenant"] == "acme" and result["max"] == 3 and result["regions"] == ["eu", "us"]
+        assert result["refused"] == ["mappingproxy", "mappingproxy"]  # read-only there too, nested ones as well
+        assert result["upstream"] == upstream
+
+
+def test_a_job_field_that_cannot_reach_the_child_is_an_error_naming_it() -> None:
+    from baton.runtime import processes
+
+    job = baton.Job(
+        id=7, state="executing", queue="default", worker="w", args={}, meta={}, tags=[], errors=[],
+        attempt=1, max_attempts=3, priority=0,
+    )  # fmt: skip
+    job._context = MappingProxyType({"nested": MappingProxyType({"k": (1, 2)})})
+    job._price = lambda *a: None  # the app's pricing is not sent (usage is priced in the parent)
+    target, state = pickle.loads(processes._message("mod.fn", job))
+    assert target == "mod.fn" and "_price" not in state
+    assert isinstance(state["_context"], MappingProxyType) and state["_context"]["nested"]["k"] == (1, 2)
+    job.meta = {"lock": threading.Lock()}
+    with pytest.raises(TypeError, match="job 7: its field 'meta' cannot be sent to a worker process"):
+        processes._message("mod.fn", job)
+
+
+async def test_usage_recorded_in_a_child_is_priced_by_the_apps_pricing(make_app: Any) -> None:
+    seen: list[str] = []
+
+    def price(model: str, input_tokens: int, output_tokens: int, extra: dict[str, Any]) -> Decimal | None:
+        seen.append(model)  # a closure: it cannot be sent to the child
+        return None if model == "free" else Decimal(input_tokens + output_tokens) / 10**6
+
+    app = make_app(queues={"default": 1}, pricing=price)
+    calls = app.worker(executor="process")(proc_workers.record_calls)
+    wid = await app.insert_workflow(baton.Workflow().add("a", calls.new({})))
+    await app.drain()
+    usage = await app.workflow_usage(wid)
+    assert seen == ["claude", "free"]
+    assert usage.by_model["claude"].cost == Decimal("0.0011")
+    assert usage.by_model["free"].cost is None and usage.calls == 2
 
 
 async def test_at_most_pool_size_children_and_none_after_stop(make_app: Any) -> None:

@@ -111,6 +111,28 @@ async def test_two_step_cycle_is_rejected(app, step):
     await _assert_nothing_written(app)
 
 
+async def test_a_long_chain_added_dependents_first_is_planned_and_inserted(app, step):
+    """Far deeper than Python's recursion limit: the cycle check and the ordering are iterative
+    (they used to recurse once per step and raise RecursionError)."""
+    n = 3_000
+    wf = baton.Workflow(label="deep")
+    for i in range(n):  # s0 depends on s1, s1 on s2, ...: each step added before its dep
+        wf.add(f"s{i}", step.new({}), deps=[f"s{i + 1}"] if i + 1 < n else [])
+    assert [p.name for p in wf.plan()] == [f"s{i}" for i in reversed(range(n))]
+    wid = await app.insert_workflow(wf)
+    status = await app.workflow_status(wid)
+    assert status.steps[f"s{n - 1}"] == "available" and status.steps["s0"] == "suspended"
+    assert len(status.steps) == n
+
+    # A cycle at the far end of such a chain is still named, hop by hop.
+    cyclic = baton.Workflow()
+    for i in range(n):
+        cyclic.add(f"s{i}", step.new({}), deps=[f"s{i + 1}"] if i + 1 < n else ["s2997"])
+    with pytest.raises(baton.WorkflowError, match=r"cycle: s2997 -> s2999 -> s2998 -> s2997; ") as err:
+        cyclic.plan()
+    assert err.value.step == "s2997"
+
+
 async def test_empty_workflow_is_rejected(app):
     with pytest.raises(baton.WorkflowError, match="empty"):
         await app.insert_workflow(baton.Workflow(label="nothing"))

@@ -10,10 +10,13 @@ import asyncio
 import logging
 from typing import Any
 
+import psycopg
 import pytest
 
 import baton
-from wf_nodes import query
+from baton.store import workflows as wfstore
+from conftest import wait_for
+from wf_nodes import is_postgres, query, waits_for_a_lock
 
 HOOK_CALLS: list[tuple[str, str, int | None]] = []
 HOOK_JOBS: list[baton.Job] = []
@@ -275,6 +278,35 @@ async def test_cancel_all_jobs_by_workflow_cancels_the_remaining_steps(app, work
     assert finished[0]["failed_steps"] == ["b", "c", "d"]
     assert finished[0]["counts"] == {"completed": 1, "cancelled": 3}
     assert len([md for _, md in events.of(("baton", "workflow", "finished")) if md["workflow_id"] == wid]) == 1
+
+
+async def test_cancel_all_jobs_by_workflow_waits_for_steps_being_appended(app, workers, db_url):
+    """PostgreSQL: a cancel of a workflow while append_workflow's transaction is adding steps
+    waits for it and cancels the appended steps too (SQLite runs one writer at a time)."""
+    if not is_postgres(db_url):
+        pytest.skip("SQLite serialises the append and the cancel")
+    wf = baton.Workflow(label="append-race")
+    wf.add("a", workers.ok.new({}))
+    wid = await app.insert_workflow(wf)
+    late = baton.Workflow()
+    late.add("after_a", workers.ok.new({}), deps=["a"])
+    late.add("free", workers.ok.new({}))
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        async with conn.transaction():  # append_workflow's transaction, held open
+            names, _ = await app.engine.run_on(
+                conn, wfstore.append_workflow, wid, lambda existing: app._plan(late, existing), app.node, ""
+            )
+            assert names == ["after_a", "free"]
+            cancel = asyncio.create_task(app.cancel_all_jobs(workflow_id=wid))
+            await wait_for(lambda: waits_for_a_lock(db_url))
+            assert not cancel.done()
+        assert await asyncio.wait_for(cancel, 10) == 3
+    status = await app.workflow_status(wid)
+    assert status.steps == {"a": "cancelled", "after_a": "cancelled", "free": "cancelled"}
+    assert status.finished and status.status == "failed"
+    # An append that comes after the cancel finds the workflow finished.
+    with pytest.raises(baton.WorkflowError, match="already finished"):
+        await app.append_workflow(wid, late)
 
 
 # --------------------------------------------------------------------------- deleted deps

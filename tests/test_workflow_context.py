@@ -95,3 +95,17 @@ def test_a_grafted_workflow_cannot_bring_its_own_context():
     sub = baton.Workflow(context={"x": 1})
     with pytest.raises(baton.WorkflowError, match="shares the context"):
         baton.Graft(sub)
+
+
+async def test_an_appended_workflow_cannot_bring_its_own_context(app):
+    """It used to be accepted and its context silently ignored (the steps saw the original)."""
+    step = app.worker(name="ctx.appended")(lambda job: dict(job.context))
+    wf = baton.Workflow(label="base", context={"tenant": "acme"})
+    wf.add("first", step.new({}))
+    wid = await app.insert_workflow(wf)
+    more = baton.Workflow(context={"tenant": "other"})
+    more.add("late", step.new({}))
+    with pytest.raises(baton.WorkflowError, match="drop context= from the appended workflow") as info:
+        await app.append_workflow(wid, more)
+    assert info.value.field == "context"
+    assert (await app.workflow_status(wid)).steps == {"first": "available"}  # nothing appended

@@ -6,8 +6,10 @@ the Mermaid/DOT drawing show grafted steps under their graft. Every test runs on
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import psycopg
 import pytest
 
 import baton
@@ -15,7 +17,7 @@ from baton.store import transitions
 from baton.store.jobs import Ack
 from baton.terminal import workflow_tree
 from conftest import wait_for
-from wf_nodes import scalar
+from wf_nodes import is_postgres, scalar, waits_for_a_lock
 
 
 def _tree_text(status: baton.WorkflowStatus) -> str:
@@ -26,7 +28,7 @@ def _tree_text(status: baton.WorkflowStatus) -> str:
     return console.export_text()
 
 
-def _ingest(app: baton.Baton, order: list[str], n: int = 3) -> baton.Workflow:
+def _ingest(app: baton.Baton, order: list[str], n: int = 3, with_report: bool = True) -> baton.Workflow:
     @app.worker(name="g.list")
     def list_files(job: baton.Job) -> Any:
         order.append(job.step or "")
@@ -51,7 +53,8 @@ def _ingest(app: baton.Baton, order: list[str], n: int = 3) -> baton.Workflow:
     wf = baton.Workflow(label="ingest")
     wf.add("list", list_files.new({}))
     wf.add_graft("process", expand.new({}), deps=["list"])
-    wf.add("report", report.new({}), deps=["process"])
+    if with_report:
+        wf.add("report", report.new({}), deps=["process"])
     return wf
 
 
@@ -279,6 +282,40 @@ async def test_append_workflow_after_a_graft_waits_for_the_grafted_steps(app):
     status = await app.workflow_status(wid)
     assert status.status == "completed"
     assert set(status.details["late"].result) == {"process.0", "process.1"}
+
+
+@pytest.mark.parametrize("dependent", [True, False], ids=["with-dependent", "graft-last"])
+async def test_cancelling_a_workflow_while_a_graft_is_acked_cancels_the_grafted_steps(app, db_url, dependent):
+    """PostgreSQL: cancel_all_jobs(workflow_id=) waits for the graft step's row, which the
+    ack's transaction holds; the steps that ack inserts were not in the cancel's first snapshot
+    and must be cancelled all the same (SQLite runs one writer at a time: nothing to race)."""
+    if not is_postgres(db_url):
+        pytest.skip("SQLite serialises the ack and the cancel")
+    order: list[str] = []
+    wf = _ingest(app, order, n=2, with_report=dependent)  # without: the graft is the last live step
+    wid = await app.insert_workflow(wf)
+    [job] = await app.engine.run(transitions.fetch_jobs, "default", app.node, "u-1", 1)
+    await app.engine.run(transitions.ack_jobs, [Ack(job, "completed", result_json='["a","b"]')], app.node, "")
+    [graft] = await app.engine.run(transitions.fetch_jobs, "default", app.node, "u-1", 1)
+    plan = baton.Graft.map("g.resize", [{"file": "a"}, {"file": "b"}]).plan("process")
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        async with conn.transaction():  # the graft's ack, held open
+            acked = await app.engine.run_on(
+                conn, transitions.ack_jobs, [Ack(graft, "completed", graft=plan)], app.node, ""
+            )
+            assert [a.job.id for a in acked.acked] == [graft.id]
+            cancel = asyncio.create_task(app.cancel_all_jobs(workflow_id=wid))
+            await wait_for(lambda: waits_for_a_lock(db_url))  # on the graft step's row
+            assert not cancel.done()
+        cancelled = await asyncio.wait_for(cancel, 10)
+    status = await app.workflow_status(wid)
+    expected = {"list": "completed", "process": "completed", "process.0": "cancelled", "process.1": "cancelled"}
+    if dependent:
+        expected["report"] = "cancelled"
+    assert status.steps == expected
+    assert cancelled == len(expected) - 2
+    assert status.finished and status.status == "failed"
+    assert await app.drain() == {}
 
 
 async def test_status_tree_and_drawings_show_grafted_steps_under_their_graft(app):

@@ -107,6 +107,72 @@ def test_a_code_built_workflow_round_trips_through_to_dict(app):
     assert back.steps["g"].graft and back.ignore_cancelled
 
 
+def test_literal_dollars_round_trip_through_to_dict():
+    """A literal `${...}` or `$$` in args or context is written escaped, so from_dict reads it
+    back as it was (it used to be written bare and read back as a param reference)."""
+    wf = baton.Workflow(label="code", context={"fmt": "${x}", "nested": ["$$", {"k": "a $ b ${y"}]})
+    wf.add("run", baton.JobSpec(worker="t.shell", args={"cmd": "echo ${HOME}", "price": "$5", "both": "$${z}$"}))
+    data = wf.to_dict()
+    assert data["context"] == {"fmt": "$${x}", "nested": ["$$$", {"k": "a $ b $${y"}]}
+    assert data["steps"][0]["args"] == {"cmd": "echo $${HOME}", "price": "$5", "both": "$$$${z}$"}
+    back = baton.Workflow.from_dict(data)
+    assert back.context == wf.context
+    job = back.steps["run"].job
+    assert job is not None and job.args == {"cmd": "echo ${HOME}", "price": "$5", "both": "$${z}$"}
+    assert back.to_dict() == data
+
+    # A template's own `$$` (and a param whose value holds `${...}`) survive a round trip too.
+    templated = baton.Workflow.from_dict(
+        {
+            "params": {"p": {"default": "${not_a_param}"}},
+            "context": {"home": "$${HOME}"},
+            "steps": [{"name": "a", "worker": "t.shell", "args": {"cmd": "echo $${HOME} ${p}"}}],
+        }
+    )
+    out = templated.to_dict()
+    assert out["context"] == {"home": "$${HOME}"}
+    assert out["steps"][0]["args"] == {"cmd": "echo $${HOME} $${not_a_param}"}
+    again = baton.Workflow.from_dict(out)
+    assert again.context == {"home": "${HOME}"}
+    assert again.steps["a"].job.args == {"cmd": "echo ${HOME} ${not_a_param}"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"$schema": "https://example.com/workflow.schema.json", "steps": [{"name": "a", "worker": "w.a"}]},
+        {"steps": [{"name": "a", "worker": "w.a", "args": {}, "deps": [], "graft": False}]},
+        {"label": None, "ignore_cancelled": False, "params": {}, "steps": [{"name": "a", "worker": "w.a"}]},
+        {"context": {"price": "$$5", "lone": "$5"}, "steps": [{"name": "a", "worker": "w.a", "args": {"p": "$$5"}}]},
+        {"steps": [{"name": "s", "workflow": {"steps": [{"name": "x", "worker": "w.a", "deps": []}]}}]},
+    ],
+    ids=["schema", "defaults-written", "null-and-false", "dollars", "sub-workflow"],
+)
+def test_to_dict_of_a_template_without_params_is_the_data(data):
+    wf = baton.Workflow.from_dict(data)
+    assert wf.to_dict() == data
+    assert wf.to_dict() is not wf.to_dict()  # a copy each time
+    assert baton.Workflow.from_dict(wf.to_dict()).to_dict() == data
+    # Changed after from_dict: the plain form, which round-trips as well.
+    wf.add("late", baton.JobSpec(worker="w.b"), deps=[wf.to_dict()["steps"][0]["name"]])
+    plain = wf.to_dict()
+    assert "$schema" not in plain and "params" not in plain and plain != data
+    assert plain["steps"][-1] == {"name": "late", "worker": "w.b", "deps": [data["steps"][0]["name"]]}
+    assert baton.Workflow.from_dict(plain).to_dict() == plain
+
+
+def test_a_long_chain_listed_dependents_first_builds():
+    """Far deeper than Python's recursion limit (the cycle check used to recurse per step)."""
+    n = 3_000
+    steps = [{"name": f"s{i}", "worker": "w", **({"deps": [f"s{i + 1}"]} if i + 1 < n else {})} for i in range(n)]
+    wf = baton.Workflow.from_dict({"steps": steps})
+    assert [p.name for p in wf.plan()] == [f"s{i}" for i in reversed(range(n))]
+    steps[-1]["deps"] = ["s2997"]  # a cycle at the far end is still named, with its JSON path
+    path, message = _path_of({"steps": steps})
+    assert path == "steps[2999].deps[0]"
+    assert "cycle: 's2997' depends on 's2998' depends on 's2999' depends on 's2997'" in message
+
+
 def _path_of(data: Any, params: dict[str, Any] | None = None, app: Any = None) -> tuple[str, str]:
     with pytest.raises(baton.WorkflowError) as info:
         baton.Workflow.from_dict(data, params=params, app=app)
@@ -167,6 +233,36 @@ def _step(**fields: Any) -> dict[str, Any]:
             "names no step",
         ),
         ({"steps": [{"name": "s", "worker": "w", "workflow": {"steps": []}}]}, None, "steps[0].workflow", "not both"),
+        # Names that collide once sub-workflows are flattened, or that sit under a graft step.
+        (
+            {"steps": [{"name": "c", "workflow": {"steps": [_step(name="x")]}}, _step(name="c.x")]},
+            None,
+            "steps[1].name",
+            "'c.x' is also the name of the step at steps[0].workflow.steps[0]",
+        ),
+        (
+            {"steps": [_step(name="c.x"), {"name": "c", "workflow": {"steps": [_step(name="x")]}}]},
+            None,
+            "steps[1].workflow.steps[0].name",
+            "'c.x' is also the name of the step at steps[0] (",
+        ),
+        (
+            {"steps": [_step(name="g", graft=True), _step(name="g.0")]},
+            None,
+            "steps[1].name",
+            "names under graft step 'g' (steps[0]) are reserved for the steps it grafts",
+        ),
+        (
+            {
+                "steps": [
+                    {"name": "s", "workflow": {"steps": [_step(name="g", graft=True)]}},
+                    {"name": "s.g", "workflow": {"steps": [_step(name="x")]}},
+                ]
+            },
+            None,
+            "steps[1].workflow.steps[0].name",
+            "names under graft step 's.g' (steps[0].workflow.steps[0]) are reserved",
+        ),
     ],
 )
 def test_every_mistake_names_its_json_path_and_the_fix(data, params, path, needle):

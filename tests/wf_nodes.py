@@ -57,6 +57,17 @@ def scalar(url: str, sql: str, params: Sequence[Any] = ()) -> Any:
     return rows[0][0] if rows else None
 
 
+def waits_for_a_lock(url: str) -> bool:
+    """PostgreSQL: whether a session of this database waits for a lock (a row or advisory lock
+    that another transaction holds)."""
+    return bool(
+        scalar(
+            url,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+    )
+
+
 SIDE_TABLES = {
     "race_barrier": "workflow_id TEXT NOT NULL, step TEXT NOT NULL, pid INTEGER NOT NULL",
     "race_ready": "pid INTEGER NOT NULL, role TEXT NOT NULL",

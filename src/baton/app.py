@@ -557,12 +557,18 @@ class Baton:
 
     async def append_workflow(self, workflow_id: str, wf: Workflow) -> list[str]:
         """Add the steps of `wf` to a running workflow (deps may name its existing steps).
-        Returns the new step names."""
+        They read the workflow's context; `wf` cannot bring its own. Returns the new step names."""
         if not isinstance(workflow_id, str) or not workflow_id:
             raise ValidationError("workflow_id", f"must be a workflow id string, got {workflow_id!r}")
         check_text("workflow_id", workflow_id)
         if not isinstance(wf, Workflow):
             raise ValidationError("workflow", f"expected a baton.Workflow, got {type(wf).__name__}")
+        if wf.context is not None:  # as Graft refuses it: it would be silently ignored
+            raise WorkflowError(
+                "appended steps share the context of the workflow they join (given when it was inserted); "
+                "drop context= from the appended workflow",
+                field="context",
+            )
         outside = [d for step in wf.steps.values() for d in step.deps if d not in wf.steps]
         self._plan(wf, existing=outside)  # validate before touching the database
         names, effects = await self.engine.run(

@@ -15,8 +15,10 @@ waits for its reply on one of the node's worker threads (`ProcessPool.run`), nev
 from __future__ import annotations
 
 import copy
+import copyreg
 import dataclasses
 import importlib
+import io
 import logging
 import multiprocessing
 import os
@@ -24,7 +26,9 @@ import pickle
 import signal
 import threading
 import traceback
+from collections.abc import Mapping
 from multiprocessing.connection import Connection, wait
+from types import MappingProxyType
 from typing import Any
 
 from ..job import Cancel, Discard, Job, Snooze
@@ -33,7 +37,9 @@ from ..worker import FunctionWorker, Worker, WorkerDef
 log = logging.getLogger("baton.processes")
 
 _SPAWN = multiprocessing.get_context("spawn")
-_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+# The job as the child rebuilds it. Not the app's pricing (`_price`, possibly a lambda or a
+# closure over the node's state): usage recorded in the child is priced here (`unpack`).
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if f.name != "_price")
 # Per-attempt fields a worker may fill (`job.log` lines, ...): shipped back when they changed.
 _PRIVATE_FIELDS = tuple(name for name in _JOB_FIELDS if name.startswith("_"))
 _OUTCOMES = (Snooze, Cancel, Discard)
@@ -289,19 +295,46 @@ class ProcessPool:
             child.reap(timeout)
 
 
+def _frozen(mapping: dict[str, Any]) -> Mapping[str, Any]:
+    """Rebuild a read-only mapping on the other side of the pipe."""
+    return MappingProxyType(mapping)
+
+
+def _reduce_frozen(mapping: Mapping[str, Any]) -> tuple[Any, tuple[dict[str, Any]]]:
+    return _frozen, (dict(mapping),)
+
+
+# The workflow's context (`job.context`) is frozen: MappingProxyType, which pickle refuses.
+# Messages both ways pickle it as what it is, a read-only mapping (nested ones too), without
+# registering anything in the process-wide copyreg table.
+_DISPATCH = copyreg.dispatch_table.copy()
+_DISPATCH[MappingProxyType] = _reduce_frozen
+
+
+def _dumps(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _DISPATCH
+    pickler.dump(value)
+    return buffer.getvalue()
+
+
 def _message(target: str, job: Job) -> bytes:
-    """The pickled request for a child. A job field that does not pickle (a lock or an event
-    the runtime added) is left out and takes its default there."""
+    """The pickled request for a child: every field of the job the worker can read. A field
+    that does not pickle is an error naming it (the attempt fails), never left out: the child
+    would run the job without it, silently (an empty `job.context`, say)."""
     state = {name: getattr(job, name) for name in _JOB_FIELDS}
     try:
-        return pickle.dumps((target, state), pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        for name, value in list(state.items()):
+        return _dumps((target, state))
+    except Exception as exc:
+        for name, value in state.items():
             try:
-                pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-            except Exception:
-                del state[name]
-        return pickle.dumps((target, state), pickle.HIGHEST_PROTOCOL)
+                _dumps(value)
+            except Exception as field_exc:
+                raise TypeError(
+                    f"job {job.id}: its field {name!r} cannot be sent to a worker process: {field_exc}"
+                ) from field_exc
+        raise TypeError(f"job {job.id} cannot be sent to a worker process: {exc}") from exc
 
 
 def unpack(job: Job, reply: Reply, recorded: bool) -> Any:
@@ -312,6 +345,12 @@ def unpack(job: Job, reply: Reply, recorded: bool) -> Any:
     kind, value, tb, changed = reply
     for name, field_value in changed.items():
         setattr(job, name, field_value)
+    if changed.get("_usage") and job._price is not None:  # the child records calls unpriced
+        price = job._price
+        job._usage = [
+            dataclasses.replace(r, cost=price(r.model, r.input_tokens, r.output_tokens, r.extra))
+            for r in job._usage or ()
+        ]
     if kind == "error":
         value.__cause__ = RemoteTraceback(tb)
         raise value
@@ -381,7 +420,9 @@ def _perform(conn: Connection, resolved: dict[str, Any], message: bytes) -> byte
         if fn is None:
             fn = resolved[target] = _resolve(target)
         job = Job(**state)
-        before = {name: copy.copy(getattr(job, name)) for name in _PRIVATE_FIELDS}
+        # Copies of what a worker may change in place (its logs, usage); the rest as it is (a
+        # frozen context does not copy).
+        before = {name: _snapshot(getattr(job, name)) for name in _PRIVATE_FIELDS}
         began = True
         conn.send_bytes(b"")
         reply: Reply = ("ok", fn(job), "", {})
@@ -397,23 +438,27 @@ def _perform(conn: Connection, resolved: dict[str, Any], message: bytes) -> byte
             if value != before.get(name):
                 reply[3][name] = value
     try:
-        return pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+        return _dumps(reply)
     except Exception:
         pass
     kind, value, tb, changed = reply
     if kind == "ok":
         try:
-            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+            _dumps(value)
         except Exception:
             value = Unpicklable(f"{type(value).__name__}: {value!r:.200}")
     else:
         value = _error(value, tb)[1]
     try:
-        pickle.dumps(changed, pickle.HIGHEST_PROTOCOL)
+        _dumps(changed)
     except Exception as exc:
         kind, value, tb = "error", RuntimeError(f"the job's logs could not be sent back: {exc!r:.200}"), tb
         changed = {}
-    return pickle.dumps((kind, value, tb, changed), pickle.HIGHEST_PROTOCOL)
+    return _dumps((kind, value, tb, changed))
+
+
+def _snapshot(value: Any) -> Any:
+    return copy.copy(value) if isinstance(value, list | dict | set) else value
 
 
 def _error(exc: BaseException, tb: str) -> Reply:
@@ -421,7 +466,7 @@ def _error(exc: BaseException, tb: str) -> Reply:
     if not isinstance(exc, Exception | SystemExit):  # KeyboardInterrupt must not reach the node
         exc = RuntimeError(f"{type(exc).__name__}: {exc}")
     try:
-        pickle.loads(pickle.dumps(exc, pickle.HIGHEST_PROTOCOL))
+        pickle.loads(_dumps(exc))
     except Exception:
         exc = RuntimeError(f"{type(exc).__name__}: {exc!r:.500} (the exception could not be pickled back)")
     return ("error", exc, tb, {})

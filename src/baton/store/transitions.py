@@ -222,29 +222,52 @@ async def cancel_jobs(
     repair: str | None = None,
 ) -> tuple[list[Job], Effects]:
     """Cancel every non-terminal job matching the filters; executing ones are signalled.
-    Returns the cancelled jobs and the effects (cascades, releases) to act on after commit."""
-    targets = await conn.fetch(
-        "cancel_targets",
-        {
-            "ids": list(ids) if ids is not None else None,
-            "queue": queue,
-            "worker": worker,
-            "states": list(states) if states is not None else None,
-            "workflow_id": workflow_id,
-        },
-    )
+    Returns the cancelled jobs and the effects (cascades, releases) to act on after commit.
+
+    A cancel of a workflow (`workflow_id`) cancels every step it has when it commits, also
+    steps that other transactions were adding meanwhile (PostgreSQL; SQLite runs one writer at
+    a time). An append_workflow holds the workflow's step lock (lock_workflow_steps) for its
+    whole transaction: the cancel takes it shared before anything else, so it waits for an
+    append under way and later appends wait for it (and then find the workflow finished). A
+    graft step's ack inserts its grafted steps in the transaction that holds the graft step's
+    row: cancel_targets waits for that row, but its snapshot (READ COMMITTED, one per statement)
+    predates the ack's commit and misses the grafted steps. So the targets are picked again, each
+    time in a new statement, until none match (cancel_candidates, without locks). The passes end:
+    a pass finds only steps committed after the previous one, by a graft ack it waited for (or
+    one in flight then); a graft step this cancel locked grafts nothing, and grafts nest finitely.
+    Every job row is locked before the workflow's nodes and row (settle), the order acks lock
+    them in."""
+    filters = {
+        "ids": list(ids) if ids is not None else None,
+        "queue": queue,
+        "worker": worker,
+        "states": list(states) if states is not None else None,
+        "workflow_id": workflow_id,
+    }
     eff = Effects(origin=origin)
-    if not targets:
-        return [], eff
+    if workflow_id is not None:
+        await conn.execute("share_workflow_steps", {"id": workflow_id})
     error = {"error": reason, "traceback": None}
     if repair is not None:
         error["reason"] = repair
-    rows = await conn.fetch(
-        "cancel_jobs",
-        {"ids": [t["id"] for t in targets], "error": dumps(error), "repair": repair},
-    )
-    jobs = [Job.from_row(r) for r in rows]
-    prev = {t["id"]: t["state"] for t in targets}
+    jobs: list[Job] = []
+    prev: dict[int, str] = {}
+    while True:
+        targets = await conn.fetch("cancel_targets", filters)
+        if targets:
+            rows = await conn.fetch(
+                "cancel_jobs",
+                {"ids": [t["id"] for t in targets], "error": dumps(error), "repair": repair},
+            )
+            jobs.extend(Job.from_row(r) for r in rows)
+            prev.update((t["id"], t["state"]) for t in targets)
+        if workflow_id is None:
+            break
+        found = await conn.fetchone("cancel_candidates", filters)
+        if found is None or not found["found"]:
+            break
+    if not jobs:
+        return [], eff
     eff.signal_cancel.extend(j.id for j in jobs if prev.get(j.id) == "executing")
     if repair == "orphaned_step":
         # Cancelled because a dependency vanished: the worker's after_cancelled hook hears "deleted".

@@ -161,6 +161,9 @@ async def append_workflow(
     """Add steps to a stored, unfinished workflow. `plan_for(existing_names)` validates and
     flattens the new steps. Steps whose deps already finished are resolved right here."""
     effects = Effects(origin=origin)
+    # First, holding nothing yet: no cancel of the workflow runs until these steps commit
+    # (transitions.cancel_jobs takes this lock shared), so a cancel cannot miss them.
+    await conn.execute("lock_workflow_steps", {"id": wid})
     wf = await conn.fetchone("lock_workflow", {"id": wid})
     if wf is None:
         raise WorkflowError(f"no workflow with id {wid!r}", field="workflow_id")

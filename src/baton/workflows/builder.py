@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -98,6 +99,9 @@ class Workflow:
         self.ignore_discarded = bool(_check_flag("ignore_discarded", ignore_discarded))
         self.ignore_deleted = bool(_check_flag("ignore_deleted", ignore_deleted))
         self._steps: dict[str, Step] = {}
+        # from_dict of a template without params: (the data, to_dict() as it was then). While
+        # to_dict() is unchanged, it returns the data itself (`$$`, "$schema", defaults and all).
+        self._source: tuple[dict[str, Any], dict[str, Any]] | None = None
         # Every step so far is a job step, not a graft step, added after all of its deps (the
         # usual case): then plan() needs no pass over the deps (all known, no cycle).
         self._simple = True
@@ -296,48 +300,59 @@ class Workflow:
         return True
 
     def _check_cycles(self) -> None:
-        state: dict[str, int] = {}
-        stack: list[str] = []
-
-        def visit(name: str) -> None:
-            state[name] = 1
-            stack.append(name)
-            for dep in self._steps[name].deps:
-                if dep not in self._steps:
-                    continue
-                if state.get(dep) == 1:
-                    cycle = [*stack[stack.index(dep) :], dep]
-                    raise WorkflowError(
-                        "cycle: " + " -> ".join(reversed(cycle)) + "; a workflow must be acyclic", step=dep
-                    )
-                if dep not in state:
-                    visit(dep)
-            stack.pop()
-            state[name] = 2
-
-        for name in self._steps:
-            if name not in state:
-                visit(name)
+        """Depth first from each step in the order added, deps in order; the first dep that
+        closes a cycle is the error, naming the cycle. Iterative (an explicit stack), so a long
+        chain added dependents first cannot exhaust Python's recursion limit."""
+        steps = self._steps
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        for root in steps:
+            if root in state:
+                continue
+            state[root] = 1
+            path = [root]
+            pending = [iter(steps[root].deps)]
+            while pending:
+                for dep in pending[-1]:
+                    if dep not in steps:
+                        continue
+                    if state.get(dep) == 1:
+                        cycle = [*path[path.index(dep) :], dep]
+                        raise WorkflowError(
+                            "cycle: " + " -> ".join(reversed(cycle)) + "; a workflow must be acyclic", step=dep
+                        )
+                    if dep not in state:
+                        state[dep] = 1
+                        path.append(dep)
+                        pending.append(iter(steps[dep].deps))
+                        break
+                else:
+                    pending.pop()
+                    state[path.pop()] = 2
 
     def _order(self) -> list[Step]:
         """Steps in dependency order: depth first from each step in the order added, deps
-        first (for steps added after their deps, the order they were added)."""
+        first (for steps added after their deps, the order they were added). Iterative, like
+        `_check_cycles`."""
         if self._in_order():
             return list(self._steps.values())
+        steps = self._steps
         done: set[str] = set()
         order: list[Step] = []
-
-        def visit(step: Step) -> None:
-            if step.name in done:
-                return
-            done.add(step.name)
-            for dep in step.deps:
-                if dep in self._steps:
-                    visit(self._steps[dep])
-            order.append(step)
-
-        for step in self._steps.values():
-            visit(step)
+        for root in steps.values():
+            if root.name in done:
+                continue
+            done.add(root.name)
+            pending = [(root, iter(root.deps))]
+            while pending:
+                step, deps = pending[-1]
+                for dep in deps:
+                    if dep in steps and dep not in done:
+                        done.add(dep)
+                        pending.append((steps[dep], iter(steps[dep].deps)))
+                        break
+                else:
+                    pending.pop()
+                    order.append(step)
         return order
 
     def _members(self, prefix: str, name: str) -> tuple[str, ...]:
@@ -408,6 +423,8 @@ class Workflow:
         except WorkflowError as exc:
             raise _at(exc.field if exc.field in ("label", "context") else "$", exc) from None
         wf._fill(concrete["steps"], "steps", resolve)
+        if not data.get("params"):
+            wf._source = (copy.deepcopy(dict(data)), wf._canonical())
         return wf
 
     def _fill(self, steps: list[dict[str, Any]], path: str, resolve: Any) -> None:
@@ -443,13 +460,22 @@ class Workflow:
             self._steps[step["name"]].template = step
 
     def to_dict(self) -> dict[str, Any]:
-        """The workflow as template data (`from_dict(wf.to_dict())` builds the same workflow):
-        params already substituted, options only where they differ from the defaults."""
+        """The workflow as template data: `from_dict(wf.to_dict())` builds the same workflow.
+        For a workflow built by `from_dict` from data without params, and not changed since,
+        that data (a copy). Otherwise the data in its plain form: params substituted, a literal
+        `$` written `$$` where the template syntax would read it (`$${HOME}`), and only what
+        differs from the defaults (no `$schema`, null label, false flags, empty args or deps)."""
+        out = self._canonical()
+        if self._source is not None and out == self._source[1]:
+            return copy.deepcopy(self._source[0])
+        return out
+
+    def _canonical(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.label is not None:
             out["label"] = self.label
         if self.context is not None:
-            out["context"] = json.loads(self.context_json or "null")
+            out["context"] = template.escape(json.loads(self.context_json or "null"))
         for flag in IGNORE_FLAGS:
             if getattr(self, flag):
                 out[flag] = True
@@ -458,10 +484,13 @@ class Workflow:
 
     def _step_dict(self, step: Step) -> dict[str, Any]:
         if step.template is not None:
-            return json.loads(json.dumps(step.template))
+            data: dict[str, Any] = json.loads(json.dumps(step.template))
+            if "args" in data:
+                data["args"] = template.escape(data["args"])
+            return data
         out: dict[str, Any] = {"name": step.name}
         if step.sub is not None:
-            inner = step.sub.to_dict()
+            inner = step.sub._canonical()
             out["workflow"] = {k: v for k, v in inner.items() if k in ("steps", *IGNORE_FLAGS)}
         else:
             job = step.job
@@ -470,7 +499,7 @@ class Workflow:
                 raise WorkflowError("has scheduled_at, which a template cannot hold; use schedule_in", step=step.name)
             out["worker"] = job.worker
             if job.args:
-                out["args"] = json.loads(job.args_json)
+                out["args"] = template.escape(json.loads(job.args_json))
             if step.graft:
                 out["graft"] = True
             defaults = {"queue": "default", "priority": 0, "max_attempts": 20, "tags": [], "meta": {}}

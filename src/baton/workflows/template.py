@@ -119,6 +119,21 @@ def substitute(value: Any, params: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+_SPECIAL = re.compile(r"\$(?=[${])")
+
+
+def escape(value: Any) -> Any:
+    """`value` with its strings written so that `substitute` reads them back unchanged: each `$`
+    that starts `$$` or `${` doubled (`${HOME}` -> `$${HOME}`, `$$` -> `$$$`), a lone `$` kept."""
+    if isinstance(value, str):
+        return _SPECIAL.sub("$$", value) if "$" in value else value
+    if isinstance(value, dict):
+        return {k: escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escape(v) for v in value]
+    return value
+
+
 def _param(name: str, params: Mapping[str, Any], path: str) -> Any:
     if name not in params:
         known = ", ".join(sorted(params)) or "none"
@@ -151,7 +166,46 @@ def check(data: Any, params: Mapping[str, Any] | None, resolve: Any) -> dict[str
             _expect(data[key], bool, key, "true or false")
             out[key] = data[key]
     out["steps"] = _steps(data.get("steps"), "steps", values, resolve)
+    _check_names(out["steps"])
     return out
+
+
+def _check_names(steps: list[dict[str, Any]]) -> None:
+    """The names the steps get once sub-workflows are flattened (`sub.step`) must be unique,
+    and names under a graft step (`process.0`, `process.x`) are reserved for the steps it
+    grafts — what `Workflow.plan` checks at insert, here with the JSON path of the step."""
+    flat: list[tuple[str, str, bool]] = []  # (flattened name, JSON path of the step, graft)
+
+    def collect(steps: list[dict[str, Any]], path: str, prefix: str) -> None:  # as deep as the nesting
+        for i, step in enumerate(steps):
+            if "workflow" in step:
+                collect(step["workflow"]["steps"], f"{path}[{i}].workflow.steps", f"{prefix}{step['name']}.")
+            else:
+                flat.append((prefix + step["name"], f"{path}[{i}]", bool(step.get("graft"))))
+
+    collect(steps, "steps", "")
+    seen: dict[str, str] = {}
+    for name, here, _ in flat:
+        if name in seen:
+            raise _error(
+                f"{here}.name",
+                f"{name!r} is also the name of the step at {seen[name]} (a sub-workflow's steps are named "
+                "<sub-workflow>.<step>); rename one",
+            )
+        seen[name] = here
+    grafts = {name: here for name, here, graft in flat if graft}
+    if not grafts:
+        return
+    for name, here, _ in flat:
+        parts = name.split(".")
+        for k in range(1, len(parts)):
+            graft = ".".join(parts[:k])
+            if graft in grafts:
+                raise _error(
+                    f"{here}.name",
+                    f"names under graft step {graft!r} ({grafts[graft]}) are reserved for the steps it grafts; "
+                    "rename this step",
+                )
 
 
 def _steps(steps: Any, path: str, values: Mapping[str, Any], resolve: Any) -> list[dict[str, Any]]:
@@ -278,26 +332,32 @@ def _option(key: str, value: Any, path: str) -> Any:
 
 
 def _check_cycles(steps: list[dict[str, Any]], index: dict[str, int], path: str) -> None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(name: str) -> None:
-        state[name] = 1
-        stack.append(name)
-        step = steps[index[name]]
-        for j, dep in enumerate(step.get("deps", [])):
-            if state.get(dep) == 1:
-                cycle = [*stack[stack.index(dep) :], dep]
-                raise _error(
-                    f"{path}[{index[name]}].deps[{j}]",
-                    "cycle: " + " depends on ".join(repr(c) for c in cycle) + "; a workflow must be acyclic, "
-                    "remove one of these deps",
-                )
-            if dep not in state:
-                visit(dep)
-        stack.pop()
-        state[name] = 2
-
-    for step in steps:
-        if step["name"] not in state:
-            visit(step["name"])
+    """Depth first from each step in order, deps in order; the first dep that closes a cycle is
+    the error. Iterative (an explicit stack), so a long chain listed dependents first cannot
+    exhaust Python's recursion limit."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in steps:
+        if root["name"] in state:
+            continue
+        state[root["name"]] = 1
+        path_names = [root["name"]]
+        pending = [iter(enumerate(root.get("deps", [])))]
+        while pending:
+            name = path_names[-1]
+            for j, dep in pending[-1]:
+                if state.get(dep) == 1:
+                    cycle = [*path_names[path_names.index(dep) :], dep]
+                    raise _error(
+                        f"{path}[{index[name]}].deps[{j}]",
+                        "cycle: " + " depends on ".join(repr(c) for c in cycle) + "; a workflow must be acyclic, "
+                        "remove one of these deps",
+                    )
+                if dep not in state:
+                    state[dep] = 1
+                    path_names.append(dep)
+                    pending.append(iter(enumerate(steps[index[dep]].get("deps", []))))
+                    break
+            else:
+                pending.pop()
+                path_names.pop()
+                state[name] = 2

@@ -1,0 +1,1 @@
+-- SQLite runs one writer at a time (BEGIN IMMEDIATE): appends and cancels are already serialised.
