@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import psycopg
@@ -194,6 +196,88 @@ def test_meta_that_is_not_json(w):
     assert info.value.field == "meta"
     with pytest.raises(baton.ValidationError, match=r"^meta"):
         JobSpec(worker="bad.w", meta=[1])  # type: ignore[arg-type]
+
+
+RECORDS = [{"id": i, "name": f"r{i}"} for i in range(40)]  # a long list of records: checked as a whole
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "stored_as"),
+    [
+        ({1: "one", "1": "uno"}, "args[1]", "'1'"),
+        ({True: "yes", "true": "oui"}, "args[True]", "'true'"),
+        ({None: 1}, "args[None]", "'null'"),
+        ({1.5: "x"}, "args[1.5]", "'1.5'"),
+        ({"a": [1, {"b": {2: "c"}}]}, "args['a'][1]['b'][2]", "'2'"),
+        ({"rows": [*RECORDS, {"id": 40, 7: "seven"}]}, "args['rows'][40][7]", "'7'"),
+        ({"rows": [*RECORDS, {"id": 40, "tags": {False: 1}}]}, "args['rows'][40]['tags'][False]", "'false'"),
+        ({"ids": list(range(100)), "by": {0: "x"}}, "args['by'][0]", "'0'"),
+        ({"frozen": MappingProxyType({"in": MappingProxyType({3: 4})})}, "args['frozen']['in'][3]", "'3'"),
+    ],
+    ids=["int", "bool", "none", "float", "nested", "long-list-of-records", "in-a-record", "after-a-long-list", "proxy"],
+)
+def test_keys_that_are_not_strings_are_refused_naming_where(w, args, field, stored_as):
+    """json.dumps turns a key 1 into "1" without a word (and {1: .., "1": ..} into one key):
+    SPEC 1's args are a JSON object, so keys must be strings, at any depth."""
+    with pytest.raises(baton.ValidationError) as info:
+        w.new(args)
+    assert info.value.field == field
+    assert f"stored as the key {stored_as}" in str(info.value)
+    assert "use string keys" in str(info.value)
+    with pytest.raises(baton.ValidationError) as info:
+        w.new({}, meta=args)
+    assert info.value.field == "meta" + field.removeprefix("args")
+    with pytest.raises(baton.ValidationError) as info:
+        JobSpec(worker="bad.w", args=args)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"url": "https://example.com/{id}", "note": "a { and a : in text"},
+        {"a": {"b": {"c": [1, 2, {"d": None}]}}, "e": "}{"},
+        {"rows": RECORDS, "more": [RECORDS, (1, 2)]},
+        {"ids": list(range(100)), "frozen": MappingProxyType({"x": (1, MappingProxyType({"y": 2}))})},
+    ],
+    ids=["braces-in-text", "nested", "records", "proxy"],
+)
+def test_string_keys_at_any_depth_are_accepted(w, args):
+    spec = w.new(args)
+    assert json.loads(spec.args_json) == json.loads(json.dumps(args, default=dict))
+
+
+async def test_a_recorded_result_with_a_key_that_is_not_a_string_fails_the_attempt(app):
+    @app.worker(name="bad.int_key_result", record=True, max_attempts=1)
+    def counts(job: baton.Job) -> dict[int, int]:
+        return {1: 10, 2: 20}
+
+    job = await app.insert(counts.new({}))
+    assert await app.drain() == {"discarded": 1}
+    error = (await app.get_job(job.id)).errors[-1]["error"]
+    assert "result[1]" in error and "use string keys" in error
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "hint"),
+    [
+        ({"priorty": 1}, "priorty", "did you mean 'priority'?"),
+        ({"metadata": {}}, "metadata", "did you mean 'meta'?"),
+        ({"zzz": 1}, "zzz", "the options are"),
+    ],
+)
+def test_an_unknown_option_of_new_names_it_and_the_valid_ones(offline, w, options, field, hint):
+    for build in (
+        lambda: w.new({}, **options),
+        lambda: offline.new("bad.w", {}, **options),
+        lambda: baton.Graft.map(w, [{}], **options),
+        lambda: baton.Graft.map("bad.w", [{}], **options),
+    ):
+        with pytest.raises(baton.ValidationError) as info:
+            build()
+        assert info.value.field == field
+        assert hint in str(info.value)
+        assert "queue, priority, max_attempts, tags, meta, schedule_in, scheduled_at, unique" in str(info.value)
 
 
 # --------------------------------------------------------------------------- options of a job
@@ -488,6 +572,39 @@ async def test_unmigrated_database_on_insert_names_baton_migrate(db_url, engine_
         try:
             with pytest.raises(baton.MigrationError, match=r"baton migrate"):
                 await app.insert(w.new({}))
+        finally:
+            await app.close()
+
+
+async def test_unmigrated_database_on_insert_on_a_callers_connection_names_baton_migrate(db_url, tmp_path):
+    """insert(conn=...) and insert_sync(conn=...) say what every other call says, not the
+    driver's "no such table" / UndefinedTable."""
+    with _unmigrated(db_url, tmp_path) as options:
+        app = baton.Baton(**options, plugins=[], log_events=False)
+        w = app.worker(name="bad.unmigrated_conn")(_noop)
+        fix = "--schema " + options["schema"] if "schema" in options else "baton migrate --url"
+        try:
+            if db_url.startswith("postgres"):
+                async with await psycopg.AsyncConnection.connect(db_url) as aconn:
+                    with pytest.raises(baton.MigrationError, match=r"`baton migrate") as info:
+                        await app.insert(w.new({}), conn=aconn)
+                    assert fix in str(info.value)
+                    await aconn.rollback()
+                with psycopg.connect(db_url) as conn:
+                    with pytest.raises(baton.MigrationError, match=r"`baton migrate") as info:
+                        app.insert_all_sync([w.new({})], conn=conn)
+                    assert fix in str(info.value)
+                    conn.rollback()
+            else:
+                conn = sqlite3.connect(options["url"].removeprefix("sqlite:///"))
+                try:
+                    with pytest.raises(baton.MigrationError, match=r"`baton migrate --url sqlite"):
+                        await app.insert(w.new({}), conn=conn)
+                    with pytest.raises(baton.MigrationError, match=r"`baton migrate --url sqlite"):
+                        app.insert_sync(w.new({}), conn=conn)
+                    conn.rollback()
+                finally:
+                    conn.close()
         finally:
             await app.close()
 

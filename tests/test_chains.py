@@ -286,6 +286,93 @@ async def test_a_link_that_fails_then_retries_keeps_its_chain_waiting(db_url, ma
     assert await states(app, jobs) == ["completed", "completed"]
 
 
+async def test_a_meta_key_named_chain_is_the_callers_and_does_not_turn_hold_off(make_app):
+    """The policy lives under Baton's own meta key: a caller's meta "chain" (here any value)
+    neither replaces it nor is replaced. Every reader of the policy is exercised: the failing
+    link's ack holds, an insert behind it waits, the Lifeline does not call the chain stuck,
+    and a release the cancel of a later link asks for leaves the next link waiting."""
+    app = make_app()
+    post, ran = chained(app, on_discarded="hold")
+    meta = {"chain": "ethereum"}
+    jobs = await app.insert_all([post.new({"account_id": 1, "seq": i, "fail": i == 0}, meta=meta) for i in range(4)])
+    assert await app.drain() == {"discarded": 1}
+    assert await states(app, jobs) == ["discarded", "suspended", "suspended", "suspended"]
+    stored = await app.get_job(jobs[0].id)
+    assert stored.meta["chain"] == "ethereum"
+    assert stored.meta["baton_chain"] == {"on_discarded": "hold", "on_cancelled": "ignore"}
+    assert (await app.insert(post.new({"account_id": 1, "seq": 4}, meta=meta))).state == "suspended"
+    assert (await Lifeline().sweep(app))["released_links"] == []
+    assert await app.cancel_all_jobs(ids=[jobs[1].id]) == 1  # "ignore": asks for the next link
+    assert await states(app, jobs) == ["discarded", "cancelled", "suspended", "suspended"]
+    assert await app.drain() == {}
+    assert (await app.retry_job(jobs[0].id)).state == "available"
+    assert await app.drain() == {"completed": 4}
+    assert ran == [0, 2, 3, 4]
+
+
+async def test_chain_by_a_meta_key_named_chain_halts(make_app):
+    app = make_app()
+
+    @app.worker(chain_by=["meta.chain"], on_discarded="halt")
+    def by_network(job: baton.Job) -> Any:
+        return baton.Discard("node down") if job.args["n"] == 0 else None
+
+    jobs = await app.insert_all([by_network.new({"n": n}, meta={"chain": "ethereum"}) for n in range(3)])
+    other = await app.insert(by_network.new({"n": 5}, meta={"chain": "bitcoin"}))
+    assert await app.drain() == {"discarded": 1, "completed": 1}
+    assert await states(app, jobs) == ["discarded", "cancelled", "cancelled"]
+    assert (await app.get_job(other.id)).state == "completed"
+
+
+def test_the_chain_policy_is_the_workers_whatever_the_callers_meta_holds(tmp_path: Path):
+    app = baton.Baton(f"sqlite:///{tmp_path}/unused.db", plugins=[], log_events=False)
+    post, _ = chained(app, on_discarded="halt", on_cancelled="hold")
+    policy = {"on_discarded": "halt", "on_cancelled": "hold"}
+    spec = post.new({"account_id": 1}, meta={"baton_chain": {"on_discarded": "ignore"}, "chain": [1]})
+    assert spec.meta == {"baton_chain": policy, "chain": [1]}
+    # Without a "chain" of the caller's, the policy is there too, for nodes of releases before
+    # 0.2 while a deploy rolls (they read it nowhere else).
+    assert post.new({"account_id": 1}).meta == {"baton_chain": policy, "chain": policy}
+
+
+async def test_links_inserted_before_0_2_keep_their_policy_under_meta_chain(make_app):
+    """Links stored by 0.1 carry the policy in meta["chain"] only: they still hold."""
+    app = make_app()
+    post, ran = chained(app, on_discarded="hold")
+    key = post.new({"account_id": 1}).chain_key
+    old = {"on_discarded": "hold", "on_cancelled": "ignore"}
+    jobs = await app.insert_all(
+        [
+            baton.JobSpec(post.name, {"account_id": 1, "seq": i, "fail": i == 0}, meta={"chain": old}, chain_key=key)
+            for i in range(3)
+        ]
+    )
+    assert await app.drain() == {"discarded": 1}
+    assert await states(app, jobs) == ["discarded", "suspended", "suspended"]
+    late = await app.insert(post.new({"account_id": 1, "seq": 3}))
+    assert late.state == "suspended"
+    assert (await Lifeline().sweep(app))["released_links"] == []
+    assert await app.cancel_all_jobs(ids=[jobs[1].id]) == 1
+    assert await states(app, [*jobs, late]) == ["discarded", "cancelled", "suspended", "suspended"]
+    assert (await app.retry_job(jobs[0].id)).state == "available"
+    assert await app.drain() == {"completed": 3}
+    assert ran == [0, 2, 3]
+
+
+def test_the_unique_key_of_a_chained_job_is_that_of_its_0_1_twin(tmp_path: Path):
+    """Unique by meta hashes the caller's meta, not Baton's policy key: a job inserted by 0.1
+    (policy under "chain") and its twin from this release conflict."""
+    app = baton.Baton(f"sqlite:///{tmp_path}/unused.db", plugins=[], log_events=False)
+    post, _ = chained(app, unique={"fields": ["worker", "meta"], "period": None})
+    spec = post.new({"account_id": 1}, meta={"tenant": "acme"})
+    policy = {"on_discarded": "ignore", "on_cancelled": "ignore"}
+    twin = baton.JobSpec(post.name, {"account_id": 1}, meta={"tenant": "acme", "chain": policy}, unique=spec.unique)
+    assert spec.unique_key() == twin.unique_key()
+    # On a worker that is not chained, "baton_chain" is a key of the caller's like any other.
+    plain = app.worker(name="chains.plain", unique={"fields": ["worker", "meta"], "period": None})(lambda job: None)
+    assert plain.new({}, meta={"baton_chain": 1}).unique_key() != plain.new({}, meta={"baton_chain": 2}).unique_key()
+
+
 # --------------------------------------------------------------------------- keys
 
 

@@ -223,6 +223,22 @@ def test_jobs_retry_moves_a_finished_job_back_to_available(db_url: str) -> None:
     assert_clean_error(invoke(db_url, "jobs", "retry", "999999"), 1, "no job with id 999999")
 
 
+def test_jobs_retry_of_a_unique_job_whose_key_a_live_job_holds_says_so(db_url: str) -> None:
+    async def go(app: baton.Baton) -> tuple[int, int]:
+        failed = await app.insert(cli_app.boom.new({"k": 1}, unique=True))
+        await app.drain()
+        holder = await app.insert(cli_app.boom.new({"k": 1}, unique=True))  # discarded is not a unique state
+        return failed.id, holder.id
+
+    failed, holder = with_app(db_url, go)
+    assert_clean_error(
+        invoke(db_url, "jobs", "retry", str(failed)),
+        1,
+        f"job {failed} was not retried: job {holder} (available) has the same unique key",
+    )
+    assert with_app(db_url, lambda app: app.get_job(failed)).state == "discarded"
+
+
 def test_jobs_cancel_cancels_each_id_and_fails_on_unknown_ones(db_url: str) -> None:
     ids = seed_jobs(db_url)
 

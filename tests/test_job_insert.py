@@ -8,6 +8,7 @@ import collections
 import itertools
 import sqlite3
 import types
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -410,6 +411,79 @@ async def test_insert_inside_a_postgres_sync_transaction(pg_app):
     rolled_id, kept_id = await asyncio.to_thread(business)
     assert await app.get_job(rolled_id) is None
     assert (await app.get_job(kept_id)).args == {"case": "commit"}
+
+
+@pytest.fixture
+async def schema_app(pg_app: baton.Baton) -> AsyncIterator[baton.Baton]:
+    """An app on its own schema of the PostgreSQL test database, beside `pg_app` on public."""
+    schema = f"ins_{uuid.uuid4().hex[:8]}"
+    app = baton.Baton(pg_app.url, schema=schema, plugins=[], log_events=False)
+    await app.migrate()
+    yield app
+    await app.close()
+    with psycopg.connect(pg_app.url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+async def test_insert_on_a_callers_connection_goes_to_the_apps_schema(pg_app, schema_app):
+    """Baton(schema=) on a connection of the caller's, whose search_path is the default: the
+    jobs go to the app's schema (not public, another app's), the caller's transaction decides
+    whether they exist, and the caller's later statements still see their own tables."""
+    app, url = schema_app, pg_app.url
+    w = app.worker(name="ins.schema_conn")(_noop)
+    async with await psycopg.AsyncConnection.connect(url) as aconn:
+        path = (await (await aconn.execute("SHOW search_path")).fetchone())[0]
+        rolled = await app.insert(w.new({"case": "rollback"}), conn=aconn)
+        await aconn.rollback()
+        kept = await app.insert_all([w.new({"case": "commit"}), w.new({"case": "bulk", "n": 1})], conn=aconn)
+        # In the same transaction, the caller's own statements are on their own search_path.
+        assert (await (await aconn.execute("SHOW search_path")).fetchone())[0] == path
+        assert (await (await aconn.execute("SELECT count(*) FROM baton_jobs")).fetchone())[0] == 0  # public's
+        assert await app.get_job(kept[0].id) is None  # not committed yet
+        await aconn.commit()
+    assert await app.get_job(rolled.id) is None
+    assert [j.args["case"] for j in await app.list_jobs()] == ["bulk", "commit"]
+    assert await pg_app.count_jobs() == {}
+
+    def sync_business() -> list[int]:
+        ids = []
+        with psycopg.connect(url) as conn:  # a transaction
+            ids.append(app.insert_sync(w.new({"case": "sync"}), conn=conn).id)
+            assert conn.execute("SHOW search_path").fetchone()[0] == path
+            conn.commit()
+        with psycopg.connect(url, autocommit=True) as conn:  # no transaction: set and put back
+            ids.append(app.insert_sync(w.new({"case": "autocommit", "u": 1}), conn=conn).id)
+            assert conn.execute("SHOW search_path").fetchone()[0] == path
+            with conn.transaction():  # a transaction opened on an autocommit connection
+                ids.append(app.insert_sync(w.new({"case": "block"}), conn=conn).id)
+            assert conn.execute("SHOW search_path").fetchone()[0] == path
+        return ids
+
+    ids = await asyncio.to_thread(sync_business)
+    assert [(await app.get_job(i)).args["case"] for i in ids] == ["sync", "autocommit", "block"]
+    assert await pg_app.count_jobs() == {}
+
+
+async def test_a_failed_insert_on_a_callers_connection_leaves_its_search_path(pg_app, schema_app):
+    """When Baton's statements fail in the caller's transaction (here a CHECK constraint
+    refuses the row), the caller's rollback restores its search_path; on an autocommit
+    connection Baton puts it back itself."""
+    app, url = schema_app, pg_app.url
+    w = app.worker(name="ins.schema_fail")(_noop)
+    with psycopg.connect(url, autocommit=True) as admin:
+        table = f'"{app.engine.schema}".baton_jobs'
+        admin.execute(f"ALTER TABLE {table} ADD CONSTRAINT no_x CHECK (args->>'x' IS NULL)")
+    async with await psycopg.AsyncConnection.connect(url) as aconn:
+        path = (await (await aconn.execute("SHOW search_path")).fetchone())[0]
+        with pytest.raises(psycopg.errors.CheckViolation):
+            await app.insert(w.new({"x": 1}), conn=aconn)
+        await aconn.rollback()
+        assert (await (await aconn.execute("SHOW search_path")).fetchone())[0] == path
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as aconn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            await app.insert(w.new({"x": 1}), conn=aconn)
+        assert (await (await aconn.execute("SHOW search_path")).fetchone())[0] == path
+    assert await app.count_jobs() == {}
 
 
 async def test_a_postgres_bulk_batch_gets_the_ids_and_stamps_it_returns(pg_app):

@@ -5,6 +5,7 @@ cancel of executing jobs, retry, staging, class-form workers, and jobs a node ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import sys
 import threading
@@ -801,6 +802,81 @@ async def test_retry_all_jobs_counts(app):
     await app.drain()
     assert await app.retry_all_jobs([j.id for j in jobs]) == 3
     assert await app.drain() == {"completed": 3}
+
+
+async def test_retry_of_a_unique_job_whose_key_a_live_job_holds_is_refused(app):
+    """`unique` promises at most one job per key: a finished job is not brought back to life
+    beside a waiting or running one of its key. The call names `unique` and the holder; once
+    the holder has finished, the retry goes through."""
+
+    @app.worker(name="tr.retry_unique", unique={"period": None, "keys": ["account"]}, max_attempts=1)
+    def refresh(job: baton.Job) -> Any:
+        return baton.Discard("upstream down") if job.args.get("fail") else None
+
+    first = await app.insert(refresh.new({"account": 7, "fail": True}))
+    assert await app.drain() == {"discarded": 1}
+    second = await app.insert(refresh.new({"account": 7}))  # discarded is not a unique state: a new row
+    assert not second.conflict
+    with pytest.raises(baton.ValidationError) as info:
+        await app.retry_job(first.id)
+    assert info.value.field == "unique"
+    assert f"job {first.id} was not retried: job {second.id} (available) has the same unique key" in str(info.value)
+    assert await app.retry_all_jobs([first.id]) == 0
+    assert await _states(app, [first.id, second.id]) == ["discarded", "available"]
+    assert await app.drain() == {"completed": 1}  # only the holder ran
+    retried = await app.retry_job(first.id)  # a completed holder is not live
+    assert retried is not None and retried.state == "available"
+    assert (await app.insert(refresh.new({"account": 7}))).id == first.id  # the retried one holds the key now
+
+
+async def test_retry_all_jobs_brings_back_one_finished_job_per_unique_key(app):
+    @app.worker(name="tr.retry_all_unique", unique={"period": None, "keys": ["k"], "states": ["available"]})
+    def w(job: baton.Job) -> Any:
+        return baton.Cancel("not now") if job.args.get("cancel") else None
+
+    @app.worker(name="tr.retry_all_plain")
+    def plain(job: baton.Job) -> None:
+        return None
+
+    # The unique states leave cancelled and completed out: three finished rows of key 1.
+    a = await app.insert(w.new({"k": 1, "cancel": True}))
+    assert await app.drain() == {"cancelled": 1}
+    b = await app.insert(w.new({"k": 1, "cancel": True}))
+    c = await app.insert(w.new({"k": 2, "cancel": True}))
+    assert await app.drain() == {"cancelled": 2}
+    d = await app.insert(w.new({"k": 1}))
+    e = await app.insert(plain.new({}))
+    assert await app.drain() == {"completed": 2}
+    ids = [a.id, b.id, c.id, d.id, e.id]
+    assert await app.retry_all_jobs(ids) == 3  # the first of key 1 (a), c and e
+    assert await _states(app, ids) == ["available", "cancelled", "available", "completed", "available"]
+
+
+async def test_concurrent_retries_and_inserts_of_one_unique_key_leave_one_live_job(make_app):
+    """Retries of two finished twins and an insert of their key, racing from two apps (two
+    pools): the key's lock serialises them, so exactly one job of the key is live after each."""
+    apps = [make_app(), make_app()]
+    workers = [
+        a.worker(name="tr.retry_race", unique={"period": None, "keys": ["k"]}, max_attempts=1)(
+            lambda job: baton.Discard("no")
+        )
+        for a in apps
+    ]
+
+    async def retry(app: baton.Baton, job_id: int) -> None:
+        with contextlib.suppress(baton.ValidationError):  # refused: another holds the key
+            await app.retry_job(job_id)
+
+    for k in range(6):
+        old = await apps[0].insert(workers[0].new({"k": k, "n": 0}))
+        assert await apps[0].drain() == {"discarded": 1}
+        twin = await apps[0].insert(workers[0].new({"k": k, "n": 1}))
+        assert await apps[0].drain() == {"discarded": 1}
+        racers = [retry(apps[0], old.id), retry(apps[1], twin.id), apps[k % 2].insert(workers[k % 2].new({"k": k}))]
+        await asyncio.gather(*(racers if k < 3 else reversed(racers)))
+        jobs = await apps[0].list_jobs(worker="tr.retry_race", states=["available"])
+        assert len(jobs) == 1, jobs
+        assert await apps[0].cancel_all_jobs(ids=[jobs[0].id]) == 1
 
 
 # --------------------------------------------------------------------------- staging

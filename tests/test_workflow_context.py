@@ -66,6 +66,49 @@ async def test_the_context_is_read_only(app):
     assert status.details["w"].result == "acme"
 
 
+async def test_context_values_are_json_in_results_args_and_new_jobs(app):
+    """The read-only copies job.context hands out (MappingProxyType, tuples) are JSON objects
+    and arrays wherever Baton writes JSON: a step's result, a grafted job's args, the args and
+    meta of a job inserted from a step, a recorded plain job's result."""
+    inserted: list[int] = []
+
+    @app.worker(name="ctx.returns", max_attempts=1)
+    def returns(job: baton.Job) -> Any:
+        return {"limits": job.context["limits"], "tags": job.context["tags"], "all": job.context}
+
+    @app.worker(name="ctx.item", max_attempts=1)
+    def item(job: baton.Job) -> Any:
+        return job.args
+
+    @app.worker(name="ctx.expand", max_attempts=1)
+    def expand(job: baton.Job) -> Any:
+        return baton.Graft.map(item, [{"i": i, "limits": job.context["limits"]} for i in range(2)])
+
+    @app.worker(name="ctx.plain", record=True, max_attempts=1)
+    def plain(job: baton.Job) -> Any:
+        return job.args["limits"]
+
+    @app.worker(name="ctx.enqueues", max_attempts=1)
+    def enqueues(job: baton.Job) -> Any:
+        limits = job.context["limits"]
+        inserted.append(app.insert_sync(plain.new({"limits": limits}, meta={"from": job.context["tags"]})).id)
+
+    context = {"tenant": "acme", "limits": {"max": 3, "per": {"day": 10}}, "tags": ["a", "b"]}
+    wf = baton.Workflow(label="ctx-json", context=context)
+    wf.add("a", returns.new({}))
+    wf.add_graft("process", expand.new({}))
+    wf.add("enqueue", enqueues.new({}))
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    status = await app.workflow_status(wid)
+    assert status.status == "completed", {n: d.last_error for n, d in status.details.items()}
+    assert status.details["a"].result == {"limits": context["limits"], "tags": ["a", "b"], "all": context}
+    assert status.details["process.1"].result == {"i": 1, "limits": context["limits"]}
+    job = await app.get_job(inserted[0])
+    assert (job.state, job.args) == ("completed", {"limits": context["limits"]})
+    assert job.meta == {"from": ["a", "b"], "result": context["limits"]}
+
+
 async def test_no_context_is_an_empty_mapping_in_steps_and_plain_jobs(app):
     seen: list[Any] = []
     step = app.worker(name="ctx.none")(lambda job: seen.append(dict(job.context)))
@@ -89,6 +132,12 @@ def test_a_bad_context_is_a_workflow_error(context, message):
     with pytest.raises(baton.WorkflowError, match=message) as info:
         baton.Workflow(context=context)
     assert info.value.field == "context"
+
+
+def test_a_context_key_that_is_not_a_string_is_a_workflow_error_naming_it():
+    with pytest.raises(baton.WorkflowError, match=r"^context\['limits'\]\[1\]: is a key of type int") as info:
+        baton.Workflow(context={"limits": {1: "x"}})
+    assert info.value.field == "context['limits'][1]"
 
 
 def test_a_grafted_workflow_cannot_bring_its_own_context():

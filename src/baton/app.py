@@ -170,6 +170,16 @@ def _in_batch(exc: ValidationError, index: int, label: str | None) -> Validation
     return ValidationError(f"{where} {exc.field}", message)
 
 
+def unique_held_error(held: store.UniqueHeld) -> ValidationError:
+    """The error for a retry refused because another live job holds the job's unique key."""
+    return ValidationError(
+        "unique",
+        f"job {held.id} was not retried: job {held.holder} ({held.holder_state}) has the same unique key, and "
+        f"a unique worker runs at most one job per key; retry job {held.id} once job {held.holder} has "
+        f"finished, or cancel job {held.holder} first",
+    )
+
+
 def default_plugins() -> list[Plugin]:
     """The plugins a node runs when none are given: staging and the self-healing layer."""
     from .plugins.lifeline import Lifeline
@@ -702,14 +712,21 @@ class Baton:
         return len(jobs)
 
     async def retry_job(self, job_id: int) -> Job | None:
-        """Move a terminal or retryable job back to `available`; None if it cannot be retried."""
-        jobs = await self.engine.run(store.retry_jobs, [_job_id("job_id", job_id)])
+        """Move a terminal or retryable job back to `available`; None if it cannot be retried
+        (missing, or waiting or running already). A finished unique job whose key another
+        waiting or running job holds is not retried: that raises a ValidationError naming
+        `unique` and the holder (unique jobs run at most one per key)."""
+        jobs, held = await self.engine.run(store.retry_jobs, [_job_id("job_id", job_id)])
         self.wake_producers({j.queue for j in jobs})
+        if held:
+            raise unique_held_error(held[0])
         return jobs[0] if jobs else None
 
     async def retry_all_jobs(self, ids: Sequence[int]) -> int:
-        """`retry_job` for many ids; returns how many were moved back to available."""
-        jobs = await self.engine.run(store.retry_jobs, _job_ids("ids", ids))
+        """`retry_job` for many ids; returns how many were moved back to available. Finished
+        unique jobs whose key another waiting or running job holds (or another job of the
+        same call retried) are left as they are, and not counted."""
+        jobs, _held = await self.engine.run(store.retry_jobs, _job_ids("ids", ids))
         self.wake_producers({j.queue for j in jobs})
         return len(jobs)
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import chain
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -29,13 +30,33 @@ TERMINAL_STATES: Final = frozenset({"completed", "discarded", "cancelled"})
 FAILED_STATES: Final = frozenset({"discarded", "cancelled"})
 DEFAULT_UNIQUE_STATES: Final = ("available", "scheduled", "suspended", "executing", "retryable", "completed")
 UNIQUE_FIELDS: Final = ("worker", "queue", "args", "meta")
+# The meta key under which a chained job carries its worker's on_discarded / on_cancelled at
+# insert time (read by the ack, the insert of later links and the Lifeline). Baton's own: on a
+# chained worker's jobs `.new()` sets it, whatever the caller's meta holds there. Releases
+# before 0.2 used meta["chain"], which a user's own meta key of that name silently replaced;
+# it is still written when free, for nodes of those releases during a rolling upgrade, and
+# read for jobs they inserted (no "baton_chain").
+CHAIN_POLICY_KEY: Final = "baton_chain"
+LEGACY_CHAIN_POLICY_KEY: Final = "chain"
 
 JSON = Any
 
 
-# Built once: json.dumps with options builds a new encoder at every call.
-_DUMPS: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_STRICT_DUMPS: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+def _encode_default(value: Any) -> Any:
+    """What the JSON encoder makes of a value it does not know: a read-only mapping (what
+    `freeze` makes of a JSON object, e.g. a value of `job.context`) is the object it wraps;
+    anything else is not JSON."""
+    if type(value) is MappingProxyType:
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# Built once: json.dumps with options builds a new encoder at every call. The default is only
+# called for values the encoder does not know, so plain JSON costs nothing more.
+_DUMPS: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_encode_default).encode
+_STRICT_DUMPS: Final = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_encode_default
+).encode
 
 
 def dumps(value: Any) -> str:
@@ -46,7 +67,9 @@ def dumps(value: Any) -> str:
 def check_json(field_name: str, value: Any) -> str:
     """Serialise `value` or raise a ValidationError naming `field_name`: it must be JSON that
     every engine can store, so no NaN/Infinity, no NUL character and no lone surrogate in any
-    string or key (see `storable_text_error`)."""
+    string or key (see `storable_text_error`), and every key of every object a string (the
+    encoder would turn 1, True and None into "1", "true" and "null", silently merging them with
+    string keys of that spelling). Read-only mappings (`job.context` values) are objects."""
     try:
         text = _STRICT_DUMPS(value)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -60,7 +83,83 @@ def check_json(field_name: str, value: Any) -> str:
     if ("\\u0000" in text and _NUL_ESCAPE.search(text)) or not _utf8_ok(text):
         where, problem = _find_unstorable(value, "") or ("", "holds text that cannot be stored")
         raise ValidationError(field_name, f"{where}{problem}")
+    # The encoder turns a key 1 into "1" without a word: check that every key is a string.
+    objects = text.count("{")  # at most that many objects: the walk stops once it saw them all
+    if objects:
+        try:
+            if objects == 1 and type(value) is dict:  # a flat object, the usual args
+                "".join(value)  # a C loop that refuses anything but strings
+            else:
+                _walk_keys(value, [objects])
+        except TypeError:
+            raise _key_error(field_name, value) from None
+        except RecursionError:  # deeper than the walk can go, though not than the encoder
+            raise ValidationError(
+                field_name, "is nested too deeply to check; pass plain dicts, lists, str, int, float, bool or None"
+            ) from None
     return text
+
+
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+
+
+def _walk_keys(value: Any, left: list[int]) -> None:
+    """Raise TypeError at the first mapping in `value` with a key that is not a str; `left`
+    counts down the objects not seen yet (from the number of "{" in the value's JSON), and
+    nothing more is walked once it reaches 0, so a flat dict of long lists costs one step.
+    Keys are checked by a C loop (str.join refuses anything but strings), and a long list of
+    scalars or of records by a few, not a step per item."""
+    kind = type(value)
+    if kind is list or kind is tuple:
+        items: Any = value
+        if len(value) >= 16:  # one pass of C loops over a long list of scalars or of records
+            kinds = set(map(type, value))
+            if kinds <= _SCALARS:
+                return
+            if kinds == _DICT_TYPE:
+                left[0] -= len(value)
+                "".join(chain.from_iterable(value))
+                items = [*chain.from_iterable(map(dict.values, value))]
+                if set(map(type, items)) <= _SCALARS:
+                    return
+    elif kind is dict or kind is MappingProxyType or isinstance(value, Mapping):
+        left[0] -= 1
+        "".join(value)
+        items = value.values()
+    else:
+        return
+    for item in items:
+        if type(item) not in _SCALARS and left[0] > 0:
+            _walk_keys(item, left)
+
+
+_DICT_TYPE: Final = frozenset({dict})
+
+
+def _key_error(field_name: str, value: Any) -> ValidationError:
+    """The error for a value with a key that is not a string, naming where it is."""
+    path, key = _find_non_string_key(value) or ("", None)
+    stored = next(iter(json.loads(_DUMPS({key: 0}))))
+    return ValidationError(
+        f"{field_name}{path}",
+        f"is a key of type {type(key).__name__}, but JSON object keys are strings: it would be stored as the "
+        f"key {stored!r}, merged with any key of that spelling; use string keys",
+    )
+
+
+def _find_non_string_key(value: Any) -> tuple[str, Any] | None:
+    """(path, key) of the first key in `value` that is not a string, e.g. ("['a'][1]", 1)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"[{key!r}]", key
+            if type(item) not in _SCALARS and (found := _find_non_string_key(item)) is not None:
+                return f"[{key!r}]{found[0]}", found[1]
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if type(item) not in _SCALARS and (found := _find_non_string_key(item)) is not None:
+                return f"[{i}]{found[0]}", found[1]
+    return None
 
 
 # \u0000 not itself escaped: preceded by an even number of backslashes.
@@ -293,8 +392,13 @@ class Unique:
             else:
                 source = args if f == "args" else meta
                 parts[f] = source if self.keys is None else {k: source.get(k) for k in self.keys}
-        digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=_key_default).encode()).hexdigest()
         return digest[:40]
+
+
+def _key_default(value: Any) -> Any:
+    """A unique key hashes a read-only mapping as the object it stores as."""
+    return dict(value) if type(value) is MappingProxyType else str(value)
 
 
 # --------------------------------------------------------------------------- JobSpec
@@ -401,7 +505,12 @@ class JobSpec:
         """The conflict key for unique jobs, or None."""
         if self.unique is None:
             return None
-        return self.unique.key_for(self.worker, self.queue, self.args, self.meta)
+        meta = self.meta
+        if self.chain_key is not None and CHAIN_POLICY_KEY in meta:
+            # A chained job's policy is Baton's, not the caller's meta; left out, the key is
+            # also that of a job inserted before the policy had its own key (0.1).
+            meta = {k: v for k, v in meta.items() if k != CHAIN_POLICY_KEY}
+        return self.unique.key_for(self.worker, self.queue, self.args, meta)
 
 
 # --------------------------------------------------------------------------- usage

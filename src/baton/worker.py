@@ -3,6 +3,7 @@ async) or by subclassing `baton.Worker`; both carry the same options and build j
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import random
@@ -11,9 +12,11 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from .errors import ValidationError, WorkerImportError
-from .job import MAX_DELAY, Job, JobSpec, Unique, check_json
+from .job import CHAIN_POLICY_KEY, LEGACY_CHAIN_POLICY_KEY, MAX_DELAY, Job, JobSpec, Unique, check_json
 
 CHAIN_MODES = ("ignore", "hold", "halt")
+# The per-job options of `.new(args, ...)`.
+NEW_OPTIONS = ("queue", "priority", "max_attempts", "tags", "meta", "schedule_in", "scheduled_at", "unique")
 EXECUTORS = ("thread", "process")
 _MISSING: Any = object()
 
@@ -22,6 +25,14 @@ def default_backoff(attempt: int) -> float:
     """`15 + 2**attempt` seconds with +-10% jitter (SPEC section 1)."""
     base = 15 + 2 ** min(attempt, 24)
     return base * random.uniform(0.9, 1.1)
+
+
+def unknown_option(name: str, valid: Sequence[str], what: str) -> ValidationError:
+    """The error for an unknown keyword option `name`: the close match if there is one, and
+    every valid option."""
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ValidationError(name, f"unknown {what}; {hint}the options are {', '.join(valid)}")
 
 
 class WorkerOptions:
@@ -124,8 +135,11 @@ class WorkerOptions:
         schedule_in: float | None = None,
         scheduled_at: datetime | None = None,
         unique: Any = _MISSING,
+        **unknown: Any,
     ) -> JobSpec:
         """Build a validated JobSpec for this worker; per-job options override the worker's."""
+        if unknown:
+            raise unknown_option(sorted(unknown)[0], NEW_OPTIONS, "option of .new()")
         if args is None:
             args = {}
         elif type(args) is not dict and not isinstance(args, Mapping):
@@ -135,7 +149,11 @@ class WorkerOptions:
         meta = dict(meta) if meta else {}
         chain_key = self.chain_key(args, meta)
         if chain_key is not None:
-            meta.setdefault("chain", {"on_discarded": self.on_discarded, "on_cancelled": self.on_cancelled})
+            # The policy goes under Baton's own key, so a meta key "chain" of the caller's (a
+            # chain_by key, say) neither changes it nor is changed; the old key only when free.
+            policy = {"on_discarded": self.on_discarded, "on_cancelled": self.on_cancelled}
+            meta[CHAIN_POLICY_KEY] = policy
+            meta.setdefault(LEGACY_CHAIN_POLICY_KEY, policy)
         return JobSpec(
             worker=self.name,
             args=dict(args),

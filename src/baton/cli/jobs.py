@@ -6,6 +6,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import ValidationError
 from ..job import STATES, Job
 from ..terminal import last_error, state_text, to_json, when
 from .base import (
@@ -140,7 +141,12 @@ def jobs_retry(settings: Settings, job_id: int) -> None:
 
     async def go() -> tuple[Job | None, Job | None]:
         async with admin(settings) as app:
-            retried = await app.retry_job(job_id)
+            try:
+                retried = await app.retry_job(job_id)
+            except ValidationError as exc:
+                if exc.field != "unique":
+                    raise
+                raise Failure(str(exc).removeprefix("unique: ")) from None  # refused, not bad usage
             return retried, (None if retried else await app.get_job(job_id))
 
     retried, current = run(go())

@@ -46,13 +46,16 @@ def migrate(settings: Settings) -> None:
 
     applied, version, where = run(go())
     out = console()
+    # One line each, never folded at the console's width: scripts read them (a long path and
+    # thirteen migrations passed 80 columns when piped).
     if applied:
         out.print(
             f"applied migration{'s' if len(applied) > 1 else ''} {', '.join(map(str, applied))} to {escape(where)}: "
-            f"schema version {version}"
+            f"schema version {version}",
+            soft_wrap=True,
         )
     else:
-        out.print(f"{escape(where)} is up to date (schema version {version})")
+        out.print(f"{escape(where)} is up to date (schema version {version})", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- worker

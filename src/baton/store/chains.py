@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..engines.base import Conn
-from ..job import Job, dumps
+from ..job import CHAIN_POLICY_KEY, LEGACY_CHAIN_POLICY_KEY, Job, dumps
 from .effects import Effects
 
 
@@ -14,7 +14,9 @@ def mode_for(job: Job, state: str) -> str:
     """What a link ending in `state` does to its chain: ignore (carry on), hold or halt."""
     if state == "completed":
         return "ignore"
-    policy = job.meta.get("chain") if isinstance(job.meta, dict) else None
+    meta = job.meta if isinstance(job.meta, dict) else {}
+    # meta["chain"] only for links inserted by releases before 0.2, which had no key of their own.
+    policy = meta[CHAIN_POLICY_KEY] if CHAIN_POLICY_KEY in meta else meta.get(LEGACY_CHAIN_POLICY_KEY)
     mode = policy.get(f"on_{state}", "ignore") if isinstance(policy, dict) else "ignore"
     return mode if mode in ("ignore", "hold", "halt") else "ignore"
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import ValidationError, WorkflowError
 from ..job import JobSpec, check_json, storable_text_error
+from ..worker import NEW_OPTIONS, unknown_option
 from . import render, template
 from .render import Graph, GraphStep
 
@@ -86,7 +87,7 @@ class Workflow:
             try:
                 self.context_json: str | None = check_json("context", dict(context))
             except ValidationError as exc:
-                raise WorkflowError(str(exc).removeprefix("context: "), field="context") from None
+                raise WorkflowError(str(exc).removeprefix(f"{exc.field}: "), field=exc.field) from None
         else:
             self.context_json = None
         self.context: dict[str, Any] | None = None if self.context_json is None else json.loads(self.context_json)
@@ -608,6 +609,9 @@ class Graft:
         **job_options)` (`worker` is a worker or a registered worker name)."""
         if isinstance(items, str | bytes | Mapping) or not isinstance(items, Iterable):
             raise WorkflowError(f"Graft.map needs a list of args dicts, got {items!r:.80}", field="graft.items")
+        unknown = sorted(set(job_options) - set(NEW_OPTIONS))
+        if unknown:
+            raise unknown_option(unknown[0], NEW_OPTIONS, "option of .new()")
         if isinstance(worker, str):
 
             def new(args: Mapping[str, Any]) -> JobSpec:

@@ -254,6 +254,27 @@ async def _warm_async(conn: psycopg.AsyncConnection[Any]) -> None:
         log.debug("could not warm a new connection (%s)", exc)
 
 
+# Put a connection of the caller's on the engine's schema, returning the search_path to put
+# back (read first: the OFFSET keeps the subquery from being merged into the set_config call).
+_ENTER_SCHEMA = (
+    "SELECT s.saved, set_config('search_path', %(path)s, %(local)s) "
+    "FROM (SELECT current_setting('search_path') AS saved OFFSET 0) AS s"
+)
+_LEAVE_SCHEMA = "SELECT set_config('search_path', %(path)s, %(local)s)"
+
+
+async def _first_value(connection: Any, query: str, params: Mapping[str, Any]) -> Any:
+    """The first column of the first row of `query` on a psycopg connection, async or sync."""
+    cur = connection.cursor()
+    done = cur.execute(query, params)
+    if inspect.isawaitable(done):
+        await done
+    row = cur.fetchone()
+    if inspect.isawaitable(row):
+        row = await row
+    return row[0]
+
+
 class PgConn:
     """`Conn` over a psycopg connection, async or sync (the sync one never suspends)."""
 
@@ -653,9 +674,10 @@ class PostgresEngine(Engine):
 
     def unmigrated(self, exc: Exception) -> MigrationError:
         """The error for a query that found no Baton table."""
+        schema_option = f" --schema {self.schema}" if self.schema != "public" else ""
         return MigrationError(
             f"the database at {self.display_url} (schema {self.schema!r}) has no Baton tables ({exc}): run "
-            f"`baton migrate --url {self.display_url}` or `await app.migrate()`"
+            f"`baton migrate --url {self.display_url}{schema_option}` or `await app.migrate()`"
         )
 
     async def run_on(self, connection: Any, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -664,7 +686,10 @@ class PostgresEngine(Engine):
                 "conn",
                 "must be a psycopg.AsyncConnection for await app.insert(...); use insert_sync for a sync connection",
             )
-        return await op(self._conn(connection), *args, **kwargs)
+        try:
+            return await self._on_caller_connection(connection, op, args, kwargs)
+        except psycopg.errors.UndefinedTable as exc:
+            raise self.unmigrated(exc) from None
 
     def run_on_sync(self, connection: Any, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if not isinstance(connection, psycopg.Connection):
@@ -672,9 +697,35 @@ class PostgresEngine(Engine):
                 "conn", "must be a psycopg.Connection for the sync API; use await app.insert(...) for an async one"
             )
         try:
-            return drive(op(self._conn(connection), *args, **kwargs))  # type: ignore[arg-type]
+            return drive(self._on_caller_connection(connection, op, args, kwargs))
         except psycopg.errors.UndefinedTable as exc:
             raise self.unmigrated(exc) from None
+
+    async def _on_caller_connection(
+        self, connection: Any, op: Op[Any, T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        """Run `op` on a connection of the caller's (async or sync: its awaits never suspend
+        then), inside whatever transaction the caller has open. The pools' connections are on
+        this engine's schema by their search_path; the caller's is on whatever the caller set.
+        On the default schema it is used as it is (public is on every default search_path,
+        and the usual transactional insert pays no extra round trip); on any other, the
+        search_path is set for Baton's statements and put back after them, so the caller's
+        own statements see their own tables: SET LOCAL in a transaction (a rollback, of the
+        transaction or of a savepoint around the call, undoes it too), for the session on a
+        connection in autocommit mode outside one."""
+        conn = self._conn(connection)
+        if self.schema == "public":
+            return await op(conn, *args, **kwargs)
+        status = connection.info.transaction_status
+        local = status != psycopg.pq.TransactionStatus.IDLE or not connection.autocommit
+        saved = await _first_value(connection, _ENTER_SCHEMA, {"path": self.schema, "local": local})
+        try:
+            return await op(conn, *args, **kwargs)
+        finally:
+            # In a failed transaction nothing runs, and nothing needs to: its rollback undoes
+            # the SET LOCAL. (Outside a transaction a failed statement leaves none behind.)
+            if not connection.broken and connection.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+                await _first_value(connection, _LEAVE_SCHEMA, {"path": saved, "local": local})
 
     async def listen(self, handler: NotifyHandler, on_reconnect: Callable[[], None] | None = None) -> Listener:
         listener = _PgListener(self, handler, on_reconnect)

@@ -361,7 +361,13 @@ class SqliteEngine(Engine):
             # sqlite3 only opens a transaction implicitly before plain INSERT/UPDATE/DELETE; ours
             # start with WITH, so begin one, or the job would commit on its own.
             connection.execute("BEGIN")
-        return drive(op(SqliteConn(connection, self.queries), *args, **kwargs))  # type: ignore[arg-type]
+        try:
+            return drive(op(SqliteConn(connection, self.queries), *args, **kwargs))  # type: ignore[arg-type]
+        except sqlite3.OperationalError as exc:  # "no such table": the MigrationError every call gives
+            translated = self._translate(exc)
+            if translated is exc:
+                raise
+            raise translated from None
 
     async def listen(self, handler: NotifyHandler, on_reconnect: Callable[[], None] | None = None) -> Listener:
         listener = _SqliteListener(self, handler, self.notice_interval)
