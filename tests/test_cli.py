@@ -318,6 +318,57 @@ def test_workflows_show_draws_the_dag_as_a_tree_with_step_states(db_url: str) ->
     assert_clean_error(invoke(db_url, "workflows", "show", "no-such-id"), 1, "no workflow with id no-such-id")
 
 
+MARKUP = "[/]"
+KEPT = "[bold]keep[/bold] :thumbs_up:"
+
+
+def test_user_data_prints_as_it_is_whatever_markup_it_holds(db_url: str) -> None:
+    """Args, tags, errors, queue, worker, step and model names and labels holding Rich markup
+    or emoji codes neither crash a command nor lose their brackets."""
+
+    async def go(app: baton.Baton) -> tuple[int, str]:
+        @app.worker(name=f"markup{MARKUP}.fail", max_attempts=1)
+        def fail(job: baton.Job) -> None:
+            job.record_usage(model=f"gpt{MARKUP}", input_tokens=3, output_tokens=4)
+            raise ValueError(f"bad row {MARKUP} in {KEPT}")
+
+        job = await app.insert(fail.new({"note": MARKUP, "kept": KEPT}, tags=[MARKUP, KEPT], queue=f"q{MARKUP}"))
+        wf = baton.Workflow(label=f"{MARKUP}nightly {KEPT}")
+        wf.add(f"step{MARKUP}", fail.new({}, queue=f"q{MARKUP}"))
+        wid = await app.insert_workflow(wf)
+        app.queues[f"q{MARKUP}"] = 1
+        await app.drain()
+        return job.id, wid
+
+    job_id, wid = with_app(db_url, go)
+    for args in (
+        ["jobs", "show", str(job_id)],
+        ["jobs", "list"],
+        ["jobs", "list", "--queue", f"q{MARKUP}"],
+        ["workflows", "list"],
+        ["workflows", "show", wid],
+        ["usage"],
+        ["queues", "pause", f"q{MARKUP}"],
+        ["queues", "scale", KEPT, "3", "--global-limit", "2", "--rate-limit", "5/60"],
+    ):
+        result = invoke(db_url, *args)
+        assert result.exit_code == 0, (args, result.output)
+        assert "MarkupError" not in result.output and "👍" not in result.output, (args, result.output)
+    shown = invoke(db_url, "jobs", "show", str(job_id)).stdout
+    assert f'"note": "{MARKUP}"' in shown and f'"kept": "{KEPT}"' in shown
+    assert f"{MARKUP}, {KEPT}" in shown and f"q{MARKUP}" in shown and f"markup{MARKUP}.fail" in shown
+    assert f"ValueError: bad row {MARKUP} in {KEPT}" in shown
+    listed = invoke(db_url, "jobs", "list").stdout
+    assert f"ValueError: bad row {MARKUP} in {KEPT}" in listed and f"q{MARKUP}" in listed
+    assert f"{MARKUP}nightly {KEPT}" in invoke(db_url, "workflows", "list").stdout
+    tree = invoke(db_url, "workflows", "show", wid).stdout
+    assert f"{MARKUP}nightly {KEPT}" in tree and f"step{MARKUP}" in tree and f"unpriced models: gpt{MARKUP}" in tree
+    usage = invoke(db_url, "usage").stdout
+    assert f"gpt{MARKUP} " in usage and f"unpriced models: gpt{MARKUP}" in usage
+    assert f"pause queue q{MARKUP}" in invoke(db_url, "queues", "pause", f"q{MARKUP}").stdout
+    assert f"jobs of queue {KEPT} at once" in invoke(db_url, "queues", "scale", KEPT, "3").stdout
+
+
 def delete_job_row(url: str, job_id: int) -> None:
     """Delete a job row behind Baton's back, as an operator's manual cleanup would."""
     if url.startswith("sqlite:"):
@@ -351,7 +402,7 @@ def test_workflows_show_says_why_a_stuck_workflow_waits(db_url: str) -> None:
 
 
 async def test_queue_commands_reach_a_running_node(make_app: Callable[..., baton.Baton], db_url: str) -> None:
-    app = make_app(queues={"default": 2, "mailers": 1}, node="cli-node")
+    app = make_app(queues={"default": 2, "mailers": 1, MARKUP: 1}, node="cli-node")
     async with app:
 
         async def run(*args: str) -> Result:
@@ -359,6 +410,8 @@ async def test_queue_commands_reach_a_running_node(make_app: Callable[..., baton
             result = await asyncio.to_thread(invoke, db_url, "queues", *args)
             assert result.exit_code == 0, result.output
             return result
+
+        await wait_for(lambda: _lists_queue(run, MARKUP), timeout=5)
 
         paused = await run("pause", "default")
         assert "asked every node to pause queue default" in paused.stdout
@@ -377,6 +430,11 @@ async def test_queue_commands_reach_a_running_node(make_app: Callable[..., baton
 
     bad = await asyncio.to_thread(invoke, db_url, "queues", "scale", "default", "0")
     assert bad.exit_code == 2 and "0" in bad.output
+
+
+async def _lists_queue(run: Callable[..., Awaitable[Result]], name: str) -> bool:
+    """Whether `baton queues list` shows queue `name` (its name printed as it is)."""
+    return any(line.split()[:1] == [name] for line in (await run("list")).stdout.splitlines())
 
 
 # --------------------------------------------------------------------------- prune

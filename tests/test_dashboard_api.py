@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,7 +17,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from html import unescape as html_unescape
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import psycopg
@@ -133,6 +136,31 @@ async def test_jobs_filters_and_keyset_pages(api: httpx.AsyncClient, seeded: dic
     assert await all_jobs(api, q="%") == []
 
 
+async def test_text_search_matches_values_as_written_quotes_and_backslashes_included(
+    make_app: Callable[..., baton.Baton],
+) -> None:
+    """`q` looks for the text of a value, not of its JSON encoding (where `"` is `\\"`)."""
+    app = make_app(queues={"default": 1})
+    w = register(app)
+    quoted = await app.insert(w["send_receipt"].new({"title": 'the "Acme" deal'}))
+    path = await app.insert(w["send_receipt"].new({"path": "C:\\data\\in.csv"}))
+    html = await app.insert(w["send_receipt"].new({"html": '<a href="x">', "note": "Crème 50%_off\tend"}))
+    async with client_for(create_app(app)) as client:
+
+        async def found(q: str) -> list[int]:
+            return [j["id"] for j in await all_jobs(client, q=q)]
+
+        assert await found('"Acme"') == [quoted.id]
+        assert await found('the "acme" DEAL') == [quoted.id]  # case-insensitive
+        assert await found("C:\\data\\") == [path.id]
+        assert await found("\\") == [path.id]  # not the jobs whose quotes JSON escapes
+        assert await found('href="x"') == [html.id]
+        assert await found("Crème 50%_off\tend") == [html.id]
+        assert await found("50%") == [html.id] and await found("%_") == [html.id]
+        assert await found("0%o") == [] and await found('"') == [html.id, quoted.id]  # newest first
+        assert f'href="/jobs/{quoted.id}"' in (await client.get("/jobs", params={"q": '"Acme"'})).text
+
+
 async def test_bad_parameters_are_400_naming_the_parameter(api: httpx.AsyncClient) -> None:
     response = await api.get("/api/jobs", params={"state": "finished"})
     assert response.status_code == 400 and response.json()["field"] == "state"
@@ -142,6 +170,12 @@ async def test_bad_parameters_are_400_naming_the_parameter(api: httpx.AsyncClien
     assert response.status_code == 400 and response.json()["field"] == "before"
     response = await api.get("/api/workflows", params={"status": "stuck"})
     assert response.status_code == 400 and response.json()["field"] == "status"
+    # The workflows cursor is checked too (PostgreSQL answered 500, SQLite an empty page).
+    cursor = (await api.get("/api/workflows", params={"limit": 1})).json()["next_before"]
+    for bad in ("abc", "abc|x", cursor.split("|")[0], "|" + cursor.split("|")[1], "nan|x", "2024-13-01|x"):
+        response = await api.get("/api/workflows", params={"before": bad})
+        assert response.status_code == 400 and response.json()["field"] == "before", bad
+    assert (await api.get("/workflows", params={"before": "abc"})).status_code == 400
     assert (await api.get("/api/jobs/999999")).status_code == 404
     assert (await api.get("/api/workflows/nope")).status_code == 404
     assert (await api.get("/jobs/999999")).status_code == 404
@@ -415,6 +449,66 @@ async def _paused(default: Callable[[], Any]) -> bool:
     return bool((await default())["paused"])
 
 
+ODD_QUEUES = ["tenant/acme", "a/../b", "50% off?x=1&y#z", "ünï cödé", "..", "/"]
+
+
+async def test_queues_of_a_live_node_are_listed_and_steered_whatever_their_names(
+    make_app: Callable[..., baton.Baton],
+) -> None:
+    """A node's queues show without any job in them (the dashboard's own app declares none, as
+    `baton dashboard` builds it), and the page's pause, resume and scale reach queues whose
+    names hold `/`, `%`, `?`, `#` or are a dot segment."""
+    node = make_app(queues=dict.fromkeys(ODD_QUEUES, 1), refresh_interval=0.2, stale_after=5, poll_interval=0.05)
+    register(node)
+    async with node, client_for(create_app(make_app())) as client:
+
+        async def listed() -> set[str]:
+            return {q["queue"] for q in (await client.get("/api/queues")).json()["queues"]}
+
+        await wait_for(lambda: _has(listed, set(ODD_QUEUES)))
+        html = (await client.get("/queues")).text
+        assert "No queues yet" not in html
+        assert {q["queue"] for q in (await client.get("/api/overview")).json()["queues"]} == set(ODD_QUEUES)
+        csrf = {"csrf_token": (await client.get("/api/csrf")).json()["token"]}
+
+        async def submit(action: str) -> None:
+            """Post every form of the /queues page that asks for `action`."""
+            page = (await client.get("/queues")).text
+            forms = [html_unescape(a) for a in re.findall(r'<form method="post"[^>]* action="([^"]*)"', page)]
+            posts = [a for a in forms if a.split("?")[0].endswith("/" + action)]
+            assert len(posts) == len(ODD_QUEUES), posts
+            answered = set()
+            for url in posts:
+                response = await client.post(url, data={**csrf, "limit": "3"})
+                assert response.status_code == 200, (url, response.text)
+                answered.add(response.json()["queue"])
+            assert answered == set(ODD_QUEUES)
+
+        await submit("pause")
+        await wait_for(lambda: all(node.queue_state()[q]["paused"] for q in ODD_QUEUES))
+        await wait_for(lambda: _all_paused(client))
+        await submit("scale")
+        await submit("resume")
+        await wait_for(lambda: all(not s["paused"] and s["limit"] == 3 for s in node.queue_state().values()))
+        # The API takes the name raw or with "/" as %2F; links to the queue's jobs keep it whole.
+        headers = {"X-CSRF-Token": csrf["csrf_token"]}
+        for url in ("/api/queues/tenant/acme/pause", "/api/queues/tenant%2Facme/resume"):
+            response = await client.post(url, headers=headers)
+            assert response.status_code == 200 and response.json()["queue"] == "tenant/acme"
+        missing = await client.post("/api/queues/pause", headers=headers)
+        assert missing.status_code == 400 and missing.json()["field"] == "queue"
+        links = {html_unescape(h) for h in re.findall(r'href="([^"]*/jobs\?queue=[^"]*)"', html)}
+        assert {parse_qs(urlsplit(h).query)["queue"][0] for h in links} == set(ODD_QUEUES)
+
+
+async def _has(listed: Callable[[], Any], want: set[str]) -> bool:
+    return want <= await listed()
+
+
+async def _all_paused(client: httpx.AsyncClient) -> bool:
+    return all(q["paused"] for q in (await client.get("/api/queues")).json()["queues"] if q["producers"])
+
+
 async def test_health_shows_the_orphan_backlog_and_the_rescue(
     make_app: Callable[..., baton.Baton],
 ) -> None:
@@ -502,6 +596,14 @@ def test_the_cli_serves_it_with_auth_from_the_environment_and_read_only(db_url: 
         assert httpx.get(f"{base}/api/overview", auth=("ops", "pw")).status_code == 200
         assert httpx.get(f"{base}/", auth=("ops", "pw")).text.count("read-only") >= 1
         assert httpx.post(f"{base}/api/queues/default/pause", auth=("ops", "pw")).status_code == 403
+        # A second dashboard on the same port: one line naming the port and the fix, exit 1
+        # (as `baton --help` documents), and no banner claiming it serves.
+        busy = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+        assert busy.returncode == 1, busy.stderr
+        assert busy.stderr.strip().splitlines() == [
+            f"Error: cannot serve the dashboard on 127.0.0.1:{port}: another program listens there; "
+            "pick a free port with --port"
+        ], busy.stderr
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)

@@ -44,6 +44,9 @@ def test_demo_runs_on_a_fresh_sqlite_file_and_can_keep_it(tmp_path: Path) -> Non
     url, wid = kept.groups()
     # ... and says how to open the dashboard on it.
     assert f"baton dashboard --url {url}" in proc.stdout and f"/workflows/{wid}" in proc.stdout
+    # ... with the extra's name intact (Rich markup used to swallow "[dashboard]").
+    assert "(the dashboard extra: pip install 'baton-jobs[dashboard]')" in proc.stdout
+    assert " Baton demo " in proc.stdout.splitlines()[0] and "[bold]" not in proc.stdout
     try:
         shown = subprocess.run(
             [BATON, "--url", url, "workflows", "show", wid], env=env, capture_output=True, text=True, timeout=30

@@ -99,7 +99,7 @@ async def run_demo(url: str | None = None, *, schema: str = "public", keep: bool
     app, wf = build(url, schema)
     wid = None
     try:
-        console.rule("[bold]Baton demo")
+        console.rule(Text("Baton demo", style="bold"))
         console.print(
             Text.assemble(("database  ", "bold"), app.engine.display_url, " (a fresh temporary file)" if tmpdir else "")
         )
@@ -140,14 +140,18 @@ async def run_demo(url: str | None = None, *, schema: str = "public", keep: bool
             console.print()
             console.print("to browse this run in the web dashboard, run  baton demo --keep  and follow its hint")
         else:
+            # Text, not str: the URL (a path, a password) and the extra's "[dashboard]" print
+            # as they are whatever the console's markup setting.
             console.print()
             if tmpdir is not None:
                 console.print(
-                    f"kept the database: inspect it with  baton --url {url} workflows show {wid}", soft_wrap=True
+                    Text(f"kept the database: inspect it with  baton --url {url} workflows show {wid}"), soft_wrap=True
                 )
             console.print(
-                f"open it in the web dashboard:  baton dashboard --url {url}  then  "
-                f"http://127.0.0.1:8484/workflows/{wid}  (the dashboard extra: pip install 'baton-jobs[dashboard]')",
+                Text(
+                    f"open it in the web dashboard:  baton dashboard --url {url}  then  "
+                    f"http://127.0.0.1:8484/workflows/{wid}  (the dashboard extra: pip install 'baton-jobs[dashboard]')"
+                ),
                 soft_wrap=True,
             )
 
@@ -225,7 +229,7 @@ def _summary(status: WorkflowStatus, elapsed: float) -> Group:
     if flaky is not None:
         facts.add_row(
             "retried step",
-            f"{FLAKY_STEP}: {flaky.attempt} attempts (attempt 1 failed: {flaky.last_error or 'unknown error'})",
+            Text(f"{FLAKY_STEP}: {flaky.attempt} attempts (attempt 1 failed: {flaky.last_error or 'unknown error'})"),
         )
     report = status.details.get("report")
     if report is not None and isinstance(report.result, dict):

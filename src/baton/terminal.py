@@ -188,7 +188,7 @@ def usage_table(first: str, rows: Mapping[str, UsageTotals], total: UsageTotals 
         table.add_column(name, justify="right", no_wrap=True)
     for key, u in rows.items():
         cost = cost_text(u.cost, u.unpriced_calls)
-        table.add_row(key, str(u.calls), f"{u.input_tokens:,}", f"{u.output_tokens:,}", cost)
+        table.add_row(Text(key), str(u.calls), f"{u.input_tokens:,}", f"{u.output_tokens:,}", cost)
     if total is not None:
         table.add_row(
             Text("total", style="bold"),

@@ -104,8 +104,12 @@ def database_options(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 def console(stderr: bool = False, *, wide: bool = False) -> Console:
+    """The console a command prints with. Strings print as they are: no Rich markup, no
+    `:emoji:` codes, since most of what the CLI prints is user data (args, tags, errors, queue,
+    worker and step names, URLs) that `[/]` would crash and `[bold]x[/bold]` would alter. Style
+    with `rich.text.Text` instead."""
     # Built per command so click's test runner (which swaps sys.stdout) captures the output.
-    console = Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False, markup=False, emoji=False)
     if wide and not console.is_terminal and "COLUMNS" not in os.environ:
         # Piped tables feed grep and scripts: one row per line beats folding at 80 columns.
         console.width = 400

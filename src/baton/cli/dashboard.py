@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 
 import click
-from rich.markup import escape
 
 from ..app import Baton
 from ..errors import ValidationError
-from .base import Settings, SetupFailure, check_ready, cli, console, database_options, describe, log, run
+from .base import Failure, Settings, SetupFailure, check_ready, cli, console, database_options, describe, log, run
 from .nodes import load_app_for
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address `host` resolves to (as uvicorn would open them), so
+    a port in use is a one-line Failure (exit 1) before the dashboard claims to serve, not
+    uvicorn's log line and its exit code 3."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise Failure(f"cannot serve the dashboard on {where}: {exc.strerror}; check --host") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if os.name != "nt":  # as asyncio: rebind at once after a restart (Windows would share the port)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(2048)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            fix = "another program listens there; pick a free port with --port"
+        elif exc.errno == errno.EACCES:
+            fix = "permission denied (ports below 1024 need privileges); pick another port with --port"
+        else:
+            fix = f"{exc.strerror or exc}; check --host and --port"
+        raise Failure(f"cannot serve the dashboard on {where}: {fix}") from None
+    return sockets
 
 
 @cli.command()
@@ -53,18 +87,22 @@ def dashboard(
         raise SetupFailure(f"--basic-auth / BATON_DASHBOARD_AUTH: {exc}") from None
 
     async def go() -> None:
+        sockets: list[socket.socket] = []
         try:
             await check_ready(app)
-            where = f"http://{host}:{port}/"
+            sockets = listen(host, port)
+            where = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
             notes = [n for n in ("read-only" if read_only else "", "basic auth" if auth else "") if n]
             console(stderr=True).print(
-                f"Baton dashboard for {escape(describe(app))} on {where}" + (f" ({', '.join(notes)})" if notes else "")
+                f"Baton dashboard for {describe(app)} on {where}" + (f" ({', '.join(notes)})" if notes else "")
             )
             if auth is None and host not in ("127.0.0.1", "localhost", "::1"):
                 log.warning("the dashboard listens on %s without authentication: pass --basic-auth USER:PASS", host)
             config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
-            await uvicorn.Server(config).serve()
+            await uvicorn.Server(config).serve(sockets=sockets)
         finally:
+            for sock in sockets:
+                sock.close()
             await app.close()
 
     run(go())

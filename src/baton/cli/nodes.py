@@ -12,7 +12,6 @@ import sys
 from typing import Any
 
 import click
-from rich.markup import escape
 
 from ..app import Baton
 from ..errors import BatonError
@@ -50,12 +49,12 @@ def migrate(settings: Settings) -> None:
     # thirteen migrations passed 80 columns when piped).
     if applied:
         out.print(
-            f"applied migration{'s' if len(applied) > 1 else ''} {', '.join(map(str, applied))} to {escape(where)}: "
+            f"applied migration{'s' if len(applied) > 1 else ''} {', '.join(map(str, applied))} to {where}: "
             f"schema version {version}",
             soft_wrap=True,
         )
     else:
-        out.print(f"{escape(where)} is up to date (schema version {version})", soft_wrap=True)
+        out.print(f"{where} is up to date (schema version {version})", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- worker

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from .base import (
@@ -43,7 +42,7 @@ def queues_pause(settings: Settings, name: str, node: str | None) -> None:
             await app.pause_queue(name, node=node)
 
     run(go())
-    console().print(f"asked {_target(node)} to pause queue {escape(name)}")
+    console().print(f"asked {_target(node)} to pause queue {name}")
 
 
 @queues.command("resume")
@@ -58,7 +57,7 @@ def queues_resume(settings: Settings, name: str, node: str | None) -> None:
             await app.resume_queue(name, node=node)
 
     run(go())
-    console().print(f"asked {_target(node)} to resume queue {escape(name)}")
+    console().print(f"asked {_target(node)} to resume queue {name}")
 
 
 def _rate_option(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, float] | None:
@@ -111,13 +110,12 @@ def queues_scale(
     run(go())
     asked = []
     if limit is not None:
-        asked.append(f"run up to {limit} jobs of queue {escape(name)} at once on {_target(node)}")
+        asked.append(f"run up to {limit} jobs of queue {name} at once on {_target(node)}")
     if global_limit is not None:
-        asked.append(f"run up to {global_limit} jobs of queue {escape(name)} at once across every node")
+        asked.append(f"run up to {global_limit} jobs of queue {name} at once across every node")
     if rate_limit is not None:
         asked.append(
-            f"start up to {rate_limit['allowed']} jobs of queue {escape(name)} per {rate_limit['period']:g}s "
-            "across every node"
+            f"start up to {rate_limit['allowed']} jobs of queue {name} per {rate_limit['period']:g}s across every node"
         )
     for line in asked:
         console().print(f"asked to {line}")
@@ -158,7 +156,7 @@ def queues_list(settings: Settings) -> None:
         paused = sum(1 for n in q["nodes"].values() if n.get("paused"))
         rate = q["rate_limit"]
         table.add_row(
-            escape(queue),
+            queue,
             f"{len(q['nodes'])}" + (f" ({paused} paused)" if paused else ""),
             ",".join(map(str, limits)) or "-",
             str(q["executing"]),

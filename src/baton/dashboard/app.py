@@ -133,6 +133,14 @@ async def _throughput(conn: Conn, closed: dict[datetime, int]) -> dict[str, Any]
     return {"now": now, "throughput": [{"minute": m, "completed": n} for m, n in buckets]}
 
 
+async def _queue_counts(conn: Conn, own: list[str], stale_after: float) -> dict[str, Any]:
+    """Jobs by queue and state, listing as well the queues without jobs that this app declares
+    or a live node runs (`baton dashboard` builds an app without queues)."""
+    nodes = await read.nodes(conn, stale_after)
+    live = {p["queue"] for node in nodes for p in node["producers"] if not p["stale"] and not p["drain"]}
+    return await read.queue_counts(conn, sorted({*own, *live}))
+
+
 async def _cluster(conn: Conn, stale_after: float) -> dict[str, Any]:
     """The nodes with their producers, and the leader."""
     return {"nodes": await read.nodes(conn, stale_after), "leader": await read.leader(conn)}
@@ -245,12 +253,12 @@ class Dashboard:
     # -- data, shared by the JSON API and the pages ---------------------------------------
 
     async def counts(self) -> dict[str, Any]:
-        """Jobs by queue and state; counted at most once per second, however many pages and
-        tabs ask."""
+        """Jobs by queue and state (queues of live nodes included, jobs or not); counted at
+        most once per second, however many pages and tabs ask."""
         now = time.monotonic()
         if self._counts is not None and now - self._counts[0] < COUNTS_TTL:
             return self._counts[1]
-        data = await self.read(read.queue_counts, sorted(self.app.queues))
+        data = await self.read(_queue_counts, sorted(self.app.queues), self.app.stale_after)
         self._counts = (time.monotonic(), data)
         return data
 

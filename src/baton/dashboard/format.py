@@ -1,11 +1,12 @@
 """Jinja filters of the dashboard's templates: times (relative, with the absolute time in a
-tooltip), counts (estimated and capped ones marked), JSON and durations."""
+tooltip), counts (estimated and capped ones marked), JSON, durations and queue action paths."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup, escape
@@ -80,7 +81,16 @@ def ms(value: Any) -> str:
     return f"{v / 60_000:.1f} min"
 
 
+def queue_url(name: str, action: str) -> str:
+    """The path of a queue action (`/api/queues/NAME/ACTION`) with the whole name as one path
+    segment, `/` included (Jinja's `urlencode` leaves it). Browsers and HTTP clients remove
+    the dot segments `.` and `..` (escaped or not), so those two names go in `?queue=`."""
+    if name in (".", ".."):
+        return f"/api/queues/{action}?queue={quote(name, safe='')}"
+    return f"/api/queues/{quote(name, safe='')}/{action}"
+
+
 def register_filters(env: jinja2.Environment) -> None:
     """Install the filters on the templates' environment."""
     env.filters.update(ago=ago, utc=utc, num=num, pretty=pretty, ms=ms)
-    env.globals.update(count=count)
+    env.globals.update(count=count, queue_url=queue_url)

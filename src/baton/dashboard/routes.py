@@ -257,7 +257,13 @@ def api_routes(dash: Dashboard) -> list[Route]:
     async def queue_action(request: Request) -> Response:
         if (refused := await _checked_post(request)) is not None:
             return refused
-        name, action = request.path_params["name"], request.path_params["action"]
+        action = request.path_params["action"]
+        if "name" in request.path_params:
+            name = request.path_params["name"]
+        else:  # /api/queues/ACTION?queue=NAME: for "." and "..", which no URL path can hold
+            name = text_param(request.query_params, "queue", 128)
+            if name is None:
+                raise BadRequest("queue", "give the queue's name: /api/queues/NAME/ACTION or ?queue=NAME")
         if action not in QUEUE_ACTIONS:
             return JSON({"error": f"unknown action {action!r}; use {', '.join(QUEUE_ACTIONS)}"}, status_code=404)
         if action == "pause":
@@ -308,7 +314,9 @@ def api_routes(dash: Dashboard) -> list[Route]:
         Route("/api/workflows", _api(workflows), methods=get),
         Route("/api/workflows/{id}", _api(workflow), methods=get),
         Route("/api/queues", _api(queues), methods=get),
-        Route("/api/queues/{name}/{action}", _api(queue_action), methods=post),
+        # A queue name may hold "/" (raw or %2F): the action is the last segment.
+        Route("/api/queues/{name:path}/{action}", _api(queue_action), methods=post),
+        Route("/api/queues/{action}", _api(queue_action), methods=post),
         Route("/api/cron", _api(cron), methods=get),
         Route("/api/health", _api(health), methods=get),
         Route("/events", events, methods=get),

@@ -51,7 +51,10 @@ class JobFilter:
         """Query parameters (the search text as an escaped LIKE pattern)."""
         pattern = None
         if self.q:
-            escaped = self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            # The engines match the JSON text of args, where a value's `"` reads `\"`, its `\`
+            # reads `\\` and a newline `\n`: look for the text as JSON writes it in a string.
+            encoded = json.dumps(self.q, ensure_ascii=False)[1:-1]
+            escaped = encoded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             pattern = f"%{escaped}%"
         return {
             "state": self.state,

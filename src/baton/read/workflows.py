@@ -3,9 +3,12 @@ workflow's steps with their states, edges, failed path and why each waiting step
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 from ..engines.base import Conn
+from ..errors import ValidationError
 from ..job import TERMINAL_STATES, to_datetime
 from ..store import workflows as wfstore
 from ..workflows.status import WorkflowStatus
@@ -16,6 +19,27 @@ def _cursor(row: dict[str, Any]) -> str:
     return f"{at.isoformat() if hasattr(at, 'isoformat') else repr(float(at))}|{row['id']}"
 
 
+def _parse_cursor(conn: Conn, before: str) -> tuple[Any, str]:
+    """`before` (a page's `next_before`: `<inserted_at>|<id>`) as the keyset values the
+    engine compares with; ValidationError naming `before` for anything else."""
+    at, sep, workflow_id = before.partition("|")
+    value: float | datetime | None = None
+    if sep and workflow_id:
+        try:  # SQLite keeps inserted_at as seconds since the epoch (REAL)
+            value = float(at) if conn.dialect == "sqlite" else datetime.fromisoformat(at)
+        except ValueError:
+            value = None
+    if isinstance(value, float) and not math.isfinite(value):
+        value = None
+    if value is None:
+        raise ValidationError(
+            "before", f"must be the next_before of a previous page (<inserted_at>|<id>), got {before[:60]!r}"
+        )
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value, workflow_id
+
+
 async def workflows_page(
     conn: Conn, status: str | None = None, label: str | None = None, before: str | None = None, limit: int = 50
 ) -> dict[str, Any]:
@@ -23,7 +47,7 @@ async def workflows_page(
     `next_before` of the previous page."""
     before_at = before_id = None
     if before:
-        before_at, _, before_id = before.partition("|")
+        before_at, before_id = _parse_cursor(conn, before)
     rows = await conn.fetch(
         "read_workflows_page",
         {"status": status, "label": label, "before_at": before_at, "before_id": before_id, "limit": limit},
