@@ -228,6 +228,65 @@ def test_inline_mode_runs_django_tasks_at_enqueue(alias: str) -> None:
     assert add.using(backend=alias).get_result(pending.id).return_value == 3
 
 
+def test_get_result_in_atomic_sees_the_task_enqueued_in_it(alias: str) -> None:
+    from django.db import transaction
+    from shop.tasks import add
+
+    with transaction.atomic(using=alias):
+        result = add.using(backend=alias).enqueue(1, 2)
+        # Read in the caller's transaction, as a Django TestCase's test would.
+        assert add.using(backend=alias).get_result(result.id).status == "READY"
+        transaction.set_rollback(True, using=alias)
+    from baton.contrib.django._compat import TaskResultDoesNotExist
+
+    with pytest.raises(TaskResultDoesNotExist):
+        add.using(backend=alias).get_result(result.id)
+
+
+def test_inline_block_ending_inside_the_callers_transaction_fails_at_once(alias: str) -> None:
+    # As in a Django TestCase (each test inside an atomic block): the task cannot run when the
+    # inline block ends, since its job is not committed. A clear error at once, never a wait
+    # for the SQLite write lock (25 s) nor a task silently left unrun (PostgreSQL).
+    from django.db import transaction
+    from shop.tasks import add
+
+    from baton.contrib.django import get_app
+    from baton.errors import BatonError
+
+    started = time.monotonic()
+    with transaction.atomic(using=alias):
+        with pytest.raises(BatonError, match="TransactionTestCase"), testing.inline(get_app(alias)):
+            result = add.using(backend=alias).enqueue(1, 2)
+        assert add.using(backend=alias).get_result(result.id).status == "READY"
+    assert time.monotonic() - started < 5
+    # The error ended the mode: the job is committed with the transaction and left enqueued.
+    assert testing.current_mode(get_app(alias)) is None
+    testing.assert_enqueued(get_app(alias), args={"args": [1, 2]})
+
+
+def test_django_test_runner_destroys_its_test_databases(django_env: dict[str, str], tmp_path: Path) -> None:
+    # `manage.py test` (shop/runner_tests.py): tasks enqueued and run inline in TransactionTestCase
+    # tests (Baton's own connections to the test databases), results read and inline refused
+    # in TestCase tests; the runner then drops the PostgreSQL test database, which fails while
+    # Baton still holds a connection to it ("being accessed by other users").
+    env = {**os.environ, **django_env, "BATON_DJANGO_SQLITE_TEST": str(tmp_path / "test.db")}
+    name = "test_" + django_env["BATON_DJANGO_PG_URL"].rsplit("/", 1)[1]
+    run = subprocess.run(
+        [sys.executable, str(PROJECT / "manage.py"), "test", "shop.runner_tests", "--noinput", "-v", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    with psycopg.connect(django_env["BATON_DJANGO_PG_URL"], autocommit=True) as conn:
+        (left,) = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [name]).fetchone()  # type: ignore[misc]
+        if left:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Ran 10 tests" in run.stderr and "being accessed by other users" not in run.stderr
+    assert left == 0, "the test database was left behind"
+
+
 def test_enqueue_in_atomic_with_baton_in_its_own_schema(django_env: dict[str, str]) -> None:
     from django.db import connections, transaction
     from shop.tasks import add

@@ -127,6 +127,141 @@ async def test_partition_by_worker_and_arg_value_types(make_app: Callable[..., b
     assert gauge.peak[None] == 10, "six partitions of two, capped by the node's limit of 10"
 
 
+async def test_equal_args_share_a_partition_whatever_their_key_order(make_app: Callable[..., baton.Baton]):
+    # Partition keys compare args as JSON values on both engines (PostgreSQL's jsonb), not as
+    # the text they were written in: equal objects with keys in another order are one
+    # partition, and true is not 1.
+    whole = {"allowed": 1, "partition": {"fields": ["args"]}}
+    by_key = {"allowed": 1, "partition": {"fields": ["args"], "keys": ["pair", "tenant"]}}
+    app = make_app(
+        queues={"whole": {"limit": 10, "global_limit": whole}, "keyed": {"limit": 10, "global_limit": by_key}}
+    )
+    gauge = Gauge()
+
+    @app.worker(queue="whole")
+    async def whole_args(job: baton.Job) -> None:
+        with gauge.running(("whole", job.args["pair"])):
+            await asyncio.sleep(0.2)
+
+    @app.worker(queue="keyed")
+    async def keyed(job: baton.Job) -> None:
+        with gauge.running(("keyed", job.args["pair"])):
+            await asyncio.sleep(0.2)
+
+    pairs: dict[str, tuple[Any, Any]] = {
+        "key order": (
+            {"x": 1, "y": {"b": 2, "a": [1, {"d": 4, "c": 3}]}},
+            {"y": {"a": [1, {"c": 3, "d": 4}], "b": 2}, "x": 1},
+        ),
+        "true vs 1": (True, 1),
+        "false vs 0": (False, 0),
+        "1 vs '1'": (1, "1"),
+    }
+    specs = []
+    for name, (first, second) in pairs.items():
+        for value in (first, second):
+            specs.append(keyed.new({"pair": name, "tenant": value}))
+            # Whole args: the same two values, each as an object written in its own key order.
+            specs.append(
+                whole_args.new({"tenant": value, "pair": name} if value is second else {"pair": name, "tenant": value})
+            )
+    await app.insert_all(specs)
+    async with app:
+        await all_done(app, len(specs))
+    same = {"key order"}
+    for queue in ("whole", "keyed"):
+        for name in pairs:
+            want = 1 if name in same else 2
+            assert gauge.peak[(queue, name)] == want, f"{queue} {name}: {'one' if want == 1 else 'two'} partition(s)"
+
+
+async def test_queue_usage_keys_are_the_same_json_on_both_engines(make_app: Callable[..., baton.Baton]):
+    # The keys of executing_by_partition and window_by_partition are the text of a JSON array
+    # of the partition's values, the same on both engines (PostgreSQL prints jsonb so): a
+    # whole-args key holds the args object (keys ordered as jsonb orders them), not a string.
+    partition = {"fields": ["worker", "args"], "keys": ["tenant"]}
+    rate = {"allowed": 50, "period": 60, "partition": {"fields": ["args"]}}
+    app = make_app(
+        queues={"api": {"limit": 10, "global_limit": {"allowed": 5, "partition": partition}, "rate_limit": rate}}
+    )
+    release = asyncio.Event()
+
+    @app.worker(queue="api")
+    async def call(job: baton.Job) -> None:
+        await release.wait()
+
+    args = [{"tenant": "acme", "n": 1.5}, {"n": 1.5, "tenant": "acme"}, {"tenant": 7, "n": True}, {"n": 2}]
+    await app.insert_all([call.new(a) for a in args])
+    async with app:
+
+        async def all_running() -> bool:
+            return (await app.count_jobs()).get("executing", 0) == len(args)
+
+        await wait_for(all_running, 10)
+        usage = (await app.queue_usage())["api"]
+        release.set()
+    name = call.name
+    assert usage["executing_by_partition"] == {f'["{name}", "acme"]': 2, f'["{name}", 7]': 1, f'["{name}", null]': 1}
+    assert usage["window_by_partition"] == {
+        '[{"n": 1.5, "tenant": "acme"}]': 2,
+        '[{"n": true, "tenant": 7}]': 1,
+        '[{"n": 2}]': 1,
+    }
+
+
+def test_sqlite_partition_keys_are_postgresql_keys(pg_url: str) -> None:
+    # SQLite computes partition keys with a Python function (engine.partition_key); for the same
+    # args it gives the text of PostgreSQL's baton_partition_key, whatever the values.
+    import json
+
+    import psycopg
+
+    from baton.engines.sqlite.engine import partition_key
+    from baton.job import dumps
+
+    values: list[Any] = [
+        None,
+        True,
+        False,
+        0,
+        1,
+        -1,
+        1.0,
+        -0.0,
+        1.5,
+        1e16,
+        1e-7,
+        2**70,
+        -(2**63),
+        0.1 + 0.2,
+        1.25e300,
+        "",
+        "a",
+        "é",
+        "日本",
+        '\n\t"\\/',
+        "\x01\x1f\x7f",
+        "\u2028",
+        "😀",
+        [],
+        {},
+        [1, [2, {}]],
+        {"b": 1, "a": 2, "aa": 3, "é": 4, "": 5, "A": 6, "日": 7, "Z": {"y": [True, None], "x": 1.50}},
+    ]
+    specs = [(["args"], []), (["worker", "args"], ["t"]), (["args"], ["n", "missing", "t"]), (["worker"], [])]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for value in values:
+            text = dumps({"t": value, "n": value, "m": [value]})
+            for fields, keys in specs:
+                row = conn.execute(
+                    "SELECT baton_partition_key(%s, %s::jsonb, %s::text[], %s::text[])",
+                    ('mod.wörk"er', text, fields, keys),
+                ).fetchone()
+                assert row is not None
+                got = partition_key('mod.wörk"er', text, json.dumps(fields), json.dumps(keys))
+                assert got == row[0], (value, fields, keys)
+
+
 # --------------------------------------------------------------------------- rate limit
 
 

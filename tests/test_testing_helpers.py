@@ -246,6 +246,45 @@ async def test_inline_job_inserted_on_the_callers_connection_runs_when_the_block
     assert ran == [("add", 21)]
 
 
+def test_inline_block_ending_inside_the_callers_transaction_fails_at_once(db_url: str) -> None:
+    # The job is not committed when the block ends: Baton's connections cannot see it (on SQLite
+    # they would wait for the write lock the caller's transaction holds). A clear error at once,
+    # from a sync and an async block alike; the job stays with the caller's transaction.
+    app = baton.Baton(db_url, plugins=[], log_events=False)
+    ran: list[Any] = []
+    w = _workers(app, ran)
+    if db_url.startswith("postgres"):
+        import psycopg
+
+        conn: Any = psycopg.connect(db_url)  # not autocommit: the insert opens a transaction
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+
+    async def async_block() -> None:
+        async with testing.inline(app):
+            app.insert_sync(w["add"].new({"a": 2, "b": 2}), conn=conn)
+
+    try:
+        for block in ("sync", "async"):
+            started = time.monotonic()
+            with pytest.raises(baton.BatonError, match="still open when the inline block ends"):
+                if block == "sync":
+                    with testing.inline(app):
+                        app.insert_sync(w["add"].new({"a": 1, "b": 1}), conn=conn)
+                else:
+                    asyncio.run(async_block())
+            assert time.monotonic() - started < 5
+            assert testing.current_mode(app) is None
+        conn.commit() if db_url.startswith("postgres") else conn.execute("COMMIT")
+        assert ran == []
+        assert len(testing.all_enqueued(app)) == 2, "both jobs committed with the caller's transaction"
+    finally:
+        conn.close()
+        app.close_sync()
+
+
 async def test_plain_with_block_in_an_async_test_warns_about_jobs_left_on_the_callers_connection(
     tmp_path: Any,
 ) -> None:

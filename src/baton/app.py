@@ -430,6 +430,14 @@ class Baton:
             self._drain_threads = None
         await self.engine.close()
 
+    def close_sync(self) -> None:
+        """`close` from synchronous code (no event loop needed): release connections, for
+        apps that only insert and never start, like `close`; they reopen on next use."""
+        if self._drain_threads is not None:
+            self._drain_threads.shutdown(wait=False)
+            self._drain_threads = None
+        self.engine.close_sync()
+
     async def __aenter__(self) -> Baton:
         await self.start()
         return self

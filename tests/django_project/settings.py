@@ -16,7 +16,12 @@ INSTALLED_APPS = [*TASKS_APPS, "baton.contrib.django", "shop"]
 
 _pg = urlsplit(os.environ["BATON_DJANGO_PG_URL"])
 DATABASES = {
-    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["BATON_DJANGO_SQLITE"]},
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ["BATON_DJANGO_SQLITE"],
+        # Django's test runner (shop/runner_tests.py): a file, as Baton needs one (not in-memory).
+        "TEST": {"NAME": os.environ.get("BATON_DJANGO_SQLITE_TEST")},
+    },
     "pg": {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": _pg.path.lstrip("/"),

@@ -149,6 +149,10 @@ class Engine(abc.ABC):
         """Release every connection."""
 
     @abc.abstractmethod
+    def close_sync(self) -> None:
+        """Release every connection from synchronous code (no event loop needed)."""
+
+    @abc.abstractmethod
     async def run(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `op` in its own transaction, retrying transient conflicts."""
 

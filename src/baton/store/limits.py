@@ -38,10 +38,6 @@ def _params(queue: str, limits: QueueLimits) -> dict[str, Any]:
     params = limits.params()
     params["queue"] = queue
     params["now"] = time.time()  # SQLite only: the host clock, the one julianday('now') reads
-    for prefix in ("global", "rate"):
-        fields = params[f"{prefix}_fields"]
-        params[f"{prefix}_by_worker"] = "worker" in fields
-        params[f"{prefix}_whole_args"] = "args" in fields and not params[f"{prefix}_keys"]
     return params
 
 

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from ..app import Baton
-from ..errors import ValidationError
+from ..errors import BatonError, ValidationError
 from ..job import Job
 from ..store import jobs as store
 from .drain import HOMES, IN_DRAIN, JobFailed, drain_async, run_blocking
@@ -52,6 +52,7 @@ class Mode:
             raise ValidationError("raise_errors", f"must be True or False, got {raise_errors!r:.80}")
         self.app, self.kind, self.raise_errors = app, kind, raise_errors
         self._pending = False  # jobs inserted on a caller's connection, not visible before its commit
+        self._pending_on: list[Any] = []  # those connections (to check their transaction at the end)
         self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
     def __repr__(self) -> str:
@@ -76,6 +77,7 @@ class Mode:
     ) -> None:
         try:
             if exc_type is None and self.kind == "inline" and self._pending:
+                self._check_committed()
                 try:
                     asyncio.get_running_loop()
                 except RuntimeError:
@@ -99,10 +101,30 @@ class Mode:
     ) -> None:
         try:
             if exc_type is None and self.kind == "inline" and self._pending:
+                self._check_committed()
                 self._pending = False
                 await self._run_jobs()
         finally:
             self._leave()
+
+    def _check_committed(self) -> None:
+        """Before running the jobs inserted on callers' connections at the end of the block:
+        each of those connections must have ended its transaction. One still inside it holds
+        jobs nobody else can see yet (and, on SQLite, the write lock Baton's own connection
+        would wait for): running them could only find nothing or wait, so fail at once."""
+        open_ = [c for c in self._pending_on if _in_transaction(c)]
+        self._pending_on = []
+        if not open_:
+            return
+        self._pending = False
+        raise BatonError(
+            "baton.testing.inline: jobs were inserted on your own connection (conn=, or a Django task enqueued "
+            "inside transaction.atomic()) whose transaction is still open when the inline block ends, so they "
+            "are not committed: Baton's connections cannot see them, and they cannot run. End that transaction "
+            "inside the inline block (`with inline(app): with transaction.atomic(): ...`), or, with Django, "
+            "use django.test.TransactionTestCase instead of TestCase (a TestCase runs every test inside a "
+            "transaction that is never committed)"
+        )
 
     def _leave(self) -> None:
         with _stacks_lock:
@@ -147,9 +169,23 @@ class Mode:
         """Run the jobs from synchronous code (any thread)."""
         run_blocking(self.app, self._run_jobs, HOMES.get(self.app))
 
-    def mark_pending(self) -> None:
+    def mark_pending(self, conn: Any = None) -> None:
         """A job went in on the caller's connection: run it when the block ends (or at the next insert)."""
         self._pending = True
+        if conn is not None and not any(c is conn for c in self._pending_on):
+            self._pending_on.append(conn)
+
+
+def _in_transaction(conn: Any) -> bool:
+    """Whether a caller's connection (sqlite3 or psycopg, sync or async) is inside a transaction."""
+    try:
+        info = getattr(conn, "info", None)
+        status = getattr(info, "transaction_status", None)
+        if status is not None:  # psycopg: IDLE, or UNKNOWN once closed, means nothing is pending
+            return status.name in ("ACTIVE", "INTRANS", "INERROR")
+        return bool(getattr(conn, "in_transaction", False))  # sqlite3
+    except Exception:  # a closed sqlite3 connection: its transaction ended with it
+        return False
 
 
 def _raised(job: Job) -> bool:
@@ -171,7 +207,9 @@ def inline(app: Baton, *, raise_errors: bool = True) -> Mode:
     `JobFailed` (an AssertionError with the traceback) unless `raise_errors=False`.
 
     Jobs inserted on the caller's own connection (`conn=`) are not visible before that
-    transaction commits: they run at the next insert or when the block ends."""
+    transaction commits: they run at the next insert or when the block ends. If that
+    transaction is still open when the block ends (a Django `TestCase`), they cannot run:
+    leaving the block raises `BatonError` at once."""
     return Mode(app, "inline", raise_errors)
 
 
@@ -209,7 +247,7 @@ def _async_wrapper(mode: Mode, original: Callable[..., Any]) -> Callable[..., An
         finally:
             _NESTED.reset(token)
         if kwargs.get("conn") is not None:
-            mode.mark_pending()
+            mode.mark_pending(kwargs["conn"])
             return result
         await mode.run_async()
         ids = _ids(result)
@@ -231,7 +269,7 @@ def _sync_wrapper(mode: Mode, original: Callable[..., Any]) -> Callable[..., Any
         finally:
             _NESTED.reset(token)
         if kwargs.get("conn") is not None:
-            mode.mark_pending()
+            mode.mark_pending(kwargs["conn"])
             return result
         mode.run_sync()
         ids = _ids(result)

@@ -9,8 +9,11 @@ thread's Django connections around each task, the way Django does around a reque
 from __future__ import annotations
 
 import builtins
+import contextlib
+import logging
 import threading
-from collections.abc import Mapping
+import weakref
+from collections.abc import Iterator, Mapping
 from datetime import UTC
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -18,6 +21,8 @@ from urllib.parse import quote, urlencode
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, connections
+from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.backends.signals import connection_created
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -38,6 +43,8 @@ from ._compat import (
 )
 
 WORKER_NAME = "baton.contrib.django.backend.run_task"
+
+log = logging.getLogger("baton.contrib.django")
 
 _STATUS = {
     "available": TaskResultStatus.READY,
@@ -141,6 +148,7 @@ class BatonBackend(BaseTaskBackend):
         self.baton_options: dict[str, Any] = dict(options.get("BATON") or {})
         self._app: Baton | None = None
         self._lock = threading.Lock()
+        _BACKENDS.add(self)
 
     @property
     def same_database(self) -> bool:
@@ -158,6 +166,46 @@ class BatonBackend(BaseTaskBackend):
                 app.register(run_task)
                 self._app = app
             return self._app
+
+    def close_connections(self) -> None:
+        """Close the connections Baton opened for this backend (they reopen on next use); a
+        started node keeps its own. Done for you before Django creates, copies or drops a
+        database (see `_release_connections`)."""
+        app = self._app
+        if app is None or app.running:
+            return
+        try:
+            app.close_sync()
+        except Exception:  # never fail Django's own database work for it
+            log.warning("Baton: could not close the connections of TASKS[%r]", self.alias, exc_info=True)
+
+    def _own_transaction(self) -> Any:
+        """Django's raw connection to `DATABASE` when it is inside an atomic block (Baton's
+        tables live there): enqueues join that transaction and results are read in it."""
+        if not self.same_database:
+            return None
+        connection = connections[self.database]
+        if not connection.in_atomic_block:
+            return None
+        connection.ensure_connection()
+        return connection.connection
+
+    @contextlib.contextmanager
+    def _baton_search_path(self, raw: Any) -> Iterator[None]:
+        """With a non-public `SCHEMA` on PostgreSQL: Baton's schema first on the search path of
+        Django's connection for one operation only (set back before Django's next query)."""
+        if connections[self.database].vendor != "postgresql" or self.schema == "public":
+            yield
+            return
+        with raw.cursor() as cur:
+            cur.execute("SELECT current_setting('search_path')")
+            previous = cur.fetchone()[0]
+            cur.execute("SELECT set_config('search_path', %s, true)", [self.schema])
+        try:
+            yield
+        finally:
+            with raw.cursor() as cur:
+                cur.execute("SELECT set_config('search_path', %s, true)", [previous])
 
     # -- enqueue ----------------------------------------------------------------------
 
@@ -180,28 +228,11 @@ class BatonBackend(BaseTaskBackend):
         return result
 
     def _insert(self, spec: JobSpec) -> Job:
-        if self.same_database:
-            connection = connections[self.database]
-            if connection.in_atomic_block:
-                connection.ensure_connection()
-                raw = connection.connection
-                if connection.vendor == "postgresql" and self.schema != "public":
-                    return self._insert_in_schema(raw, spec)
-                return self.app.insert_sync(spec, conn=raw)
-        return self.app.insert_sync(spec)
-
-    def _insert_in_schema(self, raw: Any, spec: JobSpec) -> Job:
-        """Insert on Django's PostgreSQL connection with Baton's schema first on the search
-        path for this statement only (set back before Django's next query)."""
-        with raw.cursor() as cur:
-            cur.execute("SELECT current_setting('search_path')")
-            previous = cur.fetchone()[0]
-            cur.execute("SELECT set_config('search_path', %s, true)", [self.schema])
-        try:
+        raw = self._own_transaction()
+        if raw is None:
+            return self.app.insert_sync(spec)
+        with self._baton_search_path(raw):
             return self.app.insert_sync(spec, conn=raw)
-        finally:
-            with raw.cursor() as cur:
-                cur.execute("SELECT set_config('search_path', %s, true)", [previous])
 
     # -- results ----------------------------------------------------------------------
 
@@ -211,10 +242,19 @@ class BatonBackend(BaseTaskBackend):
             job_id = int(result_id)
         except (TypeError, ValueError):
             raise TaskResultDoesNotExist(result_id) from None
-        job = self.app.engine.run_sync(store.get_job, job_id) if job_id > 0 else None
+        job = self._read_job(job_id) if job_id > 0 else None
         if job is None or job.worker != WORKER_NAME:
             raise TaskResultDoesNotExist(result_id)
         return self.result_of(job)
+
+    def _read_job(self, job_id: int) -> Job | None:
+        # Inside an atomic block on Baton's database, read in that transaction: it sees the
+        # tasks the caller enqueued in it (a Django TestCase runs every test in one).
+        raw = self._own_transaction()
+        if raw is None:
+            return self.app.engine.run_sync(store.get_job, job_id)
+        with self._baton_search_path(raw):
+            return self.app.engine.run_on_sync(raw, store.get_job, job_id)
 
     def result_of(self, job: Job) -> TaskResult:  # type: ignore[type-arg]
         """The TaskResult a Baton job stands for."""
@@ -247,6 +287,24 @@ class BatonBackend(BaseTaskBackend):
         if job.state == "completed":
             object.__setattr__(result, "_return_value", job.meta.get("result"))
         return result
+
+
+_BACKENDS: weakref.WeakSet[BatonBackend] = weakref.WeakSet()
+
+
+def _release_connections(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """Django connects without a database (alias NO_DB_ALIAS) to create, copy or drop one: the
+    test runner's setup and teardown (Django's and pytest-django's alike), and the clones of
+    `test --parallel`. PostgreSQL refuses to drop or copy a database while other sessions use
+    it ("database ... is being accessed by other users"), so every Baton backend closes the
+    connections it opened first, as Django closes its own; they reopen on next use."""
+    if getattr(connection, "alias", None) != NO_DB_ALIAS:
+        return
+    for backend in list(_BACKENDS):
+        backend.close_connections()
+
+
+connection_created.connect(_release_connections, dispatch_uid="baton.contrib.django.release_connections")
 
 
 def get_app(alias: str = "default") -> Baton:

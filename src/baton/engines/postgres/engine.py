@@ -537,6 +537,8 @@ class PostgresEngine(Engine):
         self._pool, self._relaxed = pool, relaxed
 
     async def close(self) -> None:
+        if self._pools_orphaned():
+            self._abandon_pools()
         pool, self._pool = self._pool, None
         relaxed, self._relaxed = self._relaxed, None
         for p in (pool, relaxed):
@@ -546,6 +548,48 @@ class PostgresEngine(Engine):
             sync_pool, self._sync_pool = self._sync_pool, None
         if sync_pool is not None:
             sync_pool.close()
+
+    def close_sync(self, timeout: float = 10.0) -> None:
+        """`close` from synchronous code. The async pools belong to the event loop that opened
+        them: when it runs in another thread they are closed there; when it has ended (an
+        `asyncio.run` that never closed the app) no loop is left to await their close, so their
+        idle connections are closed directly. Called on the loop's own thread, their close is
+        scheduled on it."""
+        with self._sync_lock:
+            sync_pool, self._sync_pool = self._sync_pool, None
+        if sync_pool is not None:
+            sync_pool.close()
+        if self._pool is None and self._relaxed is None:
+            return
+        loop = self._open_lock[0] if self._open_lock is not None else None
+        if loop is None or self._pools_orphaned():
+            self._abandon_pools()
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            watch(loop.create_task(self.close(), name="baton-close-pools"))
+        elif loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.close(), loop).result(timeout)
+        else:  # a loop that is neither closed nor running (between runs): close on it
+            loop.run_until_complete(self.close())
+
+    def _pools_orphaned(self) -> bool:
+        """Whether the async pools were opened on an event loop that has been closed since (an
+        `asyncio.run` that never closed the app): no loop is left to run their close."""
+        loop = self._open_lock[0] if self._open_lock is not None else None
+        return (self._pool is not None or self._relaxed is not None) and loop is not None and loop.is_closed()
+
+    def _abandon_pools(self) -> None:
+        """Drop orphaned async pools, closing their idle connections directly (none is in use
+        without a loop to use it)."""
+        pools = [p for p in (self._pool, self._relaxed) if p is not None]
+        self._pool = self._relaxed = None
+        for pool in pools:
+            for conn in list(getattr(pool, "_pool", ())):
+                conn.pgconn.finish()
 
     def _conn(self, conn: Any, defer: bool = False) -> PgConn:
         return PgConn(conn, self.queries, self.channel, defer)

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ..._tasks import cancel_and_wait, watch
 from ...errors import DatabaseUnavailable, MigrationError, ValidationError
@@ -66,6 +66,83 @@ class _DecimalSum:
 
     def finalize(self) -> str | None:
         return None if self.total is None else format(self.total, "f")
+
+
+_STRING: Final = json.JSONEncoder(ensure_ascii=False).encode
+_PARSE: Final = json.JSONDecoder(parse_float=Decimal).decode
+
+
+def _jsonb_key(item: tuple[str, Any]) -> tuple[int, bytes]:
+    raw = item[0].encode("utf-8", "surrogatepass")
+    return len(raw), raw
+
+
+def jsonb_text(value: Any) -> str:
+    """`value` (parsed with `Decimal` for non-integers) written as PostgreSQL prints a jsonb
+    value: object keys shortest first, then bytewise; `", "` and `": "` between items; numbers
+    as `numeric` prints them (`1.50` stays `1.50`, `1e2` is `100`, no `-0`); strings escaped
+    like json.dumps(ensure_ascii=False), which escapes the same characters jsonb does."""
+    kind = type(value)
+    if kind is str:
+        return _STRING(value)
+    if kind is dict:
+        items = sorted(value.items(), key=_jsonb_key) if len(value) > 1 else value.items()
+        return "{" + ", ".join([_STRING(k) + ": " + jsonb_text(v) for k, v in items]) + "}"
+    if kind is int:
+        return str(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if kind is list:
+        return "[" + ", ".join([jsonb_text(v) for v in value]) + "]"
+    if kind is Decimal and value.is_finite():
+        return format(value.copy_abs() if value.is_zero() else value, "f")
+    return _STRING(str(value))  # NaN or Infinity (never written by Baton): never equal to a number
+
+
+@functools.lru_cache(maxsize=64)
+def _partition_spec(fields: str | None, keys: str | None) -> tuple[bool, bool, tuple[str, ...]]:
+    field_list = json.loads(fields) if fields else []
+    key_list = tuple(json.loads(keys) if keys else ())
+    return "worker" in field_list, "args" in field_list, key_list
+
+
+def partition_key(worker: str | None, args: str | None, fields: str | None, keys: str | None) -> str:
+    """`_partition_key`, remembered for short args: a partitioned fetch computes the key of the
+    same first available jobs at every turn until they start."""
+    if args is not None and len(args) <= 512:
+        return _recent_partition_key(worker, args, fields, keys)
+    return _partition_key(worker, args, fields, keys)
+
+
+def _partition_key(worker: str | None, args: str | None, fields: str | None, keys: str | None) -> str:
+    """The SQL function `baton_partition_key(worker, args, fields, keys)`: the key of a job's
+    partition under a limit, the same text PostgreSQL's `baton_partition_key` (migration 004)
+    gives for the same job. A JSON array: the worker when `fields` has "worker", then, when it
+    has "args", the value of each of `keys` (null when missing) or, without keys, the whole
+    args. Values are normalised like jsonb, so args equal as JSON objects share a partition
+    whatever their key order, and `true` and `1` do not. `fields` and `keys` are JSON arrays."""
+    by_worker, by_args, key_names = _partition_spec(fields, keys)
+    parts = [_STRING(worker) if worker is not None else "null"] if by_worker else []
+    if by_args:
+        try:
+            value = _PARSE(args) if args is not None else None
+            if key_names:
+                obj = value if isinstance(value, dict) else {}
+                parts.extend([jsonb_text(obj.get(k)) for k in key_names])
+            else:
+                parts.append(jsonb_text(value))
+        except (ValueError, RecursionError):
+            # Not JSON, or nested too deep (neither is written by Baton): the text itself, as
+            # an exception here would fail every fetch of the queue.
+            parts.append(_STRING(args))
+    return "[" + ", ".join(parts) + "]"
+
+
+_recent_partition_key: Final = functools.lru_cache(maxsize=4096)(_partition_key)
 
 
 def split_statements(script: str) -> list[str]:
@@ -234,6 +311,7 @@ class SqliteEngine(Engine):
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.create_aggregate("baton_decimal_sum", 1, _DecimalSum)  # type: ignore[arg-type]
+            conn.create_function("baton_partition_key", 4, partition_key, deterministic=True)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             if self.path != ":memory:":
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

@@ -2,14 +2,12 @@
 -- BEGIN IMMEDIATE transaction (after prune_rate_window, before record_rate_window).
 -- Executing jobs are counted from baton_jobs (per partition), starts from baton_rate_window;
 -- each partition gets at most what its limits leave, the whole fetch at most :limit.
--- A partition key is a JSON array: [worker?, value of each key...] (or the whole args).
+-- A partition key is a JSON array: [worker?, value of each key...] (or the whole args), the
+-- text of baton_partition_key, a Python function the engine registers on its connection
+-- (engine.partition_key): values normalised as PostgreSQL's jsonb prints them, the same key
+-- as PostgreSQL's function of that name.
 WITH running AS (
-    SELECT (SELECT json_group_array(v) FROM (
-                SELECT 0 AS o, j.worker AS v WHERE :global_by_worker
-                UNION ALL SELECT 1, j.args WHERE :global_whole_args
-                UNION ALL SELECT 1 + k.key, a.value
-                FROM json_each(:global_keys) k LEFT JOIN json_each(j.args) a ON a.key = k.value
-                ORDER BY o)) AS key,
+    SELECT baton_partition_key(j.worker, j.args, :global_fields, :global_keys) AS key,
            count(*) AS n
     FROM baton_jobs j
     WHERE :global_allowed IS NOT NULL AND j.state = 'executing' AND j.queue = :queue
@@ -23,18 +21,8 @@ recent AS (
 ),
 candidates AS MATERIALIZED (
     SELECT j.id, j.priority, j.scheduled_at,
-           (SELECT json_group_array(v) FROM (
-                SELECT 0 AS o, j.worker AS v WHERE :global_by_worker
-                UNION ALL SELECT 1, j.args WHERE :global_whole_args
-                UNION ALL SELECT 1 + k.key, a.value
-                FROM json_each(:global_keys) k LEFT JOIN json_each(j.args) a ON a.key = k.value
-                ORDER BY o)) AS gkey,
-           (SELECT json_group_array(v) FROM (
-                SELECT 0 AS o, j.worker AS v WHERE :rate_by_worker
-                UNION ALL SELECT 1, j.args WHERE :rate_whole_args
-                UNION ALL SELECT 1 + k.key, a.value
-                FROM json_each(:rate_keys) k LEFT JOIN json_each(j.args) a ON a.key = k.value
-                ORDER BY o)) AS rkey
+           baton_partition_key(j.worker, j.args, :global_fields, :global_keys) AS gkey,
+           baton_partition_key(j.worker, j.args, :rate_fields, :rate_keys) AS rkey
     FROM baton_jobs j
     WHERE j.state = 'available' AND j.queue = :queue
     ORDER BY j.priority, j.scheduled_at, j.id
