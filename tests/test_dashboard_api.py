@@ -770,3 +770,15 @@ async def test_a_big_map_is_collapsed_into_one_box(make_app: Callable[..., baton
         jobs = (await client.get("/api/jobs", params={"workflow": wid, "limit": 500})).json()
         assert len(jobs["jobs"]) == 500 and {j["workflow_id"] for j in jobs["jobs"]} == {wid}
         assert (await client.get(f"/jobs?workflow={wid}")).status_code == 200
+
+
+def test_graph_layers_of_a_long_chain_listed_dependents_first() -> None:
+    """The workflow graph's layering walks with its own stack: a 5 000-step chain listed
+    dependents first (deeper than Python's recursion limit) gets one layer per step, and a
+    cycle or a pruned dependency cannot make it loop."""
+    from baton.dashboard.svg import layers
+
+    chain = [{"name": f"s{i}", "deps": [f"s{i + 1}"] if i < 4_999 else []} for i in range(5_000)]
+    assert layers(chain) == {f"s{i}": 4_999 - i for i in range(5_000)}
+    looped = [{"name": "a", "deps": ["b", "gone"]}, {"name": "b", "deps": ["a"]}, {"name": "c", "deps": ["a"]}]
+    assert layers(looped) == {"b": 0, "a": 1, "c": 2}

@@ -22,24 +22,29 @@ FAILED = {"discarded", "cancelled", "deleted"}
 
 
 def layers(steps: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Longest-path layering: a step sits one layer right of its deepest dependency."""
+    """Longest-path layering: a step sits one layer right of its deepest dependency. A
+    depth-first walk with its own stack (a chain of thousands of steps listed dependents first
+    would pass Python's recursion limit); an unknown dependency (pruned) or one that closes a
+    cycle counts as layer -1, so nothing loops."""
     deps = {s["name"]: [d for d in s["deps"] if d != s["name"]] for s in steps}
     layer: dict[str, int] = {}
     visiting: set[str] = set()
-
-    def depth(name: str) -> int:
-        if name in layer:
-            return layer[name]
-        if name in visiting or name not in deps:
-            return -1  # unknown step (pruned) or a cycle: never loop
-        visiting.add(name)
-        below = [depth(d) for d in deps[name]]
-        visiting.discard(name)
-        layer[name] = 1 + max(below, default=-1)
-        return layer[name]
-
-    for name in deps:
-        depth(name)
+    for root in deps:
+        if root in layer:
+            continue
+        visiting.add(root)
+        stack = [(root, iter(deps[root]))]
+        while stack:
+            name, pending = stack[-1]
+            for dep in pending:
+                if dep not in layer and dep not in visiting and dep in deps:
+                    visiting.add(dep)
+                    stack.append((dep, iter(deps[dep])))
+                    break
+            else:
+                stack.pop()
+                visiting.discard(name)
+                layer[name] = 1 + max((layer.get(d, -1) for d in deps[name]), default=-1)
     return layer
 
 
