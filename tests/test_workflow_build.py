@@ -53,6 +53,19 @@ async def test_duplicate_name_of_a_sub_workflow_step_is_rejected(app, step):
     assert err.value.step == "a"
 
 
+async def test_a_sub_workflow_with_its_own_context_is_refused(app, step):
+    """Its steps read the outer workflow's context, so a context of its own would be silently
+    ignored: refused as Graft and append_workflow refuse it, naming the step and `context`."""
+    wf = baton.Workflow(context={"tenant": "acme"})
+    with pytest.raises(baton.WorkflowError) as err:
+        wf.add_workflow("sub", baton.Workflow(context={"tenant": "other"}).add("x", step.new({})))
+    assert err.value.step == "sub"
+    assert err.value.field == "context step 'sub'"
+    assert "drop context=" in str(err.value)
+    assert list(wf.steps) == []
+    await _assert_nothing_written(app)
+
+
 async def test_unknown_dependency_is_rejected_before_any_write(app, step):
     wf = baton.Workflow(label="unknown-dep")
     wf.add("fetch", step.new({}))

@@ -194,6 +194,13 @@ class Workflow:
             raise WorkflowError("a workflow cannot contain itself", step=name)
         if not workflow._steps:
             raise WorkflowError("sub-workflow is empty; add steps to it first", step=name)
+        if workflow.context is not None:  # as Graft and append_workflow refuse it: it would be ignored
+            raise WorkflowError(
+                "a sub-workflow's steps share the context of the workflow they are added to; "
+                "drop context= from the sub-workflow (or give it to the outer workflow)",
+                step=name,
+                field="context",
+            )
         self._simple = False
         self._steps[name] = Step(name, None, workflow, dep_names, None, None, None)
         return self
