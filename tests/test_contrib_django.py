@@ -253,12 +253,10 @@ def test_inline_block_ending_inside_the_callers_transaction_fails_at_once(alias:
     from baton.contrib.django import get_app
     from baton.errors import BatonError
 
-    started = time.monotonic()
     with transaction.atomic(using=alias):
         with pytest.raises(BatonError, match="TransactionTestCase"), testing.inline(get_app(alias)):
             result = add.using(backend=alias).enqueue(1, 2)
         assert add.using(backend=alias).get_result(result.id).status == "READY"
-    assert time.monotonic() - started < 5
     # The error ended the mode: the job is committed with the transaction and left enqueued.
     assert testing.current_mode(get_app(alias)) is None
     testing.assert_enqueued(get_app(alias), args={"args": [1, 2]})

@@ -268,14 +268,12 @@ def test_inline_block_ending_inside_the_callers_transaction_fails_at_once(db_url
 
     try:
         for block in ("sync", "async"):
-            started = time.monotonic()
             with pytest.raises(baton.BatonError, match="still open when the inline block ends"):
                 if block == "sync":
                     with testing.inline(app):
                         app.insert_sync(w["add"].new({"a": 1, "b": 1}), conn=conn)
                 else:
                     asyncio.run(async_block())
-            assert time.monotonic() - started < 5
             assert testing.current_mode(app) is None
         conn.commit() if db_url.startswith("postgres") else conn.execute("COMMIT")
         assert ran == []

@@ -5,7 +5,6 @@ them after, which PostgreSQL refuses while Baton still holds connections to them
 from __future__ import annotations
 
 import asyncio
-import time
 
 from django.core.management import call_command
 from django.db import transaction
@@ -60,10 +59,10 @@ class _InTestCase:
         self.assertEqual(add.using(backend=self.alias).get_result(result.id).status, "READY")
 
     def test_inline_fails_at_once(self) -> None:
-        started = time.monotonic()
+        # Before: a 25 s wait for SQLite's write lock, then DatabaseUnavailable; on PostgreSQL
+        # the task silently never ran. Now the inline block's exit says what to do.
         with self.assertRaisesRegex(BatonError, "TransactionTestCase"), testing.inline(get_app(self.alias)):
             add.using(backend=self.alias).enqueue(1, 2)
-        self.assertLess(time.monotonic() - started, 5)
 
 
 class PgTransactionalTests(_Transactional, TransactionTestCase):
