@@ -314,7 +314,7 @@ async def test_a_claim_its_node_never_confirmed_is_taken_over_and_announced_once
     assert first["announced"] == [wid]
     [(measurements, finished)] = events.of(FINISHED)
     assert finished["workflow_id"] == wid and finished["node"] == "node-2" and measurements["total_count"] == 1
-    assert (await node1.engine.run(wfstore.confirm_announcements, [wid], "node-1")) == []
+    assert (await node1.engine.run(wfstore.confirm_announcements, [wid], "node-1")) == {}
     assert (await WorkflowHealth().sweep(node2))["announced"] == []
     assert len(events.of(FINISHED)) == 1
     assert side_sql(db_url, "SELECT announced_by FROM workflow_completions WHERE workflow_id = ?", (wid,)) == [

@@ -1107,17 +1107,24 @@ class Baton:
             for cb in list(self._finished_subscribers):
                 self._call(cb, dict(event))
 
-    def announce_finished(self, events: Iterable[dict[str, Any]], confirmed: Iterable[str]) -> None:
+    def announce_finished(
+        self, events: Iterable[dict[str, Any]], confirmed: Mapping[str, float | None] | Iterable[str]
+    ) -> None:
         """The ("baton", "workflow", "finished") event of each workflow whose claim this node
-        confirmed (exactly one node confirms a claim)."""
+        confirmed (exactly one node confirms a claim). A mapping of `confirmed` gives each
+        workflow's finished-notification lag in ms (the event's `lag` measurement)."""
+        lags: Mapping[str, float | None] = confirmed if isinstance(confirmed, Mapping) else {}
         ours = set(confirmed)
         for event in events:
-            if event["workflow_id"] in ours:
-                telemetry.emit(
-                    ("baton", "workflow", "finished"),
-                    {"total_count": sum(event["counts"].values()), "failed_count": len(event["failed_steps"])},
-                    {**event, "node": self.node},
-                )
+            wid = event["workflow_id"]
+            if wid in ours:
+                measurements: dict[str, Any] = {
+                    "total_count": sum(event["counts"].values()),
+                    "failed_count": len(event["failed_steps"]),
+                }
+                if lags.get(wid) is not None:
+                    measurements["lag"] = lags[wid]
+                telemetry.emit(("baton", "workflow", "finished"), measurements, {**event, "node": self.node})
 
     def _run_after_cancelled(self, definition: WorkerDef, reason: str, job: Job) -> None:
         hook = definition.after_cancelled

@@ -105,8 +105,11 @@ class Host(Protocol):
         """Wake this node's idle producers of `queues` (from any thread)."""
         ...
 
-    def announce_finished(self, events: Iterable[dict[str, Any]], confirmed: Iterable[str]) -> None:
-        """Emit the finished telemetry event of each workflow whose claim this node confirmed."""
+    def announce_finished(
+        self, events: Iterable[dict[str, Any]], confirmed: Mapping[str, float | None] | Iterable[str]
+    ) -> None:
+        """Emit the finished telemetry event of each workflow whose claim this node confirmed
+        (a mapping gives each one's finished-notification lag in ms)."""
         ...
 
     async def after_ack(self, result: AckResult) -> None:

@@ -25,7 +25,9 @@ class Lifeline(Plugin):
     A job of a live producer (heartbeat within the app's `stale_after`) is never touched,
     however long it runs. The stop event carries `rescued_jobs` and `discarded_jobs`
     (each `{id, queue, state}`), plus `released_steps`, `cancelled_steps`,
-    `released_links`, `dead_producers` and `repairs` (count per reason code).
+    `released_links`, `dead_producers`, `repairs` (count per reason code), and the
+    self-healing figures `orphan_backlog`, `rescue_delays` and `stuck_workflows`
+    (docs/telemetry.md).
     """
 
     name = "lifeline"
@@ -70,6 +72,10 @@ class Lifeline(Plugin):
                 repairs[reason] = repairs.get(reason, 0) + n
         if jobs.rescued:
             repairs["orphaned"] = len(jobs.rescued)
+        stuck: dict[str, set[str]] = {}
+        for part in (jobs, steps):
+            for reason, wids in part.stuck.items():
+                stuck.setdefault(reason, set()).update(wids)
         return {
             "rescued_jobs": [maintenance.brief(j) for j in jobs.rescued],
             "discarded_jobs": [maintenance.brief(j) for j in jobs.discarded],
@@ -78,6 +84,12 @@ class Lifeline(Plugin):
             "released_links": links.released_links,
             "dead_producers": [dict(p) for p in jobs.dead_producers],
             "repairs": repairs,
+            # Self-healing metrics (docs/telemetry.md): orphans this sweep found, including
+            # those its limit left for the next one; each rescue's delay since the dead
+            # producer's last heartbeat; the workflows it found stuck, by reason.
+            "orphan_backlog": jobs.orphans + jobs.left,
+            "rescue_delays": jobs.delays,
+            "stuck_workflows": {reason: sorted(wids) for reason, wids in sorted(stuck.items())},
         }
 
 

@@ -51,7 +51,9 @@ class WorkflowHealth(Plugin):
         # 1. orphaned waiting steps, through the public API.
         orphans = await app.engine.run(maintenance.orphaned_waiting_steps, self.limit)
         rescued: list[int] = []
+        stuck: dict[str, set[str]] = {}
         if orphans:
+            stuck["orphaned_step"] = {r["workflow_id"] for r in orphans}
             by_dep: dict[str, list[int]] = {}
             for r in orphans:
                 by_dep.setdefault(r["dep_name"], []).append(r["job_id"])
@@ -77,10 +79,17 @@ class WorkflowHealth(Plugin):
         await app.publish_effects(effects)
         # Claims whose node died before it emitted the finished event (it confirms within a
         # round trip of its commit, so a claim unconfirmed for stale_after is orphaned).
-        taken = await app.engine.run(
+        taken, lags = await app.engine.run(
             maintenance.take_over_announcements, stale=app.stale_after, limit=self.limit, node=app.node
         )
-        app.announce_finished(taken, [e["workflow_id"] for e in taken])
+        app.announce_finished(taken, lags)
+        for reason, found in (
+            ("step_deleted", resolved.finished),
+            ("unannounced", effects.finished),
+            ("announcement_lost", taken),
+        ):
+            if found:
+                stuck.setdefault(reason, set()).update(e["workflow_id"] for e in found)
         # 3. failure telemetry, once per workflow.
         reports = await app.engine.run(maintenance.claim_failure_reports, self.limit)
         for rep in reports:
@@ -102,4 +111,5 @@ class WorkflowHealth(Plugin):
             "announced": [e["workflow_id"] for e in resolved.finished + effects.finished + taken],
             "failed_reported": [r["workflow_id"] for r in reports],
             "pruned": pruned,
+            "stuck_workflows": {reason: sorted(wids) for reason, wids in sorted(stuck.items())},
         }

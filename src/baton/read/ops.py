@@ -11,11 +11,11 @@ from croniter import croniter
 
 from ..engines.base import Conn
 from ..job import meta_count, to_datetime
+from ..store.maintenance import ORPHAN_CAP
 
 if TYPE_CHECKING:
     from ..plugins.cron import Cron
 
-ORPHAN_CAP = 10_000
 REASON_SAMPLE = 1_000
 
 

@@ -14,6 +14,8 @@ from . import chains, workflows
 from .effects import Cascaded, Effects, publish
 from .transitions import settle
 
+ORPHAN_CAP = 10_000  # orphans counted beyond a sweep's limit (as the dashboard's health page)
+
 
 async def set_timeout(conn: Conn, seconds: float | None) -> None:
     """Bound every following statement of this transaction (PostgreSQL statement_timeout)."""
@@ -43,6 +45,19 @@ class LifelineResult:
     dead_producers: list[Row] = field(default_factory=list)
     repairs: dict[str, int] = field(default_factory=dict)
     effects: Effects = field(default_factory=Effects)
+    # Orphans rescued or discarded, as {id, queue, delay}: milliseconds from the dead
+    # producer's last heartbeat to the rescue (absent when its row was already gone).
+    delays: list[dict[str, Any]] = field(default_factory=list)
+    # Orphans this sweep rescued or discarded, and those left for the next sweep (found beyond
+    # `limit`; counted up to ORPHAN_CAP).
+    orphans: int = 0
+    left: int = 0
+    # Workflows found stuck, by reason code.
+    stuck: dict[str, set[str]] = field(default_factory=dict)
+
+    def stuck_on(self, reason: str, workflow_id: str | None) -> None:
+        if workflow_id is not None:
+            self.stuck.setdefault(reason, set()).add(workflow_id)
 
 
 async def rescue_orphans(
@@ -66,7 +81,17 @@ async def rescue_orphans(
     for row in rows:
         job = Job.from_row(row)
         (out.rescued if job.state == "available" else out.discarded).append(job)
-    out.discarded.extend(Job.from_row(r) for r in await conn.fetch("discard_exhausted", {"limit": limit}))
+        out.stuck_on("orphaned" if job.state == "available" else "exhausted", job.workflow_id)
+        if row.get("since_heartbeat") is not None:
+            out.delays.append({"id": job.id, "queue": job.queue, "delay": max(0.0, float(row["since_heartbeat"]))})
+    out.orphans = len(rows)
+    if len(rows) >= limit:
+        backlog = await conn.fetchone("read_orphan_backlog", {"stale": stale_after, "cap": ORPHAN_CAP})
+        out.left = int(backlog["n"]) if backlog else 0
+    exhausted = [Job.from_row(r) for r in await conn.fetch("discard_exhausted", {"limit": limit})]
+    for job in exhausted:
+        out.stuck_on("exhausted", job.workflow_id)
+    out.discarded.extend(exhausted)
     if out.rescued:
         out.effects.released_queues.update(j.queue for j in out.rescued)
     if out.discarded:
@@ -101,6 +126,7 @@ async def repair_workflows(conn: Conn, *, limit: int, timeout: float | None, nod
         for r in missed:
             key = "dep_deleted" if r["outcome"] == "deleted" else "missed_release"
             out.repairs[key] = out.repairs.get(key, 0) + 1
+            out.stuck_on(key, r["workflow_id"])
         released = effects.released_ids[before_released:]
         if released:
             why = "dep_deleted" if all(r["outcome"] == "deleted" for r in missed) else "missed_release"
@@ -116,6 +142,9 @@ async def repair_workflows(conn: Conn, *, limit: int, timeout: float | None, nod
         cancel: list[dict[str, Any]] = []
         for job_id, step_edges in sorted(by_step.items()):
             failing = [e for e in step_edges if e["dep_name"] is not None and not workflows.edge_satisfied(e)]
+            out.stuck_on(
+                f"dep_{failing[0]['dep_resolution']}" if failing else "missed_release", step_edges[0]["workflow_id"]
+            )
             if failing:
                 what = failing[0]["dep_resolution"]
                 cancel.append(
@@ -220,15 +249,20 @@ async def announce_terminated(conn: Conn, *, limit: int, node: str, origin: str)
     return effects
 
 
-async def take_over_announcements(conn: Conn, *, stale: float, limit: int, node: str) -> list[dict[str, Any]]:
+async def take_over_announcements(
+    conn: Conn, *, stale: float, limit: int, node: str
+) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
     """Completion backstop, second phase: claims whose node never confirmed the finished event
     for `stale` seconds (killed between its commit and the confirmation) are taken over, fenced
-    by `emitted_at`; returns their finished-event payloads for this node to emit."""
-    wids = [
-        r["workflow_id"]
-        for r in await conn.fetch("take_over_completions", {"stale": float(stale), "limit": limit, "node": node})
-    ]
-    return await workflows.summaries(conn, wids) if wids else []
+    by `emitted_at`; returns their finished-event payloads for this node to emit, and each
+    workflow's finished-notification lag (ms, see confirm_announcements)."""
+    rows = await conn.fetch("take_over_completions", {"stale": float(stale), "limit": limit, "node": node})
+    lags = {r["workflow_id"]: _lag(r["lag"]) for r in rows}
+    return (await workflows.summaries(conn, list(lags)) if lags else []), lags
+
+
+def _lag(value: Any) -> float | None:
+    return None if value is None else max(0.0, float(value))
 
 
 async def claim_failure_reports(conn: Conn, limit: int) -> list[dict[str, Any]]:

@@ -597,10 +597,13 @@ async def announce(conn: Conn, wids: Sequence[str], node: str, effects: Effects)
     return out
 
 
-async def confirm_announcements(conn: Conn, wids: Sequence[str], node: str) -> list[str]:
+async def confirm_announcements(conn: Conn, wids: Sequence[str], node: str) -> dict[str, float | None]:
     """Second phase of the announcement, after the claim committed: the workflows whose
-    finished event this node now emits. A claim the backstop took over is not among them."""
-    return [r["workflow_id"] for r in await conn.fetch("confirm_completions", {"ids": list(wids), "node": node})]
+    finished event this node now emits (a claim the backstop took over is not among them),
+    each with its finished-notification lag: milliseconds from the end of its last step to
+    this confirmation, on the database's clock (None when none of its steps is left)."""
+    rows = await conn.fetch("confirm_completions", {"ids": list(wids), "node": node})
+    return {r["workflow_id"]: None if r["lag"] is None else max(0.0, float(r["lag"])) for r in rows}
 
 
 async def summaries(conn: Conn, wids: Sequence[str]) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingExtraError
@@ -29,7 +29,7 @@ from .events import Event, attach_many, list_handlers
 from .events import detach as _detach_handler
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider
+    from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, MeterProvider, Observation
     from opentelemetry.trace import Tracer, TracerProvider
 
 HANDLER_ID = "baton-otel"
@@ -67,6 +67,19 @@ class _Instruments:
     plugin_pruned: Counter
     plugin_rescued_jobs: Counter
     plugin_discarded_jobs: Counter
+    rescue_delay: Histogram
+    stuck_workflows: Counter
+    finished_lag: Histogram
+    gauges: _Gauges
+
+
+@dataclass(slots=True)
+class _Gauges:
+    """The last values the observable gauges report: a plugin's last successful sweep (Unix
+    time) and the orphan backlog the last Lifeline sweep found."""
+
+    last_success: dict[str, float] = field(default_factory=dict)
+    orphan_backlog: float | None = None
 
 
 def _instruments(tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None) -> _Instruments:
@@ -76,7 +89,41 @@ def _instruments(tracer_provider: TracerProvider | None, meter_provider: MeterPr
 
     tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider)
     meter: Meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__, meter_provider=meter_provider)
+    gauges = _Gauges()
+
+    def last_success(options: CallbackOptions) -> list[Observation]:
+        return [metrics.Observation(v, {"plugin": k}) for k, v in sorted(gauges.last_success.items())]
+
+    def orphan_backlog(options: CallbackOptions) -> list[Observation]:
+        return [] if gauges.orphan_backlog is None else [metrics.Observation(gauges.orphan_backlog)]
+
+    meter.create_observable_gauge(
+        "baton.plugin.last_success",
+        [last_success],
+        unit="s",
+        description="Unix time of each plugin's last successful sweep",
+    )
+    meter.create_observable_gauge(
+        "baton.lifeline.orphan_backlog",
+        [orphan_backlog],
+        unit="{job}",
+        description="Orphaned jobs (executing under a dead node) the last Lifeline sweep found, rescued or not",
+    )
     return _Instruments(
+        gauges=gauges,
+        rescue_delay=meter.create_histogram(
+            "baton.lifeline.rescue_delay",
+            unit="ms",
+            description="Time from a dead node's last heartbeat to the Lifeline's rescue of its job",
+        ),
+        stuck_workflows=meter.create_counter(
+            "baton.workflows.stuck", unit="{workflow}", description="Workflows a plugin sweep found stuck, by reason"
+        ),
+        finished_lag=meter.create_histogram(
+            "baton.workflow.finished_lag",
+            unit="ms",
+            description="Time from the end of a workflow's last step to its finished event",
+        ),
         tracer=tracer,
         jobs=meter.create_counter("baton.jobs", unit="{job}", description="Job attempts that ended, by state"),
         job_duration=meter.create_histogram("baton.job.duration", unit="ms", description="Run time of a job attempt"),
@@ -152,7 +199,10 @@ class _Bridge:
             if measurements.get("cost") is not None:
                 self.i.usage_cost.add(_number(measurements.get("cost")), {"model": model})
         elif event == ev.WORKFLOW_FINISHED:
-            self.i.workflows_finished.add(1, {"status": _text(metadata.get("status"))})
+            status = {"status": _text(metadata.get("status"))}
+            self.i.workflows_finished.add(1, status)
+            if measurements.get("lag") is not None:
+                self.i.finished_lag.record(max(0.0, _number(measurements.get("lag"))), status)
         elif event == ev.WORKFLOW_FAILED:
             self.i.workflows_failed.add(1)
         elif event in (ev.PLUGIN_STOP, ev.PLUGIN_EXCEPTION):
@@ -227,6 +277,21 @@ class _Bridge:
                 per_queue[queue] = per_queue.get(queue, 0) + 1
             for queue, n in per_queue.items():
                 counter.add(n, {"plugin": plugin, "queue": queue})
+        if event != ev.PLUGIN_STOP:
+            return
+        # The self-healing figures (Lifeline: backlog and delays; both: stuck workflows).
+        self.i.gauges.last_success[plugin] = time.time()
+        if "orphan_backlog" in metadata:
+            self.i.gauges.orphan_backlog = max(0.0, _number(metadata["orphan_backlog"]))
+        delays = metadata.get("rescue_delays")
+        for item in delays if isinstance(delays, list | tuple) else ():
+            if isinstance(item, Mapping):
+                self.i.rescue_delay.record(max(0.0, _number(item.get("delay"))), {"queue": _text(item.get("queue"))})
+        stuck = metadata.get("stuck_workflows")
+        if isinstance(stuck, Mapping):
+            for reason, wids in stuck.items():
+                if isinstance(wids, list | tuple | set) and wids:
+                    self.i.stuck_workflows.add(len(wids), {"plugin": plugin, "reason": _text(reason)})
 
 
 _lock = threading.Lock()

@@ -35,6 +35,10 @@ EVENTS: tuple[Event, ...] = (*ev.OUTCOMES, ev.LEADER_ELECTED, ev.LEADER_LOST, ev
 
 # Jobs run from milliseconds to hours; the client's default buckets stop at 10 s.
 JOB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+# A rescue comes stale_after (60 s by default) plus up to a rescue_interval (60 s) after a death.
+RESCUE_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0, 3600.0)
+# Announced by the ack that finished the workflow (milliseconds), or by a backstop sweep (minutes).
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 PLUGIN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -148,6 +152,30 @@ class _Bridge:
             registry=None,
         )
         self.leader = Gauge("baton_leader", "1 while this node holds the leader lease", ["node"], registry=None)
+        self.orphan_backlog = Gauge(
+            "baton_orphan_backlog",
+            "Orphaned jobs (executing under a dead node) the last Lifeline sweep found, rescued or not",
+            registry=None,
+        )
+        self.rescue_delay = Histogram(
+            "baton_rescue_delay_seconds",
+            "Time from a dead node's last heartbeat to the Lifeline's rescue of its job",
+            ["queue"],
+            buckets=RESCUE_BUCKETS,
+            registry=None,
+        )
+        self.stuck_workflows = Counter(
+            "baton_stuck_workflows_total",
+            "Workflows a plugin sweep found stuck and repaired, by reason",
+            ["plugin", "reason"],
+            registry=None,
+        )
+        self.finished_lag = Histogram(
+            "baton_workflow_finished_lag_seconds",
+            "Time from the end of a workflow's last step to its finished event",
+            buckets=LAG_BUCKETS,
+            registry=None,
+        )
         self.collectors = [
             self.jobs,
             self.job_duration,
@@ -164,6 +192,10 @@ class _Bridge:
             self.plugin_last_success,
             self.plugin_duration,
             self.leader,
+            self.orphan_backlog,
+            self.rescue_delay,
+            self.stuck_workflows,
+            self.finished_lag,
         ]
         # Built unregistered and registered one by one so that a clash with metrics already in
         # the registry (another attachment) leaves nothing half-registered behind.
@@ -206,6 +238,8 @@ class _Bridge:
                 self.usage_cost.labels(model).inc(max(0.0, _number(measurements.get("cost"))))
         elif event == ev.WORKFLOW_FINISHED:
             self.workflows_finished.labels(_text(metadata.get("status"))).inc()
+            if measurements.get("lag") is not None:
+                self.finished_lag.observe(max(0.0, _number(measurements.get("lag"))) / 1000)
         elif event == ev.WORKFLOW_FAILED:
             self.workflows_failed.inc()
         elif event in (ev.PLUGIN_STOP, ev.PLUGIN_EXCEPTION):
@@ -234,6 +268,20 @@ class _Bridge:
             for item in jobs:
                 queue = _text(item.get("queue") if isinstance(item, Mapping) else None)
                 counter.labels(plugin, queue).inc()
+        # The self-healing figures (Lifeline: backlog and delays; both: stuck workflows).
+        if "orphan_backlog" in metadata:
+            self.orphan_backlog.set(max(0.0, _number(metadata["orphan_backlog"])))
+        for item in _items(metadata.get("rescue_delays")):
+            self.rescue_delay.labels(_text(item.get("queue"))).observe(max(0.0, _number(item.get("delay"))) / 1000)
+        stuck = metadata.get("stuck_workflows")
+        if isinstance(stuck, Mapping):
+            for reason, wids in stuck.items():
+                if isinstance(wids, list | tuple | set) and wids:
+                    self.stuck_workflows.labels(plugin, _text(reason)).inc(len(wids))
+
+
+def _items(value: Any) -> list[Mapping[str, Any]]:
+    return [i for i in value if isinstance(i, Mapping)] if isinstance(value, list | tuple) else []
 
 
 _lock = threading.Lock()

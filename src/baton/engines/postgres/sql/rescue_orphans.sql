@@ -28,4 +28,7 @@ SET state = CASE WHEN (attempt >= max_attempts AND NOT %(retry_exhausted)s::bool
 FROM picked
 WHERE baton_jobs.id = picked.id AND baton_jobs.state = 'executing'
 RETURNING baton_jobs.id, baton_jobs.state, baton_jobs.queue, baton_jobs.worker, baton_jobs.args, baton_jobs.meta, baton_jobs.tags, baton_jobs.errors, baton_jobs.attempt, baton_jobs.max_attempts, baton_jobs.priority, baton_jobs.inserted_at, baton_jobs.scheduled_at, baton_jobs.attempted_at, baton_jobs.completed_at, baton_jobs.cancelled_at, baton_jobs.discarded_at, baton_jobs.attempted_by, baton_jobs.workflow_id, baton_jobs.chain_key,
-       (SELECT n.name FROM workflow_nodes n WHERE n.job_id = baton_jobs.id) AS step
+       (SELECT n.name FROM workflow_nodes n WHERE n.job_id = baton_jobs.id) AS step,
+       -- milliseconds since the dead producer's last heartbeat (NULL when its row is gone)
+       (SELECT (extract(epoch FROM now() - p.updated_at) * 1000)::float8 FROM baton_producers p
+        WHERE p.uuid::text = baton_jobs.attempted_by[2]) AS since_heartbeat

@@ -25,4 +25,7 @@ WHERE id IN (
     ORDER BY j.id
     LIMIT :limit)
 RETURNING id, state, queue, worker, args, meta, tags, errors, attempt, max_attempts, priority, inserted_at, scheduled_at, attempted_at, completed_at, cancelled_at, discarded_at, attempted_by, workflow_id, chain_key,
-       (SELECT n.name FROM workflow_nodes n WHERE n.job_id = baton_jobs.id) AS step
+       (SELECT n.name FROM workflow_nodes n WHERE n.job_id = baton_jobs.id) AS step,
+       -- milliseconds since the dead producer's last heartbeat (NULL when its row is gone)
+       (SELECT (((julianday('now') - 2440587.5) * 86400.0) - p.updated_at) * 1000.0 FROM baton_producers p
+        WHERE p.uuid = json_extract(baton_jobs.attempted_by, '$[1]')) AS since_heartbeat

@@ -8,7 +8,7 @@ WITH stuck AS (
     ORDER BY n.job_id
     LIMIT :limit
 )
-SELECT s.job_id, d.name AS dep_name, d.resolution AS dep_resolution,
+SELECT s.job_id, n.workflow_id, d.name AS dep_name, d.resolution AS dep_resolution,
        n.ignore_cancelled, n.ignore_discarded, n.ignore_deleted
 FROM stuck s
 JOIN workflow_nodes n ON n.job_id = s.job_id
