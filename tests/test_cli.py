@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -367,6 +368,66 @@ def test_user_data_prints_as_it_is_whatever_markup_it_holds(db_url: str) -> None
     assert f"gpt{MARKUP} " in usage and f"unpriced models: gpt{MARKUP}" in usage
     assert f"pause queue q{MARKUP}" in invoke(db_url, "queues", "pause", f"q{MARKUP}").stdout
     assert f"jobs of queue {KEPT} at once" in invoke(db_url, "queues", "scale", KEPT, "3").stdout
+
+
+CONTROL = "evil \x1b]0;owned-title\x07\x1b[2J\x1b[31mRED\rCR\x9b31mC1\x7fDEL\nINFO forged line"
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # all but the newline that ends a line
+ESCAPED = "evil \\x1b]0;owned-title\\x07\\x1b[2J\\x1b[31mRED\\rCR\\x9b31mC1\\x7fDEL\\nINFO forged line"
+
+
+def test_control_characters_in_user_data_print_escaped(db_url: str) -> None:
+    """An ESC sequence (or CR, C1, DEL, a newline) in an error, a label, a step name, args or
+    tags is shown escaped by every command, so job data cannot recolour, retitle or clear the
+    operator's terminal, nor forge a row; the traceback keeps its own lines."""
+
+    async def go(app: baton.Baton) -> tuple[int, str]:
+        @app.worker(name="ctl.fail", max_attempts=1)
+        def fail(job: baton.Job) -> None:
+            raise ValueError(job.args["msg"])
+
+        job = await app.insert(fail.new({"msg": CONTROL}, tags=[f"tag{CONTROL}"]))
+        wf = baton.Workflow(label=f"label {CONTROL}")
+        wf.add(f"step{CONTROL}", fail.new({"msg": CONTROL}))
+        wid = await app.insert_workflow(wf)
+        await app.drain()
+        return job.id, wid
+
+    job_id, wid = with_app(db_url, go)
+    outputs = {}
+    for args in (
+        ["jobs", "list"],
+        ["jobs", "show", str(job_id)],
+        ["workflows", "list"],
+        ["workflows", "show", wid],
+        ["workflows", "show", wid, "--format", "dot"],
+        ["workflows", "show", wid, "--format", "mermaid"],
+    ):
+        result = invoke(db_url, *args)
+        assert result.exit_code == 0, (args, result.output)
+        assert not RAW_CONTROL.search(result.stdout), (args, result.stdout)
+        outputs[" ".join(args[:2]) if len(args) == 2 else " ".join(args)] = result.stdout
+    # The list shows the error's first line (up to the CR), escaped.
+    assert "ValueError: evil \\x1b]0;owned-title\\x07\\x1b[2J\\x1b[31mRED\n" in outputs["jobs list"]
+    shown = outputs[f"jobs show {job_id}"]
+    errors, traceback = shown.split("last traceback")
+    one_line_outputs = [errors, *(out for key, out in outputs.items() if not key.startswith("jobs show"))]
+    assert not [line for out in one_line_outputs for line in out.splitlines() if line.startswith("INFO forged")], (
+        outputs
+    )
+    assert f"tag{ESCAPED}" in shown
+    assert "\\u001b]0;owned-title" in shown and "\\x9b31mC1" in shown  # args: JSON's escapes, then C1
+    assert f"ValueError: {ESCAPED}" in errors
+    # The traceback keeps its lines; its message's control characters are escaped.
+    assert "\nTraceback (most recent call last):\n" in traceback
+    assert (
+        "ValueError: evil \\x1b]0;owned-title\\x07\\x1b[2J\\x1b[31mRED\\rCR\\x9b31mC1\\x7fDEL\nINFO forged" in traceback
+    )
+    assert f"label {ESCAPED}" in outputs["workflows list"]
+    assert (
+        f"label {ESCAPED}" in outputs[f"workflows show {wid}"] and f"step{ESCAPED}" in outputs[f"workflows show {wid}"]
+    )
+    assert "\\x1b[2J" in outputs[f"workflows show {wid} --format dot"]
+    assert "\\x1b[2J" in outputs[f"workflows show {wid} --format mermaid"]
 
 
 def delete_job_row(url: str, job_id: int) -> None:

@@ -26,6 +26,7 @@ from .. import __version__
 from ..app import Baton
 from ..engines import resolve_url
 from ..errors import BatonError, MigrationError, ValidationError
+from ..terminal import SafeConsole
 
 log = logging.getLogger("baton.cli")
 
@@ -107,9 +108,11 @@ def console(stderr: bool = False, *, wide: bool = False) -> Console:
     """The console a command prints with. Strings print as they are: no Rich markup, no
     `:emoji:` codes, since most of what the CLI prints is user data (args, tags, errors, queue,
     worker and step names, URLs) that `[/]` would crash and `[bold]x[/bold]` would alter. Style
-    with `rich.text.Text` instead."""
+    with `rich.text.Text` instead. It is a `SafeConsole`: control characters in anything it
+    prints (ESC, CR, a newline inside a cell, C1) are shown escaped, so job data cannot drive
+    the terminal; print a multi-line text with `terminal.text_lines`."""
     # Built per command so click's test runner (which swaps sys.stdout) captures the output.
-    console = Console(stderr=stderr, highlight=False, markup=False, emoji=False)
+    console = SafeConsole(stderr=stderr, highlight=False, markup=False, emoji=False)
     if wide and not console.is_terminal and "COLUMNS" not in os.environ:
         # Piped tables feed grep and scripts: one row per line beats folding at 80 columns.
         console.width = 400
