@@ -25,6 +25,7 @@ from click.testing import CliRunner, Result
 import baton
 import cli_app
 from baton.cli import cli
+from baton.cli.nodes import load_app
 from baton.engines.base import migration_files
 from conftest import wait_for
 
@@ -601,6 +602,26 @@ def test_worker_rejects_an_app_it_cannot_import(tmp_path: Path, monkeypatch: pyt
     assert_clean_error(result, 2, "module:attribute")
     result = CliRunner().invoke(cli, ["worker", "--app", "cli_app:app", "--queues", "default:zero"])
     assert_clean_error(result, 2, "whole number")
+
+
+def test_worker_app_must_be_an_app_or_a_factory_taking_no_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker function given as the app (an easy slip) was called with no arguments and died
+    with a traceback (TypeError, exit 1); now it is named as a worker, exit 2, like any other
+    attribute that is not an app. A factory taking no arguments still gives the app."""
+    monkeypatch.setenv("BATON_DATABASE_URL", f"sqlite:///{tmp_path}/x.db")
+    result = CliRunner().invoke(cli, ["worker", "--app", "cli_app:echo"])
+    assert_clean_error(result, 2, "cli_app:echo is a worker, not a baton.Baton app", "cli_app:app")
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    result = CliRunner().invoke(cli, ["worker", "--app", "cli_app:not_a_factory"])
+    assert_clean_error(result, 2, "cli_app:not_a_factory is a function that takes arguments, not a baton.Baton app")
+    result = CliRunner().invoke(cli, ["worker", "--app", "cli_app:returns_no_app"])
+    assert_clean_error(result, 2, "cli_app:returns_no_app() returned a int, not a baton.Baton app")
+    result = CliRunner().invoke(cli, ["worker", "--app", "cli_app:baton.Worker"])
+    assert_clean_error(result, 2, "cli_app:baton.Worker is a worker, not a baton.Baton app")
+    assert load_app("cli_app:make_app") is cli_app.app
+    assert load_app("cli_app:app") is cli_app.app
 
 
 # --------------------------------------------------------------------------- examples
