@@ -62,3 +62,17 @@ def test_demo_runs_on_a_given_database(db_url: str) -> None:
     assert result.exit_code == 0, result.output
     assert_demo_summary(result.stdout)
     assert "already up to date" in result.stdout
+
+
+def test_demo_on_an_unreachable_database_prints_only_the_error(tmp_path: Path) -> None:
+    """It used to print its header and a dashboard link to workflow "None" before the error."""
+    for url, needle in (
+        ("postgresql://postgres@127.0.0.1:1/nowhere", "cannot reach PostgreSQL"),
+        (f"sqlite:///{tmp_path}/no/such/dir/demo.db", "does not exist"),
+    ):
+        result = CliRunner().invoke(cli, ["demo", "--url", url], env={"COLUMNS": "160"})
+        assert result.exit_code == 1, result.output  # documented: the command ran but failed
+        assert result.stdout == "", result.output
+        assert result.stderr.startswith("Error: ") and needle in result.stderr, result.output
+        assert "Traceback" not in result.output and "workflows/None" not in result.output
+
