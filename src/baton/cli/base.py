@@ -92,16 +92,18 @@ def settings_from(url: str | None, schema: str | None) -> Settings:
     return Settings(url=resolved, schema=schema or "public", url_given=url is not None)
 
 
-def database_options(fn: Callable[..., None]) -> Callable[..., None]:
+def database_options(fn: Callable[..., None], *, url_help: str = URL_HELP) -> Callable[..., None]:
     """Give a command `--url` and `--schema` (so both `baton --url X migrate` and
-    `baton migrate --url X` work) and call it with the resolved `Settings` first."""
+    `baton migrate --url X` work) and call it with the resolved `Settings` first. A command
+    whose `--url` default differs says so in `url_help`
+    (`@functools.partial(database_options, url_help=...)`)."""
 
     @functools.wraps(fn)
     def command(*args: Any, url: str | None, schema: str | None, **kwargs: Any) -> None:
         fn(settings_from(url, schema), *args, **kwargs)
 
     command = click.option("--schema", default=None, help=SCHEMA_HELP)(command)
-    return click.option("--url", metavar="URL", default=None, help=URL_HELP)(command)
+    return click.option("--url", metavar="URL", default=None, help=url_help)(command)
 
 
 def console(stderr: bool = False, *, wide: bool = False) -> Console:
