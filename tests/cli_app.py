@@ -27,3 +27,17 @@ def boom(job: baton.Job) -> None:
 def sleepy(job: baton.Job) -> None:
     """Run long enough that only a forced stop ends it."""
     time.sleep(job.args.get("seconds", 30))
+
+
+def make_app() -> baton.Baton:
+    """An app factory: `--app cli_app:make_app` runs the app it returns."""
+    return app
+
+
+def not_a_factory(name: str) -> baton.Baton:
+    """Takes an argument, so `--app` must not call it."""
+    return app
+
+
+def returns_no_app() -> int:
+    return 42

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -24,6 +25,7 @@ from click.testing import CliRunner, Result
 import baton
 import cli_app
 from baton.cli import cli
+from baton.cli.nodes import load_app
 from baton.engines.base import migration_files
 from conftest import wait_for
 
@@ -369,6 +371,66 @@ def test_user_data_prints_as_it_is_whatever_markup_it_holds(db_url: str) -> None
     assert f"jobs of queue {KEPT} at once" in invoke(db_url, "queues", "scale", KEPT, "3").stdout
 
 
+CONTROL = "evil \x1b]0;owned-title\x07\x1b[2J\x1b[31mRED\rCR\x9b31mC1\x7fDEL\nINFO forged line"
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # all but the newline that ends a line
+ESCAPED = "evil \\x1b]0;owned-title\\x07\\x1b[2J\\x1b[31mRED\\rCR\\x9b31mC1\\x7fDEL\\nINFO forged line"
+
+
+def test_control_characters_in_user_data_print_escaped(db_url: str) -> None:
+    """An ESC sequence (or CR, C1, DEL, a newline) in an error, a label, a step name, args or
+    tags is shown escaped by every command, so job data cannot recolour, retitle or clear the
+    operator's terminal, nor forge a row; the traceback keeps its own lines."""
+
+    async def go(app: baton.Baton) -> tuple[int, str]:
+        @app.worker(name="ctl.fail", max_attempts=1)
+        def fail(job: baton.Job) -> None:
+            raise ValueError(job.args["msg"])
+
+        job = await app.insert(fail.new({"msg": CONTROL}, tags=[f"tag{CONTROL}"]))
+        wf = baton.Workflow(label=f"label {CONTROL}")
+        wf.add(f"step{CONTROL}", fail.new({"msg": CONTROL}))
+        wid = await app.insert_workflow(wf)
+        await app.drain()
+        return job.id, wid
+
+    job_id, wid = with_app(db_url, go)
+    outputs = {}
+    for args in (
+        ["jobs", "list"],
+        ["jobs", "show", str(job_id)],
+        ["workflows", "list"],
+        ["workflows", "show", wid],
+        ["workflows", "show", wid, "--format", "dot"],
+        ["workflows", "show", wid, "--format", "mermaid"],
+    ):
+        result = invoke(db_url, *args)
+        assert result.exit_code == 0, (args, result.output)
+        assert not RAW_CONTROL.search(result.stdout), (args, result.stdout)
+        outputs[" ".join(args[:2]) if len(args) == 2 else " ".join(args)] = result.stdout
+    # The list shows the error's first line (up to the CR), escaped.
+    assert "ValueError: evil \\x1b]0;owned-title\\x07\\x1b[2J\\x1b[31mRED\n" in outputs["jobs list"]
+    shown = outputs[f"jobs show {job_id}"]
+    errors, traceback = shown.split("last traceback")
+    one_line_outputs = [errors, *(out for key, out in outputs.items() if not key.startswith("jobs show"))]
+    assert not [line for out in one_line_outputs for line in out.splitlines() if line.startswith("INFO forged")], (
+        outputs
+    )
+    assert f"tag{ESCAPED}" in shown
+    assert "\\u001b]0;owned-title" in shown and "\\x9b31mC1" in shown  # args: JSON's escapes, then C1
+    assert f"ValueError: {ESCAPED}" in errors
+    # The traceback keeps its lines; its message's control characters are escaped.
+    assert "\nTraceback (most recent call last):\n" in traceback
+    assert (
+        "ValueError: evil \\x1b]0;owned-title\\x07\\x1b[2J\\x1b[31mRED\\rCR\\x9b31mC1\\x7fDEL\nINFO forged" in traceback
+    )
+    assert f"label {ESCAPED}" in outputs["workflows list"]
+    assert (
+        f"label {ESCAPED}" in outputs[f"workflows show {wid}"] and f"step{ESCAPED}" in outputs[f"workflows show {wid}"]
+    )
+    assert "\\x1b[2J" in outputs[f"workflows show {wid} --format dot"]
+    assert "\\x1b[2J" in outputs[f"workflows show {wid} --format mermaid"]
+
+
 def delete_job_row(url: str, job_id: int) -> None:
     """Delete a job row behind Baton's back, as an operator's manual cleanup would."""
     if url.startswith("sqlite:"):
@@ -540,6 +602,26 @@ def test_worker_rejects_an_app_it_cannot_import(tmp_path: Path, monkeypatch: pyt
     assert_clean_error(result, 2, "module:attribute")
     result = CliRunner().invoke(cli, ["worker", "--app", "cli_app:app", "--queues", "default:zero"])
     assert_clean_error(result, 2, "whole number")
+
+
+def test_worker_app_must_be_an_app_or_a_factory_taking_no_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker function given as the app (an easy slip) was called with no arguments and died
+    with a traceback (TypeError, exit 1); now it is named as a worker, exit 2, like any other
+    attribute that is not an app. A factory taking no arguments still gives the app."""
+    monkeypatch.setenv("BATON_DATABASE_URL", f"sqlite:///{tmp_path}/x.db")
+    result = CliRunner().invoke(cli, ["worker", "--app", "cli_app:echo"])
+    assert_clean_error(result, 2, "cli_app:echo is a worker, not a baton.Baton app", "cli_app:app")
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    result = CliRunner().invoke(cli, ["worker", "--app", "cli_app:not_a_factory"])
+    assert_clean_error(result, 2, "cli_app:not_a_factory is a function that takes arguments, not a baton.Baton app")
+    result = CliRunner().invoke(cli, ["worker", "--app", "cli_app:returns_no_app"])
+    assert_clean_error(result, 2, "cli_app:returns_no_app() returned a int, not a baton.Baton app")
+    result = CliRunner().invoke(cli, ["worker", "--app", "cli_app:baton.Worker"])
+    assert_clean_error(result, 2, "cli_app:baton.Worker is a worker, not a baton.Baton app")
+    assert load_app("cli_app:make_app") is cli_app.app
+    assert load_app("cli_app:app") is cli_app.app
 
 
 # --------------------------------------------------------------------------- examples

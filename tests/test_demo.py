@@ -62,3 +62,29 @@ def test_demo_runs_on_a_given_database(db_url: str) -> None:
     assert result.exit_code == 0, result.output
     assert_demo_summary(result.stdout)
     assert "already up to date" in result.stdout
+
+
+def test_demo_on_an_unreachable_database_prints_only_the_error(tmp_path: Path) -> None:
+    """It used to print its header and a dashboard link to workflow "None" before the error."""
+    for url, needle in (
+        ("postgresql://postgres@127.0.0.1:1/nowhere", "cannot reach PostgreSQL"),
+        (f"sqlite:///{tmp_path}/no/such/dir/demo.db", "does not exist"),
+    ):
+        result = CliRunner().invoke(cli, ["demo", "--url", url], env={"COLUMNS": "160"})
+        assert result.exit_code == 1, result.output  # documented: the command ran but failed
+        assert result.stdout == "", result.output
+        assert result.stderr.startswith("Error: ") and needle in result.stderr, result.output
+        assert "Traceback" not in result.output and "workflows/None" not in result.output
+
+
+def test_demo_help_gives_the_url_default_it_uses() -> None:
+    """`--url`'s help said `$BATON_DATABASE_URL, else sqlite:///baton.db`; the demo uses neither."""
+    result = CliRunner().invoke(cli, ["demo", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "default: a fresh temporary SQLite file; $BATON_DATABASE_URL is not used" in text
+    assert "sqlite:///baton.db" not in text
+    # Other commands keep the shared default.
+    assert "default: $BATON_DATABASE_URL, else sqlite:///baton.db" in " ".join(
+        CliRunner().invoke(cli, ["migrate", "--help"], env={"COLUMNS": "200"}).stdout.split()
+    )

@@ -493,3 +493,34 @@ async def test_the_logging_bridge_is_on_by_default_and_logs_job_ends(
 def test_log_events_false_does_not_attach_the_logging_bridge(make_app: Callable[..., baton.Baton]) -> None:
     make_app(queues={"default": 1}, log_events=False)
     assert LOGGER_ID not in telemetry.list_handlers()
+
+
+async def test_the_logging_bridge_writes_one_line_per_event_whatever_the_values_hold(
+    make_app: Callable[..., baton.Baton], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error message from job data with a newline (a forged log line), ESC, quotes, `=` and
+    C1/DEL characters stays on its event's line, quoted and escaped; `record.baton` keeps it raw."""
+    app = make_app(queues={"default": 1}, log_events=True)
+    forged = 'bad input\nINFO baton.jobs event=job.stop id=999 state=completed\r\x1b[31m "q" \\ \x7f\x85\u2028end'
+
+    @app.worker(name="boom", max_attempts=1)
+    def boom(job: baton.Job) -> None:
+        raise ValueError(job.args["msg"])
+
+    try:
+        bad = await app.insert(boom.new({"msg": forged}))
+        with caplog.at_level(logging.INFO, logger="baton.jobs"):
+            await app.drain()
+    finally:
+        detach_default_logger()
+    [record] = [r for r in caplog.records if r.name == "baton.jobs"]
+    assert record.baton["id"] == bad.id
+    assert record.baton["error"] == "ValueError: " + forged
+    text = record.getMessage()
+    assert len(text.splitlines()) == 1
+    assert not any(not c.isprintable() for c in text)
+    assert "event=job.exception " in text and f"id={bad.id} worker=boom queue=default attempt=1 " in text
+    assert (
+        ' error="ValueError: bad input\\nINFO baton.jobs event=job.stop id=999 state=completed'
+        '\\r\\x1b[31m \\"q\\" \\\\ \\x7f\\x85\\u2028end" '
+    ) in text

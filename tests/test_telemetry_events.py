@@ -56,6 +56,34 @@ def test_attach_validates_the_event_and_the_handler() -> None:
     assert "bad-fn" not in telemetry.list_handlers()
 
 
+def test_attach_refuses_a_string_or_none_event_and_attach_many_a_single_event() -> None:
+    """A string is not an event (it was split into characters and accepted: the handler never
+    fired); attach_many given one event tuple took its strings as events; None was a TypeError."""
+    with pytest.raises(ValueError, match=r"not the string 'baton.job.stop': write \('baton', 'job', 'stop'\)"):
+        telemetry.attach("str-event", "baton.job.stop", _noop)
+    with pytest.raises(ValueError, match=r"tuple of strings.*got NoneType None"):
+        telemetry.attach("none-event", None, _noop)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"takes a list of events, got one event \('baton', 'job', 'stop'\)"):
+        telemetry.attach_many("one-event", STOP, _noop)
+    with pytest.raises(ValueError, match="takes a list of events"):
+        telemetry.attach_many("str-events", "baton.job.stop", _noop)
+    with pytest.raises(ValueError, match=r"takes a list of events.*got NoneType None"):
+        telemetry.attach_many("none-events", None, _noop)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"not the string 'baton\.job\.stop'"):
+        telemetry.attach_many("str-in-list", [STOP, "baton.job.stop"], _noop)
+    for hid in ("str-event", "none-event", "one-event", "str-events", "none-events", "str-in-list"):
+        assert hid not in telemetry.list_handlers()
+    # A list of strings is still an event, and any iterable of events will do for attach_many.
+    telemetry.attach("list-event", ["baton", "custom", "list"], _noop)
+    telemetry.attach_many("gen-events", (e for e in [STOP, ("baton", "custom", "gen")]), _noop)
+    try:
+        assert telemetry.list_handlers()["list-event"] == (("baton", "custom", "list"),)
+        assert telemetry.list_handlers()["gen-events"] == (STOP, ("baton", "custom", "gen"))
+    finally:
+        telemetry.detach("list-event")
+        telemetry.detach("gen-events")
+
+
 def test_attach_many_listens_to_every_event_under_one_id() -> None:
     seen: list[tuple[str, ...]] = []
     telemetry.attach_many("many-test", [STOP, ("baton", "custom", "thing")], lambda e, m, md: seen.append(e))

@@ -99,11 +99,13 @@ async def run_demo(url: str | None = None, *, schema: str = "public", keep: bool
     app, wf = build(url, schema)
     wid = None
     try:
+        # Reach the database before printing anything: if it cannot be reached, the error
+        # (printed by the caller) is the whole output.
+        applied = await app.migrate()
         console.rule(Text("Baton demo", style="bold"))
         console.print(
             Text.assemble(("database  ", "bold"), app.engine.display_url, " (a fresh temporary file)" if tmpdir else "")
         )
-        applied = await app.migrate()
         console.print(
             Text.assemble(
                 ("migrated  ", "bold"),
@@ -137,23 +139,29 @@ async def run_demo(url: str | None = None, *, schema: str = "public", keep: bool
         await app.close()
         if tmpdir is not None and not keep:
             shutil.rmtree(tmpdir, ignore_errors=True)
-            console.print()
-            console.print("to browse this run in the web dashboard, run  baton demo --keep  and follow its hint")
-        else:
-            # Text, not str: the URL (a path, a password) and the extra's "[dashboard]" print
-            # as they are whatever the console's markup setting.
-            console.print()
-            if tmpdir is not None:
-                console.print(
-                    Text(f"kept the database: inspect it with  baton --url {url} workflows show {wid}"), soft_wrap=True
-                )
-            console.print(
-                Text(
-                    f"open it in the web dashboard:  baton dashboard --url {url}  then  "
-                    f"http://127.0.0.1:8484/workflows/{wid}  (the dashboard extra: pip install 'baton-jobs[dashboard]')"
-                ),
-                soft_wrap=True,
-            )
+        if wid is not None:  # else no workflow was inserted: nothing to inspect or browse
+            _print_hints(console, url, wid, temporary=tmpdir is not None, kept=keep)
+
+
+def _print_hints(console: Console, url: str, wid: str, *, temporary: bool, kept: bool) -> None:
+    """How to inspect the run: the CLI on a kept file, the dashboard on a kept or given database."""
+    console.print()
+    if temporary and not kept:
+        console.print("to browse this run in the web dashboard, run  baton demo --keep  and follow its hint")
+        return
+    # Text, not str: the URL (a path, a password) and the extra's "[dashboard]" print as they
+    # are whatever the console's markup setting.
+    if temporary:
+        console.print(
+            Text(f"kept the database: inspect it with  baton --url {url} workflows show {wid}"), soft_wrap=True
+        )
+    console.print(
+        Text(
+            f"open it in the web dashboard:  baton dashboard --url {url}  then  "
+            f"http://127.0.0.1:8484/workflows/{wid}  (the dashboard extra: pip install 'baton-jobs[dashboard]')"
+        ),
+        soft_wrap=True,
+    )
 
 
 async def _watch(app: Baton, wid: str, finished: asyncio.Event, started: float, console: Console) -> WorkflowStatus:

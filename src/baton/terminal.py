@@ -1,22 +1,68 @@
-"""Terminal rendering shared by the CLI and the demo: state colours and marks, a workflow drawn
-as a tree of its steps, counts in state colours, usage tables with their costs, and short forms
-of times, errors and JSON."""
+"""Terminal rendering shared by the CLI and the demo: a console that never lets control
+characters from job data reach the terminal, state colours and marks, a workflow drawn as a
+tree of its steps, counts in state colours, usage tables with their costs, and short forms of
+times, errors and JSON."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.segment import Segment
 from rich.table import Table
-from rich.text import Text
+from rich.text import Span, Text
 from rich.tree import Tree
 
+from ._printable import CONTROL, escape, printable
 from .job import STATES, Job
 from .usage import UsageTotals
 from .workflows.status import StepStatus, WorkflowStatus
+
+
+def printable_text(text: Text) -> Text:
+    """`printable` for a `Text`: the same text escaped, its styles kept on the same characters."""
+    plain = text.plain
+    if not CONTROL.search(plain):
+        return text
+    offsets = [0]
+    pieces: list[str] = []
+    for char in plain:
+        piece = escape(char) if CONTROL.fullmatch(char) else char
+        pieces.append(piece)
+        offsets.append(offsets[-1] + len(piece))
+    escaped = text.blank_copy("".join(pieces))
+    end = len(plain)
+    escaped.spans = [Span(offsets[min(s.start, end)], offsets[min(s.end, end)], s.style) for s in text.spans]
+    return escaped
+
+
+def text_lines(text: str) -> Group:
+    """A multi-line text (a traceback) printed on its own lines, every other control character
+    escaped: one `Text` per line, as the console escapes a newline inside one `Text`."""
+    return Group(*(Text(printable(line)) for line in text.split("\n")))
+
+
+class SafeConsole(Console):
+    """A console whose every string and `Text`, at any depth (table cells, tree labels, lines),
+    is shown through `printable`, so no command has to remember to escape user data. A line
+    break inside one string is shown as `\\n`: print several lines as several renderables
+    (`text_lines`). Rich's own output (styles, cursor moves of a live display) comes as
+    segments, which are left alone. Build a `Text` holding data from `printable(data)` all the
+    same: `Text` itself drops CR, BEL, backspace, VT and FF silently, and a table sizes its
+    columns from the `Text` as given."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(printable(text), **kwargs)
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
+        if isinstance(renderable, Text):
+            renderable = printable_text(renderable)
+        return super().render(renderable, options)
+
 
 STATE_STYLES: dict[str, str] = {
     "available": "cyan",
@@ -91,7 +137,9 @@ def step_label(status: WorkflowStatus, name: str) -> Text:
     """One step as a tree line: mark, name, coloured state, and what explains it."""
     step = status.details[name]
     style = STATE_STYLES.get(step.state, "")
-    text = Text.assemble((STATE_MARKS.get(step.state, "·") + " ", style), (name, "bold"), "  ", (step.state, style))
+    text = Text.assemble(
+        (STATE_MARKS.get(step.state, "·") + " ", style), (printable(name), "bold"), "  ", (step.state, style)
+    )
     extras: list[str] = []
     if step.queue:
         extras.append(step.queue)
@@ -107,7 +155,7 @@ def step_label(status: WorkflowStatus, name: str) -> Text:
     if step.last_error and (step.state != "completed" or step.attempt > 1):
         extras.append(("last error: " if step.state == "completed" else "error: ") + first_line(step.last_error, 80))
     if extras:
-        text.append("  · " + " · ".join(extras), style="dim")
+        text.append(printable("  · " + " · ".join(extras)), style="dim")
     return text
 
 
@@ -117,7 +165,7 @@ def workflow_tree(status: WorkflowStatus) -> Tree:
     as a `↑ see above` reference under the others, so the tree stays finite."""
     title = Text.assemble(
         ("workflow ", "bold"),
-        (status.label or "(no label)", "bold"),
+        (printable(status.label or "(no label)"), "bold"),
         f"  {status.workflow_id}  ",
         (status.status, STATE_STYLES.get(status.status, "")),
     )
@@ -138,7 +186,10 @@ def workflow_tree(status: WorkflowStatus) -> Tree:
             state = steps[name].state
             branch.add(
                 Text.assemble(
-                    (name, "bold dim"), "  ", (state, STATE_STYLES.get(state, "") + " dim"), ("  ↑ see above", "dim")
+                    (printable(name), "bold dim"),
+                    "  ",
+                    (state, STATE_STYLES.get(state, "") + " dim"),
+                    ("  ↑ see above", "dim"),
                 )
             )
             return
@@ -188,7 +239,7 @@ def usage_table(first: str, rows: Mapping[str, UsageTotals], total: UsageTotals 
         table.add_column(name, justify="right", no_wrap=True)
     for key, u in rows.items():
         cost = cost_text(u.cost, u.unpriced_calls)
-        table.add_row(Text(key), str(u.calls), f"{u.input_tokens:,}", f"{u.output_tokens:,}", cost)
+        table.add_row(Text(printable(key)), str(u.calls), f"{u.input_tokens:,}", f"{u.output_tokens:,}", cost)
     if total is not None:
         table.add_row(
             Text("total", style="bold"),

@@ -26,6 +26,7 @@ from .. import __version__
 from ..app import Baton
 from ..engines import resolve_url
 from ..errors import BatonError, MigrationError, ValidationError
+from ..terminal import SafeConsole
 
 log = logging.getLogger("baton.cli")
 
@@ -91,25 +92,29 @@ def settings_from(url: str | None, schema: str | None) -> Settings:
     return Settings(url=resolved, schema=schema or "public", url_given=url is not None)
 
 
-def database_options(fn: Callable[..., None]) -> Callable[..., None]:
+def database_options(fn: Callable[..., None], *, url_help: str = URL_HELP) -> Callable[..., None]:
     """Give a command `--url` and `--schema` (so both `baton --url X migrate` and
-    `baton migrate --url X` work) and call it with the resolved `Settings` first."""
+    `baton migrate --url X` work) and call it with the resolved `Settings` first. A command
+    whose `--url` default differs says so in `url_help`
+    (`@functools.partial(database_options, url_help=...)`)."""
 
     @functools.wraps(fn)
     def command(*args: Any, url: str | None, schema: str | None, **kwargs: Any) -> None:
         fn(settings_from(url, schema), *args, **kwargs)
 
     command = click.option("--schema", default=None, help=SCHEMA_HELP)(command)
-    return click.option("--url", metavar="URL", default=None, help=URL_HELP)(command)
+    return click.option("--url", metavar="URL", default=None, help=url_help)(command)
 
 
 def console(stderr: bool = False, *, wide: bool = False) -> Console:
     """The console a command prints with. Strings print as they are: no Rich markup, no
     `:emoji:` codes, since most of what the CLI prints is user data (args, tags, errors, queue,
     worker and step names, URLs) that `[/]` would crash and `[bold]x[/bold]` would alter. Style
-    with `rich.text.Text` instead."""
+    with `rich.text.Text` instead. It is a `SafeConsole`: control characters in anything it
+    prints (ESC, CR, a newline inside a cell, C1) are shown escaped, so job data cannot drive
+    the terminal; print a multi-line text with `terminal.text_lines`."""
     # Built per command so click's test runner (which swaps sys.stdout) captures the output.
-    console = Console(stderr=stderr, highlight=False, markup=False, emoji=False)
+    console = SafeConsole(stderr=stderr, highlight=False, markup=False, emoji=False)
     if wide and not console.is_terminal and "COLUMNS" not in os.environ:
         # Piped tables feed grep and scripts: one row per line beats folding at 80 columns.
         console.width = 400

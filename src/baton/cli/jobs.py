@@ -8,7 +8,7 @@ from rich.text import Text
 
 from ..errors import ValidationError
 from ..job import STATES, Job
-from ..terminal import last_error, state_text, to_json, when
+from ..terminal import last_error, state_text, text_lines, to_json, when
 from .base import (
     Failure,
     Settings,
@@ -130,7 +130,7 @@ def jobs_show(settings: Settings, job_id: int) -> None:
     if tracebacks:
         out.print()
         out.print(Text("last traceback", style="bold"))
-        out.print(Text(str(tracebacks[-1]).rstrip()), soft_wrap=True)
+        out.print(text_lines(str(tracebacks[-1]).rstrip()), soft_wrap=True)
 
 
 @jobs.command("retry")

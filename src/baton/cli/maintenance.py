@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Any
@@ -72,10 +73,15 @@ def prune(settings: Settings, max_age: float | None, limit: int | None, states: 
 
 # --------------------------------------------------------------------------- demo
 
+DEMO_URL_HELP = (
+    "Database URL to run on: postgresql://user@host:5432/db or sqlite:///path/to.db  "
+    "[default: a fresh temporary SQLite file; $BATON_DATABASE_URL is not used]"
+)
+
 
 @cli.command()
 @click.option("--keep", is_flag=True, help="Keep the temporary database and print how to inspect it.")
-@database_options
+@functools.partial(database_options, url_help=DEMO_URL_HELP)
 def demo(settings: Settings, keep: bool) -> None:
     """Run a workflow end to end: fan-out across queues, a failing step that retries, a fan-in,
     with live progress and a summary. Takes a few seconds. Runs on a fresh temporary SQLite

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ import click
 
 from ..app import Baton
 from ..errors import BatonError
+from ..worker import FunctionWorker, Worker
 from .base import (
     Settings,
     SetupFailure,
@@ -93,7 +95,8 @@ class QueueLimits(click.ParamType):
 
 def load_app(reference: str) -> Baton:
     """Import `module:attr` (from the current directory too) and return the Baton app it names;
-    `attr` may also be a function taking no arguments that returns the app."""
+    `attr` may also be a function taking no arguments that returns the app (an app factory).
+    Anything else (a worker, a function needing arguments, a class) is a SetupFailure."""
     module_name, sep, attr = reference.partition(":")
     if not sep or not module_name or not attr:
         raise SetupFailure(f"--app must look like module:attribute (e.g. myproject.jobs:app), got {reference!r}")
@@ -114,11 +117,27 @@ def load_app(reference: str) -> Baton:
         if not hasattr(target, part):
             raise SetupFailure(f"module {module_name!r} has no attribute {attr!r}")
         target = getattr(target, part)
-    if not isinstance(target, Baton) and callable(target):
-        target = target()
-    if not isinstance(target, Baton):
+    if isinstance(target, Baton):
+        return target
+    if isinstance(target, FunctionWorker) or (inspect.isclass(target) and issubclass(target, Worker)):
+        raise SetupFailure(
+            f"{reference} is a worker, not a baton.Baton app: name the app it is registered on (e.g. {module_name}:app)"
+        )
+    # Only a function is a factory, and only one that takes no arguments: a class, a worker or
+    # any other callable is named as what it is, never called to find out.
+    if not (inspect.isfunction(target) or inspect.ismethod(target)):
         raise SetupFailure(f"{reference} is a {type(target).__name__}, not a baton.Baton app")
-    return target
+    try:
+        inspect.signature(target).bind()
+    except TypeError:
+        raise SetupFailure(
+            f"{reference} is a function that takes arguments, not a baton.Baton app "
+            "(an app factory must take no arguments)"
+        ) from None
+    app = target()
+    if not isinstance(app, Baton):
+        raise SetupFailure(f"{reference}() returned a {type(app).__name__}, not a baton.Baton app")
+    return app
 
 
 def load_app_for(settings: Settings, app_ref: str) -> Baton:
@@ -192,7 +211,11 @@ async def serve(app: Baton) -> int:
 
 @cli.command()
 @click.option(
-    "--app", "app_ref", required=True, metavar="MODULE:ATTR", help="The Baton app to run, e.g. myproject.jobs:app."
+    "--app",
+    "app_ref",
+    required=True,
+    metavar="MODULE:ATTR",
+    help="The Baton app to run, e.g. myproject.jobs:app, or a function taking no arguments that returns it.",
 )
 @click.option(
     "--queues",

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.text import Text
 
-from ..terminal import usage_table
+from ..terminal import printable, usage_table
 from ..usage import UsageTotals
 from .base import Settings, admin, cli, console, database_options, run
 
@@ -59,4 +59,4 @@ def usage(settings: Settings, since: str | None) -> None:
     out.print(usage_table("MODEL", rows, total))
     unpriced = sorted(m for m, u in rows.items() if u.unpriced_calls)
     if unpriced:
-        out.print(Text(f"unpriced models: {', '.join(unpriced)}", style="yellow"))
+        out.print(Text(printable(f"unpriced models: {', '.join(unpriced)}"), style="yellow"))

@@ -15,7 +15,7 @@ from .. import read
 from ..app import Baton
 from ..errors import ValidationError, WorkflowError
 from ..job import TERMINAL_STATES
-from ..terminal import counts_text, state_text, usage_table, when, workflow_tree
+from ..terminal import counts_text, printable, state_text, usage_table, when, workflow_tree
 from ..usage import WorkflowUsage
 from ..workflows.builder import Workflow
 from ..workflows.status import WorkflowStatus
@@ -111,7 +111,8 @@ def workflows_show(settings: Settings, workflow_id: str, fmt: str) -> None:
         raise Failure(f"no workflow with id {workflow_id}")
     status, usage = found
     if fmt != "tree":
-        click.echo(status.to_mermaid() if fmt == "mermaid" else status.to_dot(), nl=False)
+        graph = status.to_mermaid() if fmt == "mermaid" else status.to_dot()
+        click.echo("\n".join(printable(line) for line in graph.split("\n")), nl=False)
         return
     out = console(wide=True)
     out.print(workflow_tree(status))
@@ -121,17 +122,17 @@ def workflows_show(settings: Settings, workflow_id: str, fmt: str) -> None:
         by = f" by {status.announced_by}" if status.announced_by else ""
         out.print(Text.assemble(("finished: ", "bold"), f"{when(status.announced_at)} (announced{by})"))
     if status.failed_steps:
-        out.print(Text.assemble(("failed steps: ", "bold"), (", ".join(status.failed_steps), "red")))
+        out.print(Text.assemble(("failed steps: ", "bold"), (printable(", ".join(status.failed_steps)), "red")))
     stuck = {name: why for name, why in status.waiting.items() if status.steps.get(name) == "suspended"}
     if stuck and all(s in TERMINAL_STATES or s in ("suspended", "deleted") for s in status.steps.values()):
         out.print(Text("nothing is running and these steps still wait:", style="bold yellow"))
         for name, why in stuck.items():
-            out.print(Text(f"  {name}: {why}"))
+            out.print(Text(printable(f"  {name}: {why}")))
     if usage.calls:
         out.print()
         out.print(usage_table("STEP", usage.by_step, usage.totals))
         if usage.unpriced_models:
-            out.print(Text(f"unpriced models: {', '.join(usage.unpriced_models)}", style="yellow"))
+            out.print(Text(printable(f"unpriced models: {', '.join(usage.unpriced_models)}"), style="yellow"))
 
 
 def _param_value(text: str) -> tuple[str, Any]:

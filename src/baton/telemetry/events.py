@@ -59,22 +59,48 @@ def _rebuild() -> None:
     _by_event = {event: tuple(items) for event, items in table.items()}
 
 
-def _event(value: Iterable[str]) -> Event:
-    event = tuple(value)
-    if not event or not all(isinstance(part, str) for part in event):
-        raise ValueError(f"an event is a tuple of strings like ('baton', 'job', 'stop'), got {value!r}")
-    return event
+_EXAMPLE = "('baton', 'job', 'stop')"
+
+
+def _event(value: Any) -> Event:
+    """A tuple (or list) of at least one string; anything else is a ValueError saying why."""
+    if isinstance(value, str):
+        raise ValueError(
+            f"an event is a tuple of strings, not the string {value!r}: write {tuple(value.split('.'))!r}"
+            if "." in value
+            else f"an event is a tuple of strings like {_EXAMPLE}, not the string {value!r}"
+        )
+    if not isinstance(value, tuple | list):
+        raise ValueError(f"an event is a tuple of strings like {_EXAMPLE}, got {type(value).__name__} {value!r}")
+    if not value:
+        raise ValueError(
+            f"an event is a non-empty tuple of strings like {_EXAMPLE}, got an empty {type(value).__name__}"
+        )
+    wrong = [part for part in value if not isinstance(part, str)]
+    if wrong:
+        raise ValueError(f"an event is a tuple of strings like {_EXAMPLE}, got {value!r} (not a string: {wrong[0]!r})")
+    return tuple(value)
 
 
 def attach(handler_id: str, event: Iterable[str], fn: Handler) -> None:
     """Call `fn(event, measurements, metadata)` for every `event`. Ids are unique."""
-    attach_many(handler_id, [event], fn)
+    attach_many(handler_id, [_event(event)], fn)
 
 
 def attach_many(handler_id: str, events: Iterable[Iterable[str]], fn: Handler) -> None:
-    """Attach one handler to several events under one id."""
+    """Attach one handler to several events (a list of event tuples) under one id."""
     if not callable(fn):
-        raise ValueError(f"handler {handler_id!r} must be callable")
+        raise ValueError(f"handler {handler_id!r} must be callable, got {type(fn).__name__} {fn!r}")
+    if isinstance(events, tuple | list) and events and all(isinstance(part, str) for part in events):
+        one = tuple(events)
+        raise ValueError(
+            f"attach_many takes a list of events, got one event {one!r}: "
+            f"write attach_many({handler_id!r}, [{one!r}], fn) or attach({handler_id!r}, {one!r}, fn)"
+        )
+    if isinstance(events, str | bytes) or not isinstance(events, Iterable):
+        raise ValueError(
+            f"attach_many takes a list of events like [{_EXAMPLE}], got {type(events).__name__} {events!r}"
+        )
     parsed = tuple(_event(e) for e in events)
     with _lock:
         if handler_id in _by_id:

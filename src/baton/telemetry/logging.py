@@ -40,8 +40,36 @@ def _fields(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str
     return fields
 
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(char: str) -> str:
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    if char == " " or char.isprintable():
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def format_value(value: Any) -> str:
+    """One value as logfmt writes it: bare when it is a plain word, else in double quotes with
+    `\\`, `"` and every non-printable character (newlines, ESC, DEL, C1 controls, Unicode
+    line separators, ...) backslash-escaped, so a value can never end the line or forge a field."""
+    text = str(value)
+    if text and all(c.isprintable() and c not in ' ="' for c in text):
+        return text
+    return '"' + "".join(_escape_char(c) for c in text) + '"'
+
+
+def format_line(fields: Mapping[str, Any]) -> str:
+    """The fields as one `key=value` line (keys escaped as values are, should one need it)."""
+    return " ".join(f"{format_value(k)}={format_value(v)}" for k, v in fields.items())
+
+
 def handle(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-    """Log one event as a single `key=value` line."""
+    """Log one event as a single `key=value` line (values quoted and escaped as logfmt does);
+    `record.baton` keeps the raw values."""
     kind = event[1]
     if kind == "job" and event[2] == "stop":
         level = logging.INFO
@@ -59,8 +87,7 @@ def handle(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str,
     if not logger.isEnabledFor(level):
         return
     fields = _fields(event, measurements, metadata)
-    text = " ".join(f"{k}={v}" for k, v in fields.items())
-    logger.log(level, text, extra={"baton": fields})
+    logger.log(level, format_line(fields), extra={"baton": fields})
 
 
 def attach_default_logger() -> None:

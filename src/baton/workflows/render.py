@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .._printable import printable
+
 
 @dataclass(slots=True)
 class GraphStep:
@@ -50,7 +52,8 @@ class _Ids:
 
 
 def _label(text: str) -> str:
-    return text.replace('"', "'")
+    """A name as a quoted label: `"` becomes `'`, control characters show escaped (`\\x1b`)."""
+    return printable(text).replace('"', "'")
 
 
 def _sinks(wf: Graph, prefix: str, name: str) -> list[str]:
