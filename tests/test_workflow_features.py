@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -502,3 +503,19 @@ async def test_list_workflows(app, workers):
     assert [w["id"] for w in nightly] == [wids[1], wids[0]]
     assert [w["id"] for w in await app.list_workflows(limit=1)] == [wids[2]]
     assert await app.list_workflows(label="nope") == []
+
+
+async def test_list_workflows_gives_aware_datetimes_on_every_engine(app, workers):
+    """Timestamps as workflow_status gives them: aware datetimes, not SQLite's float seconds."""
+    wf = baton.Workflow(label="times")
+    wf.add("a", workers.ok.new({}))
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    (row,) = await app.list_workflows()
+    status = await app.workflow_status(wid)
+    for key in ("inserted_at", "announced_at"):
+        assert isinstance(row[key], datetime), (key, row[key])
+        assert row[key].utcoffset() is not None, key
+    assert row["inserted_at"] == status.inserted_at
+    assert row["announced_at"] == status.announced_at
+    assert (row["steps"], row["resolved"]) == (1, 1)

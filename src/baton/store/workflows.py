@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engines.base import Conn, Row
 from ..errors import WorkflowError
-from ..job import FAILED_STATES, Job, JobSpec, dumps, freeze
+from ..job import FAILED_STATES, Job, JobSpec, dumps, freeze, to_datetime
 from ..workflows.builder import check_graft_names
 from .effects import Cascaded, Effects, publish, step_batches
 from .jobs import COPY_AFTER, Ack, insert_job_ids, insert_jobs
@@ -637,5 +637,16 @@ async def status_rows(conn: Conn, wid: str) -> tuple[Row | None, list[Row]]:
 
 
 async def list_workflows(conn: Conn, limit: int = 50, label: str | None = None) -> list[Row]:
-    """Recent workflows with step counts by state."""
-    return await conn.fetch("list_workflows", {"limit": limit, "label": label})
+    """Recent workflows with step counts by state; timestamps as aware datetimes on every
+    engine (SQLite keeps them as seconds since the epoch), as `workflow_status` gives them."""
+    rows = await conn.fetch("list_workflows", {"limit": limit, "label": label})
+    return [
+        {
+            **r,
+            "inserted_at": to_datetime(r["inserted_at"]),
+            "announced_at": to_datetime(r["announced_at"]),
+            "steps": int(r["steps"] or 0),
+            "resolved": int(r["resolved"] or 0),
+        }
+        for r in rows
+    ]
