@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -397,6 +398,18 @@ async def test_unsubscribe_stops_step_events(make_app):
     assert {e["workflow_id"] for e in got} == {wid}
     with pytest.raises(baton.ValidationError):
         app.subscribe_workflow(wid, None)  # type: ignore[arg-type]
+
+
+async def test_subscribe_workflow_validates_the_workflow_id_and_callback(app):
+    """A job id (int) was accepted and never fired; a list raised a bare TypeError."""
+    for bad in (123, [str(uuid.uuid4())], b"abc", "", "a\x00b"):
+        with pytest.raises(baton.ValidationError, match="workflow_id") as info:
+            app.subscribe_workflow(bad, lambda event: None)
+        assert info.value.field == "workflow_id"
+    with pytest.raises(baton.ValidationError, match="callback"):
+        app.subscribe_workflow(str(uuid.uuid4()), "not callable")  # type: ignore[arg-type]
+    assert not app.wants_step_events(), "a refused subscription registers nothing"
+    app.subscribe_workflow(None, lambda event: None)()  # every workflow, then unsubscribed
 
 
 # --------------------------------------------------------------------------- status and listing

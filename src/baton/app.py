@@ -947,8 +947,12 @@ class Baton:
         step: the graft step that grafted it; event in executing, snoozed,
         completed, retryable, discarded, cancelled) of one workflow, or of all with None.
         Delivered on every started node. Returns an unsubscribe."""
+        if workflow_id is not None:
+            what = "a workflow id string (or None for every workflow)"
+            if not check_text("workflow_id", workflow_id, what=what):
+                raise ValidationError("workflow_id", f"must be {what}, got ''")
         if not callable(callback):
-            raise ValidationError("callback", "must be callable")
+            raise ValidationError("callback", f"must be callable, got {type(callback).__name__} {callback!r:.80}")
         subs = self._step_subscribers.setdefault(workflow_id, [])
         subs.append(callback)
         return lambda: subs.remove(callback) if callback in subs else None
