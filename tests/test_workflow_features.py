@@ -98,6 +98,53 @@ async def test_unrecorded_step_runs_its_body_on_retry(app):
     assert calls == [2]
 
 
+# --------------------------------------------------------------------------- recorded results
+
+FLOATS = {
+    "big": 1e16,
+    "bigger": -2.5e20,
+    "huge": 1e308,
+    "odd": 1e23,
+    "tiny": 5e-324,
+    "small": 1e-7,
+    "plain": [0.1, 2.5, 1.0, 123456789.125],
+    "int": 10**16,
+    "text": 'a "1e+16" and 2e+17 in a string \\" 3e+18',
+    "nested": [{"k": 3e20, "e+": [1.5e300, -1e16]}],
+}
+
+
+def _typed(value: Any) -> str:
+    """The value as JSON with sorted keys: an int where a float was differs (1e16 == 10**16)."""
+    return json.dumps(value, sort_keys=True)
+
+
+async def test_recorded_float_results_read_back_as_the_floats_returned(app):
+    """On PostgreSQL jsonb read 1e16 (Python writes 1e+16) back as the integer
+    10000000000000000; a step's upstream must equal what its dependency returned, type included."""
+    seen: dict[str, Any] = {}
+
+    @app.worker(name="feat.floats")
+    def floats(job: baton.Job) -> Any:
+        return FLOATS
+
+    @app.worker(name="feat.float_reader")
+    def reader(job: baton.Job) -> Any:
+        seen["upstream"] = job.upstream("floats")
+        return job.upstream("floats")
+
+    wf = baton.Workflow()
+    wf.add("floats", floats.new({}))
+    wf.add("reader", reader.new({}), deps=["floats"])
+    wid = await app.insert_workflow(wf)
+    assert await app.drain() == {"completed": 2}
+    assert _typed(seen["upstream"]) == _typed(FLOATS)
+    assert seen["upstream"] == FLOATS
+    status = await app.workflow_status(wid)
+    assert _typed(status.details["floats"].result) == _typed(FLOATS)
+    assert _typed(status.details["reader"].result) == _typed(FLOATS)
+
+
 # --------------------------------------------------------------------------- append_workflow
 
 
