@@ -106,6 +106,7 @@ async def reopen_steps(conn: Conn, ids: Sequence[int]) -> tuple[list[int], list[
                     accepted.discard(sid)
                     changed = True
                     break
+    pending: dict[int, int] = {}
     if accepted:
         pending = {
             sid: sum(
