@@ -241,6 +241,31 @@ def test_jobs_retry_of_a_unique_job_whose_key_a_live_job_holds_says_so(db_url: s
     assert with_app(db_url, lambda app: app.get_job(failed)).state == "discarded"
 
 
+def test_jobs_retry_of_a_step_whose_dependency_failed_says_to_retry_that_first(db_url: str) -> None:
+    async def go(app: baton.Baton) -> dict[str, int]:
+        wf = baton.Workflow()
+        wf.add("a", cli_app.boom.new({}))
+        wf.add("b", cli_app.echo.new({}), deps=["a"])
+        wid = await app.insert_workflow(wf)
+        await app.drain()
+        return {n: d.job_id for n, d in (await app.workflow_status(wid)).details.items()}
+
+    ids = with_app(db_url, go)
+    # Bad input, as documented for the CLI: exit 2, the message says what to do.
+    assert_clean_error(
+        invoke(db_url, "jobs", "retry", str(ids["b"])),
+        2,
+        "dependency 'a' is discarded",
+        "retry step 'a' first",
+    )
+    assert with_app(db_url, lambda app: app.get_job(ids["b"])).state == "cancelled"
+    assert invoke(db_url, "jobs", "retry", str(ids["a"])).exit_code == 0
+    result = invoke(db_url, "jobs", "retry", str(ids["b"]))
+    assert result.exit_code == 0, result.output
+    assert f"job {ids['b']} is suspended" in result.stdout and "waits for its dependencies" in result.stdout
+    assert with_app(db_url, lambda app: app.get_job(ids["b"])).state == "suspended"
+
+
 def test_jobs_cancel_cancels_each_id_and_fails_on_unknown_ones(db_url: str) -> None:
     ids = seed_jobs(db_url)
 

@@ -266,6 +266,26 @@ async def test_retry_cancel_and_discard_a_job(api: httpx.AsyncClient, seeded: di
     assert (await api.post(f"/api/jobs/{later}/explode", headers=headers)).status_code == 404
 
 
+async def test_retrying_a_step_whose_dependency_failed_is_refused(
+    api: httpx.AsyncClient, seeded: dict[str, Any]
+) -> None:
+    app = seeded["app"]
+    headers = await token(api)
+    status = await app.workflow_status(seeded["failed_wf"])
+    stats, clean = status.details["stats"].job_id, status.details["clean"].job_id
+    response = await api.post(f"/api/jobs/{stats}/retry", headers=headers)
+    assert response.status_code == 400
+    assert response.json()["field"] == "job_id"
+    assert "dependency 'clean' is discarded" in response.json()["error"]
+    assert "retry step 'clean' first" in response.json()["error"]
+    assert (await app.get_job(stats)).state == "cancelled"  # type: ignore[union-attr]
+    assert (await api.post(f"/api/jobs/{clean}/retry", headers=headers)).json()["changed"] is True
+    response = await api.post(f"/api/jobs/{stats}/retry", headers=headers)
+    assert response.status_code == 200 and response.json()["job"]["state"] == "suspended"
+    page = (await api.get(f"/api/workflows/{seeded['failed_wf']}")).json()
+    assert (page["status"], page["finished"]) == ("running", False)
+
+
 async def test_discarding_a_waiting_step_cascades(api: httpx.AsyncClient, seeded: dict[str, Any]) -> None:
     app = seeded["app"]
     headers = await token(api)

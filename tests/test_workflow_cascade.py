@@ -60,6 +60,7 @@ def workers(app: baton.Baton) -> Any:
         ok = app.worker(name="cascade.ok")(lambda job: {"ok": job.step})
         discard = app.worker(name="cascade.discard")(lambda job: baton.Discard("bad input"))
         cancel = app.worker(name="cascade.cancel")(lambda job: baton.Cancel("not needed"))
+        held = app.worker(name="cascade.held", queue="held")(lambda job: {"held": job.step})
 
         @staticmethod
         @app.worker(name="cascade.crash", max_attempts=1)
@@ -520,3 +521,143 @@ async def test_release_over_a_deleted_dep_names_its_reason(app, workers):
     assert b.state == "available"
     assert b.meta.get("repair") == "dep_deleted"
     assert (await app.workflow_status(wid)).details["b"].reason == "dep_deleted"
+
+
+# --------------------------------------------------------------------------- retrying steps
+
+
+@pytest.fixture
+def flaky(app: baton.Baton) -> Any:
+    """A step that fails for good (one attempt) until `flaky.fixed` is set, and a step that
+    records what it read upstream."""
+
+    class F:
+        fixed = False
+        seen: dict[str, Any] = {}
+
+    @app.worker(name="cascade.flaky", max_attempts=1)
+    def flaky_step(job: baton.Job) -> Any:
+        if not F.fixed:
+            raise RuntimeError("transient outage")
+        return {"rows": 3}
+
+    @app.worker(name="cascade.reader")
+    def reader(job: baton.Job) -> Any:
+        F.seen[job.step or ""] = job.upstream_all()
+        return {"read": job.step}
+
+    F.step, F.reader = flaky_step, reader  # type: ignore[attr-defined]
+    return F
+
+
+async def test_retrying_a_step_whose_dependency_failed_is_refused_until_that_dependency_is_retried(app, flaky):
+    """A cascaded step used to become available and run with its dependency unmet
+    (upstream None). Now it is refused, naming the dependency; the recovery path is to retry
+    the failed step first, then its dependents, which wait (suspended) until it completes."""
+    wf = baton.Workflow(label="recover")
+    wf.add("a", flaky.step.new({}))
+    wf.add("b", flaky.reader.new({}), deps=["a"])
+    wf.add("c", flaky.reader.new({}), deps=["b"])
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    status = await app.workflow_status(wid)
+    assert status.steps == {"a": "discarded", "b": "cancelled", "c": "cancelled"}
+    ids = {name: d.job_id for name, d in status.details.items()}
+
+    with pytest.raises(baton.ValidationError) as info:
+        await app.retry_job(ids["b"])
+    assert info.value.field == "job_id"
+    message = str(info.value)
+    assert "'a'" in message and "discarded" in message and "retry step 'a' first" in message
+    with pytest.raises(baton.ValidationError, match=r"'b' is cancelled.*retry step 'b' first"):
+        await app.retry_job(ids["c"])
+    assert await app.retry_all_jobs([ids["b"], ids["c"]]) == 0, "refused steps are left as they are"
+    assert (await app.workflow_status(wid)).steps == status.steps, "nothing changed"
+    assert await app.drain() == {}
+    assert flaky.seen == {}
+
+    flaky.fixed = True
+    retried = await app.retry_job(ids["a"])
+    assert retried is not None and retried.state == "available"
+    b = await app.retry_job(ids["b"])
+    assert b is not None and b.state == "suspended", "b waits for a, which has not run again yet"
+    c = await app.retry_job(ids["c"])
+    assert c is not None and c.state == "suspended"
+    status = await app.workflow_status(wid)
+    assert status.steps == {"a": "available", "b": "suspended", "c": "suspended"}
+    assert status.waiting == {"a": "available", "b": "waiting on a", "c": "waiting on b"}
+    assert not status.finished and status.status == "running"
+
+    assert await app.drain() == {"completed": 3}
+    assert flaky.seen == {"b": {"a": {"rows": 3}}, "c": {"b": {"read": "b"}}}
+    status = await app.workflow_status(wid)
+    assert status.steps == {"a": "completed", "b": "completed", "c": "completed"}
+    assert status.finished and status.status == "completed"
+
+
+async def test_retrying_steps_with_their_failed_dependency_in_one_call(app, flaky):
+    wf = baton.Workflow()
+    wf.add("a", flaky.step.new({}))
+    wf.add("b", flaky.reader.new({}), deps=["a"])
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    status = await app.workflow_status(wid)
+    flaky.fixed = True
+    assert await app.retry_all_jobs([d.job_id for d in status.details.values()]) == 2
+    assert (await app.workflow_status(wid)).steps == {"a": "available", "b": "suspended"}
+    assert await app.drain() == {"completed": 2}
+    assert flaky.seen == {"b": {"a": {"rows": 3}}}
+
+
+async def test_retrying_a_step_whose_dependencies_are_satisfied_makes_it_available(app, workers, flaky):
+    wf = baton.Workflow()
+    wf.add("a", workers.ok.new({}))
+    wf.add("gone", workers.discard.new({}))
+    wf.add("b", flaky.step.new({}), deps=["a", "gone"], ignore_discarded=True)
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    status = await app.workflow_status(wid)
+    assert status.steps == {"a": "completed", "gone": "discarded", "b": "discarded"}
+    flaky.fixed = True
+    retried = await app.retry_job(status.details["b"].job_id)
+    assert retried is not None and retried.state == "available", "a completed, gone's discard is ignored"
+    assert await app.drain() == {"completed": 1}
+    assert (await app.workflow_status(wid)).steps["b"] == "completed"
+
+
+async def test_a_retried_step_waits_for_a_dependency_still_running(app, workers):
+    """A step cancelled by hand while its dependency is still waiting: retried, it goes back
+    to suspended and the dependency's completion releases it, as for any step."""
+    wf = baton.Workflow()
+    wf.add("slow", workers.held.new({}))
+    wf.add("next", workers.ok.new({}), deps=["slow"])
+    wid = await app.insert_workflow(wf)
+    ids = {n: d.job_id for n, d in (await app.workflow_status(wid)).details.items()}
+    await app.cancel_all_jobs(ids=[ids["next"]])
+    assert (await app.workflow_status(wid)).steps == {"slow": "available", "next": "cancelled"}
+    retried = await app.retry_job(ids["next"])
+    assert retried is not None and retried.state == "suspended"
+    assert await app.drain("default") == {}
+    assert await app.drain("held") == {"completed": 1}
+    assert (await app.workflow_status(wid)).steps == {"slow": "completed", "next": "available"}
+    assert await app.drain() == {"completed": 1}
+    assert (await app.workflow_status(wid)).status == "completed"
+
+
+async def test_retrying_a_completed_step_does_not_release_its_dependents_early(app, workers):
+    """`join` waits for `a` and `slow`; retrying `a` (completed) makes `join` wait for `a`
+    again, and `a`'s second completion must not count as `slow`'s."""
+    wf = baton.Workflow()
+    wf.add("a", workers.ok.new({}))
+    wf.add("slow", workers.held.new({}))
+    wf.add("join", workers.ok.new({}), deps=["a", "slow"])
+    wid = await app.insert_workflow(wf)
+    assert await app.drain("default") == {"completed": 1}
+    retried = await app.retry_job((await app.workflow_status(wid)).details["a"].job_id)
+    assert retried is not None and retried.state == "available"
+    assert await app.drain("default") == {"completed": 1}
+    status = await app.workflow_status(wid)
+    assert status.steps == {"a": "completed", "slow": "available", "join": "suspended"}
+    assert await app.drain("held") == {"completed": 1}
+    assert await app.drain() == {"completed": 1}
+    assert (await app.workflow_status(wid)).status == "completed"

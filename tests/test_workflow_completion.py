@@ -18,6 +18,7 @@ import pytest
 
 import baton
 import wf_nodes
+from baton import read
 from conftest import wait_for
 from wf_nodes import query, scalar
 
@@ -133,6 +134,72 @@ async def test_failed_workflow_is_announced_once_with_its_failed_steps(app, work
     assert "nope" in (metadata.get("error") or "")
     assert metadata["cancelled_steps"] == ["clean", "stats"]
     assert len(finished) == 1 and len(events.of(FINISHED)) == 1
+
+
+async def test_a_finished_workflow_reopened_by_a_retry_reports_its_live_status_but_is_not_announced_again(
+    app, workers, events
+):
+    """A retried step of a finished workflow: workflow_status said finished=True,
+    status='failed' while the step was live. Now the workflow reads as running until every
+    step is terminal again, then reports the new outcome; its finished event (and failure
+    report) went out once and are not sent a second time."""
+    events.attach(FINISHED, FAILED)
+    finished: list[dict[str, Any]] = []
+    app.on_workflow_finished(finished.append)
+    fixed = {"a": False}
+
+    @app.worker(name="done.flaky", max_attempts=1)
+    def flaky(job: baton.Job) -> Any:
+        if not fixed["a"]:
+            raise RuntimeError("transient outage")
+        return "A"
+
+    wf = baton.Workflow(label="reopened")
+    wf.add("a", flaky.new({}))
+    wf.add("b", workers.ok.new({}), deps=["a"], ignore_discarded=True)
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    st = await app.workflow_status(wid)
+    assert st.steps == {"a": "discarded", "b": "completed"}
+    assert st.finished and st.status == "failed"
+    assert [e["status"] for e in finished] == ["failed"]
+    assert (await baton.plugins.WorkflowHealth().sweep(app))["failed_reported"] == [wid]
+
+    fixed["a"] = True
+    retried = await app.retry_job(st.details["a"].job_id)
+    assert retried is not None and retried.state == "available"
+    st = await app.workflow_status(wid)
+    assert st.steps == {"a": "available", "b": "completed"}
+    assert not st.finished and st.status == "running"
+    assert st.announced_at is not None, "the announcement that went out is still on record"
+    # The dashboard and `baton workflows list` read the same status.
+    detail = await app.engine.run(read.workflow_detail, wid)
+    assert detail is not None and (detail["status"], detail["finished"]) == ("running", False)
+    assert await _page_status(app, wid) == "running"
+
+    assert await app.drain() == {"completed": 1}
+    st = await app.workflow_status(wid)
+    assert st.steps == {"a": "completed", "b": "completed"}
+    assert st.finished and st.status == "completed", "the new outcome"
+    detail = await app.engine.run(read.workflow_detail, wid)
+    assert detail is not None and (detail["status"], detail["finished"]) == ("completed", True)
+    assert await _page_status(app, wid) == "completed"
+    # Exactly one announcement, ever: not again when the reopened workflow terminates.
+    health = baton.plugins.WorkflowHealth()
+    assert (await health.sweep(app))["announced"] == []
+    assert [e["status"] for e in finished] == ["failed"]
+    assert len(events.of(FINISHED)) == 1 and len(events.of(FAILED)) == 1
+    assert [r[1] for r in _completions(app.url, wid)] == ["failed"]
+
+
+async def _page_status(app: baton.Baton, wid: str) -> str | None:
+    """The workflow's status in the dashboard's list, and the status filter agreeing with it."""
+    page = await app.engine.run(read.workflows_page, None, "reopened", None, 10)
+    (row,) = [w for w in page["workflows"] if w["id"] == wid]
+    for status in ("running", "completed", "failed"):
+        listed = await app.engine.run(read.workflows_page, status, "reopened", None, 10)
+        assert (wid in [w["id"] for w in listed["workflows"]]) == (status == row["status"]), status
+    return row["status"]
 
 
 async def test_workflow_health_backstops_an_unannounced_workflow_once(app, workers, events):

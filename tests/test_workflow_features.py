@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -94,6 +96,53 @@ async def test_unrecorded_step_runs_its_body_on_retry(app):
     query(app.url, "UPDATE baton_jobs SET attempt = 1 WHERE id = ?", [await _job_id(app, wid, "s")])
     assert await app.drain() == {"completed": 1}
     assert calls == [2]
+
+
+# --------------------------------------------------------------------------- recorded results
+
+FLOATS = {
+    "big": 1e16,
+    "bigger": -2.5e20,
+    "huge": 1e308,
+    "odd": 1e23,
+    "tiny": 5e-324,
+    "small": 1e-7,
+    "plain": [0.1, 2.5, 1.0, 123456789.125],
+    "int": 10**16,
+    "text": 'a "1e+16" and 2e+17 in a string \\" 3e+18',
+    "nested": [{"k": 3e20, "e+": [1.5e300, -1e16]}],
+}
+
+
+def _typed(value: Any) -> str:
+    """The value as JSON with sorted keys: an int where a float was differs (1e16 == 10**16)."""
+    return json.dumps(value, sort_keys=True)
+
+
+async def test_recorded_float_results_read_back_as_the_floats_returned(app):
+    """On PostgreSQL jsonb read 1e16 (Python writes 1e+16) back as the integer
+    10000000000000000; a step's upstream must equal what its dependency returned, type included."""
+    seen: dict[str, Any] = {}
+
+    @app.worker(name="feat.floats")
+    def floats(job: baton.Job) -> Any:
+        return FLOATS
+
+    @app.worker(name="feat.float_reader")
+    def reader(job: baton.Job) -> Any:
+        seen["upstream"] = job.upstream("floats")
+        return job.upstream("floats")
+
+    wf = baton.Workflow()
+    wf.add("floats", floats.new({}))
+    wf.add("reader", reader.new({}), deps=["floats"])
+    wid = await app.insert_workflow(wf)
+    assert await app.drain() == {"completed": 2}
+    assert _typed(seen["upstream"]) == _typed(FLOATS)
+    assert seen["upstream"] == FLOATS
+    status = await app.workflow_status(wid)
+    assert _typed(status.details["floats"].result) == _typed(FLOATS)
+    assert _typed(status.details["reader"].result) == _typed(FLOATS)
 
 
 # --------------------------------------------------------------------------- append_workflow
@@ -398,6 +447,18 @@ async def test_unsubscribe_stops_step_events(make_app):
         app.subscribe_workflow(wid, None)  # type: ignore[arg-type]
 
 
+async def test_subscribe_workflow_validates_the_workflow_id_and_callback(app):
+    """A job id (int) was accepted and never fired; a list raised a bare TypeError."""
+    for bad in (123, [str(uuid.uuid4())], b"abc", "", "a\x00b"):
+        with pytest.raises(baton.ValidationError, match="workflow_id") as info:
+            app.subscribe_workflow(bad, lambda event: None)
+        assert info.value.field == "workflow_id"
+    with pytest.raises(baton.ValidationError, match="callback"):
+        app.subscribe_workflow(str(uuid.uuid4()), "not callable")  # type: ignore[arg-type]
+    assert not app.wants_step_events(), "a refused subscription registers nothing"
+    app.subscribe_workflow(None, lambda event: None)()  # every workflow, then unsubscribed
+
+
 # --------------------------------------------------------------------------- status and listing
 
 
@@ -502,3 +563,19 @@ async def test_list_workflows(app, workers):
     assert [w["id"] for w in nightly] == [wids[1], wids[0]]
     assert [w["id"] for w in await app.list_workflows(limit=1)] == [wids[2]]
     assert await app.list_workflows(label="nope") == []
+
+
+async def test_list_workflows_gives_aware_datetimes_on_every_engine(app, workers):
+    """Timestamps as workflow_status gives them: aware datetimes, not SQLite's float seconds."""
+    wf = baton.Workflow(label="times")
+    wf.add("a", workers.ok.new({}))
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    (row,) = await app.list_workflows()
+    status = await app.workflow_status(wid)
+    for key in ("inserted_at", "announced_at"):
+        assert isinstance(row[key], datetime), (key, row[key])
+        assert row[key].utcoffset() is not None, key
+    assert row["inserted_at"] == status.inserted_at
+    assert row["announced_at"] == status.announced_at
+    assert (row["steps"], row["resolved"]) == (1, 1)

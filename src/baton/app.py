@@ -28,6 +28,7 @@ from .runtime.node import Node
 from .runtime.threads import DaemonThreadPool
 from .store import jobs as store
 from .store import limits as limits_store
+from .store import retry as retrystore
 from .store import transitions
 from .store import usage as usagestore
 from .store import workflows as wfstore
@@ -170,8 +171,11 @@ def _in_batch(exc: ValidationError, index: int, label: str | None) -> Validation
     return ValidationError(f"{where} {exc.field}", message)
 
 
-def unique_held_error(held: store.UniqueHeld) -> ValidationError:
-    """The error for a retry refused because another live job holds the job's unique key."""
+def unique_held_error(held: store.UniqueHeld | store.StepBlocked) -> ValidationError:
+    """The error for a refused retry: another live job holds the job's unique key (naming
+    `unique`), or a dependency of the workflow step failed (naming `job_id`)."""
+    if isinstance(held, store.StepBlocked):
+        return ValidationError("job_id", held.message())
     return ValidationError(
         "unique",
         f"job {held.id} was not retried: job {held.holder} ({held.holder_state}) has the same unique key, and "
@@ -723,18 +727,27 @@ class Baton:
         """Move a terminal or retryable job back to `available`; None if it cannot be retried
         (missing, or waiting or running already). A finished unique job whose key another
         waiting or running job holds is not retried: that raises a ValidationError naming
-        `unique` and the holder (unique jobs run at most one per key)."""
-        jobs, held = await self.engine.run(store.retry_jobs, [_job_id("job_id", job_id)])
+        `unique` and the holder (unique jobs run at most one per key).
+
+        A finished workflow step whose dependencies have not all completed yet goes back to
+        `suspended` instead, released when they complete; one with a dependency that ended
+        cancelled, discarded or deleted (and not ignored) is not retried: a ValidationError
+        naming `job_id` says which dependency to retry first. A step of a finished workflow
+        reopens it: `workflow_status` reports it running again, but its finished event is not
+        sent a second time."""
+        jobs, held = await self.engine.run(retrystore.retry_jobs, [_job_id("job_id", job_id)])
         self.wake_producers({j.queue for j in jobs})
         if held:
             raise unique_held_error(held[0])
         return jobs[0] if jobs else None
 
     async def retry_all_jobs(self, ids: Sequence[int]) -> int:
-        """`retry_job` for many ids; returns how many were moved back to available. Finished
-        unique jobs whose key another waiting or running job holds (or another job of the
-        same call retried) are left as they are, and not counted."""
-        jobs, _held = await self.engine.run(store.retry_jobs, _job_ids("ids", ids))
+        """`retry_job` for many ids; returns how many were moved back to available (or, for
+        workflow steps waiting for their dependencies, suspended). Finished unique jobs whose
+        key another waiting or running job holds (or another job of the same call retried),
+        and workflow steps `retry_job` refuses, are left as they are, and not counted. Steps
+        retried with their failed dependency in one call wait for it."""
+        jobs, _held = await self.engine.run(retrystore.retry_jobs, _job_ids("ids", ids))
         self.wake_producers({j.queue for j in jobs})
         return len(jobs)
 
@@ -947,8 +960,12 @@ class Baton:
         step: the graft step that grafted it; event in executing, snoozed,
         completed, retryable, discarded, cancelled) of one workflow, or of all with None.
         Delivered on every started node. Returns an unsubscribe."""
+        if workflow_id is not None:
+            what = "a workflow id string (or None for every workflow)"
+            if not check_text("workflow_id", workflow_id, what=what):
+                raise ValidationError("workflow_id", f"must be {what}, got ''")
         if not callable(callback):
-            raise ValidationError("callback", "must be callable")
+            raise ValidationError("callback", f"must be callable, got {type(callback).__name__} {callback!r:.80}")
         subs = self._step_subscribers.setdefault(workflow_id, [])
         subs.append(callback)
         return lambda: subs.remove(callback) if callback in subs else None

@@ -64,6 +64,28 @@ def dumps(value: Any) -> str:
     return _DUMPS(value)
 
 
+# A JSON string (skipped whole), or a number in exponent form with a positive exponent: how
+# Python writes the floats from 1e16 up (repr), never an int.
+_EXPONENT_FLOAT: Final = re.compile(r'"(?:[^"\\]|\\.)*"|(-?\d+(?:\.\d+)?e\+\d+)')
+
+
+def _spelled_out(match: re.Match[str]) -> str:
+    number = match.group(1)
+    return match.group(0) if number is None else format(Decimal(number), "f") + ".0"
+
+
+def jsonb_text(text: str) -> str:
+    """`text` (JSON as `dumps` writes it) for a PostgreSQL jsonb column: each float written in
+    exponent form (`1e+16`, Python's spelling of floats from 1e16 up) spelled out with a
+    fractional part (`10000000000000000.0`). jsonb keeps a number's value and scale, not its
+    spelling: it reads `1e+16` back as the integer 10000000000000000, but keeps the `.0`, so the
+    float comes back a float, equal to the one written (the same digits, exact for every
+    double). Strings are left as they are; text without `e+` is returned unchanged."""
+    if "e+" not in text:
+        return text
+    return _EXPONENT_FLOAT.sub(_spelled_out, text)
+
+
 def check_json(field_name: str, value: Any) -> str:
     """Serialise `value` or raise a ValidationError naming `field_name`: it must be JSON that
     every engine can store, so no NaN/Infinity, no NUL character and no lone surrogate in any

@@ -137,7 +137,10 @@ def jobs_show(settings: Settings, job_id: int) -> None:
 @click.argument("job_id", type=int)
 @database_options
 def jobs_retry(settings: Settings, job_id: int) -> None:
-    """Move a finished (completed, discarded, cancelled) or retryable job back to available."""
+    """Move a finished (completed, discarded, cancelled) or retryable job back to available.
+
+    A workflow step whose dependencies have not completed yet goes back to suspended; one
+    with a failed dependency is refused (exit 2), naming the step to retry first."""
 
     async def go() -> tuple[Job | None, Job | None]:
         async with admin(settings) as app:
@@ -156,6 +159,9 @@ def jobs_retry(settings: Settings, job_id: int) -> None:
         raise Failure(
             f"job {job_id} is {current.state}; only completed, discarded, cancelled or retryable jobs can be retried"
         )
+    if retried.state == "suspended":  # a workflow step whose dependencies have not completed yet
+        console().print(f"job {retried.id} is suspended: it waits for its dependencies, then runs")
+        return
     console().print(
         f"job {retried.id} is {retried.state} again (attempt {retried.attempt} of {retried.max_attempts} so far)"
     )

@@ -55,14 +55,14 @@ async def workflows_page(
     items = []
     for r in rows:
         steps, resolved, failed = int(r["steps"] or 0), int(r["resolved"] or 0), int(r["failed"] or 0)
-        state = r["completion_status"] or "running"
+        state = r["status"]  # as workflow_status reports it (a reopened workflow runs again)
         items.append(
             {
                 "id": r["id"],
                 "label": r["label"],
                 "status": state,
                 "inserted_at": to_datetime(r["inserted_at"]),
-                "finished_at": to_datetime(r["announced_at"]),
+                "finished_at": None if state == "running" else to_datetime(r["announced_at"]),
                 "steps": steps,
                 "resolved": resolved,
                 "failed": failed,
@@ -143,7 +143,7 @@ async def workflow_detail(conn: Conn, workflow_id: str) -> dict[str, Any] | None
         "finished": status.finished,
         "counts": status.counts,
         "inserted_at": status.inserted_at,
-        "finished_at": status.announced_at,
+        "finished_at": status.announced_at if status.finished else None,
         "announced_by": status.announced_by,
         "steps": steps,
         "failed_steps": status.failed_steps,

@@ -427,40 +427,28 @@ class UniqueHeld:
     holder_state: str
 
 
-async def retry_jobs(conn: Conn, ids: Sequence[int]) -> tuple[list[Job], list[UniqueHeld]]:
-    """Move terminal or retryable jobs back to `available`, with at least one attempt left.
+@dataclass(frozen=True, slots=True)
+class StepBlocked:
+    """A finished workflow step a retry left as it was: its dependency `dep` ended `dep_state`
+    (cancelled, discarded or deleted) and the step does not ignore that, so it would run
+    without the dependency's result."""
 
-    A finished (completed, discarded, cancelled) job with a unique key is not retried while
-    another job with that key is waiting or running (available, scheduled, suspended,
-    executing, retryable): that would be two live jobs of one key, which `unique` promises
-    never to make. Nor is more than one finished job of a key retried by one call (the lowest
-    id is). Those come back as UniqueHeld; a retryable job, already live, is always retried.
-    Whatever the worker's unique `states` and `period` were at insert (the row keeps only the
-    key), a live holder blocks the retry: finish or cancel it first."""
-    candidates = await conn.fetch("retry_candidates", {"ids": list(ids)})
-    revived = [r for r in candidates if r["unique_key"] is not None and r["state"] != "retryable"]
-    held: list[UniqueHeld] = []
-    if revived:
-        keys = sorted({r["unique_key"] for r in revived})
-        # The same locks as an insert of these keys (unique_conflicts then insert), so a
-        # concurrent insert or retry of a key sees this retry, or this one sees it.
-        await conn.execute("lock_keys", {"keys": [f"u:{k}" for k in keys]})
-        holders = {
-            r["unique_key"]: (int(r["id"]), str(r["state"]))
-            for r in await conn.fetch("unique_holders", {"keys": keys, "ids": [int(c["id"]) for c in candidates]})
-        }
-        for r in revived:  # in id order
-            holder = holders.get(r["unique_key"])
-            if holder is None:
-                holders[r["unique_key"]] = (int(r["id"]), "retried")
-            else:
-                held.append(UniqueHeld(int(r["id"]), *holder))
-    refused = {h.id for h in held}
-    retry = [int(r["id"]) for r in candidates if int(r["id"]) not in refused]
-    jobs = [Job.from_row(r) for r in await conn.fetch("retry_jobs", {"ids": retry})] if retry else []
-    if jobs:
-        await conn.notify("insert", sorted({j.queue for j in jobs}))
-    return jobs, held
+    id: int
+    step: str
+    dep: str
+    dep_state: str
+
+    def message(self) -> str:
+        head = f"step {self.step!r} (job {self.id}) was not retried: its dependency {self.dep!r} is {self.dep_state}"
+        if self.dep_state == "deleted":
+            return (
+                f"{head} (its job row is gone) and the step was not added with ignore_deleted=True, so it can "
+                "never run; insert a new workflow instead"
+            )
+        return (
+            f"{head}, so it would run without that dependency's result; retry step {self.dep!r} first, then "
+            f"this step (it waits, suspended, until {self.dep!r} completes)"
+        )
 
 
 async def stage_jobs(conn: Conn, limit: int) -> dict[str, int]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engines.base import Conn, Row
 from ..errors import WorkflowError
-from ..job import FAILED_STATES, Job, JobSpec, dumps, freeze
+from ..job import FAILED_STATES, Job, JobSpec, dumps, freeze, jsonb_text, to_datetime
 from ..workflows.builder import check_graft_names
 from .effects import Cascaded, Effects, publish, step_batches
 from .jobs import COPY_AFTER, Ack, insert_job_ids, insert_jobs
@@ -340,7 +340,9 @@ async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
     # Results travel as JSON text inside the JSON rows, so a bare string result keeps its
     # quotes on every engine and always reads back with json.loads.
     results = [
-        {"id": a.job.id, "result": a.result_json} for a in acks if a.state == "completed" and a.result_json is not None
+        {"id": a.job.id, "result": _result_text(conn, a.result_json)}
+        for a in acks
+        if a.state == "completed" and a.result_json is not None
     ]
     results_json = dumps(results)
     if results:  # a no-op on PostgreSQL, where upsert_step_stats records them too
@@ -359,6 +361,12 @@ async def record_attempts(conn: Conn, acks: Sequence[Ack]) -> None:
     ]
     await conn.execute("upsert_step_stats", {"rows": dumps(stats), "results": results_json})
     await notify_steps(conn, [(a.job, _EVENT.get(a.state, a.state)) for a in acks])
+
+
+def _result_text(conn: Conn, text: str) -> str:
+    """A recorded result as its engine stores it: on PostgreSQL (jsonb) with floats such as
+    1e16 spelled so that they read back as floats (`jsonb_text`); as written on SQLite."""
+    return jsonb_text(text) if conn.dialect == "postgres" else text
 
 
 def _queued_ms(job: Job) -> int | None:
@@ -396,7 +404,7 @@ async def complete_steps(
             "names": [a.job.step or "" for a in acks],
             "queued": [_queued_ms(a.job) if s else None for a, s in zip(acks, steps, strict=True)],
             "run": [a.run_ms for a in acks],
-            "results": [a.result_json for a in acks],
+            "results": [None if a.result_json is None else jsonb_text(a.result_json) for a in acks],
             "events": [dumps(_step_event(a.job, "completed")) if s else None for a, s in zip(acks, steps, strict=True)],
             "chains": [a.job.chain_key for a in acks],
             "take_queues": [t[0] for t in take],
@@ -640,5 +648,16 @@ async def status_rows(conn: Conn, wid: str) -> tuple[Row | None, list[Row]]:
 
 
 async def list_workflows(conn: Conn, limit: int = 50, label: str | None = None) -> list[Row]:
-    """Recent workflows with step counts by state."""
-    return await conn.fetch("list_workflows", {"limit": limit, "label": label})
+    """Recent workflows with step counts by state; timestamps as aware datetimes on every
+    engine (SQLite keeps them as seconds since the epoch), as `workflow_status` gives them."""
+    rows = await conn.fetch("list_workflows", {"limit": limit, "label": label})
+    return [
+        {
+            **r,
+            "inserted_at": to_datetime(r["inserted_at"]),
+            "announced_at": to_datetime(r["announced_at"]),
+            "steps": int(r["steps"] or 0),
+            "resolved": int(r["resolved"] or 0),
+        }
+        for r in rows
+    ]

@@ -40,6 +40,23 @@ class StepStatus:
     parent: str | None = None  # the graft step that grafted this step
 
 
+def outcome(claimed: str | None, steps: list[tuple[str, str | None]]) -> tuple[str, bool]:
+    """(status, finished) of a workflow from its completion claim's status (`claimed`, None when
+    unclaimed) and each step's (state, resolution). Any live step: running, not finished — also
+    in a finished workflow a retry reopened, whose finished event was sent once and is not sent
+    again. Every step terminal: failed when one ended cancelled or discarded (a step whose job
+    row is gone, `deleted`, by its resolution), else completed; finished once claimed. A
+    workflow without steps left (pruned) keeps its claim's status."""
+    if not steps:
+        return claimed or "running", claimed is not None
+    if any(state not in TERMINAL_STATES and state != "deleted" for state, _ in steps):
+        return "running", False
+    failed = any(
+        state in FAILED_STATES or (state == "deleted" and resolution in FAILED_STATES) for state, resolution in steps
+    )
+    return ("failed" if failed else "completed"), claimed is not None
+
+
 @dataclass(slots=True)
 class WorkflowStatus:
     """A workflow as stored now."""
@@ -125,14 +142,8 @@ class WorkflowStatus:
                 graft=bool(r.get("graft")),
                 parent=r.get("parent"),
             )
-        finished = wf["completion_status"] is not None
-        terminated = all(s in TERMINAL_STATES or s == "deleted" for s in steps.values())
-        if finished:
-            status = wf["completion_status"]
-        elif terminated and steps:
-            status = "failed" if any(s in FAILED_STATES for s in steps.values()) else "completed"
-        else:
-            status = "running"
+        claimed = wf["completion_status"]
+        status, finished = outcome(claimed, [(details[r["name"]].state, r["resolution"]) for r in rows])
         return cls(
             workflow_id=wf["id"],
             label=wf["label"],

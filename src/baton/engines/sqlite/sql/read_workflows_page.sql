@@ -1,12 +1,23 @@
-SELECT w.id, w.label, w.inserted_at, c.status AS completion_status, c.announced_at,
-       (SELECT count(*) FROM workflow_nodes n WHERE n.workflow_id = w.id) AS steps,
-       (SELECT count(*) FROM workflow_nodes n WHERE n.workflow_id = w.id AND n.resolution IS NOT NULL) AS resolved,
-       (SELECT count(*) FROM workflow_nodes n WHERE n.workflow_id = w.id
-          AND n.resolution IN ('cancelled', 'discarded', 'deleted')) AS failed
-FROM baton_workflows w
-LEFT JOIN workflow_completions c ON c.workflow_id = w.id
-WHERE (:label IS NULL OR w.label = :label)
-  AND (:status IS NULL OR (:status = 'running' AND c.status IS NULL) OR c.status = :status)
-  AND (:before_at IS NULL OR (w.inserted_at, w.id) < (CAST(:before_at AS REAL), :before_id))
-ORDER BY w.inserted_at DESC, w.id DESC
+-- One page of workflows, newest first, keyset on (inserted_at, id), with step counts and the
+-- status workflow_status reports (see the PostgreSQL query).
+SELECT * FROM (
+    SELECT w.id, w.label, w.inserted_at, c.status AS completion_status, c.announced_at,
+           (SELECT count(*) FROM workflow_nodes n WHERE n.workflow_id = w.id) AS steps,
+           (SELECT count(*) FROM workflow_nodes n WHERE n.workflow_id = w.id AND n.resolution IS NOT NULL) AS resolved,
+           (SELECT count(*) FROM workflow_nodes n WHERE n.workflow_id = w.id
+              AND n.resolution IN ('cancelled', 'discarded', 'deleted')) AS failed,
+           CASE WHEN c.status IS NULL THEN 'running'
+                WHEN EXISTS (SELECT 1 FROM workflow_nodes n WHERE n.workflow_id = w.id AND n.resolution IS NULL)
+                    THEN 'running'
+                WHEN NOT EXISTS (SELECT 1 FROM workflow_nodes n WHERE n.workflow_id = w.id) THEN c.status
+                WHEN EXISTS (SELECT 1 FROM workflow_nodes n WHERE n.workflow_id = w.id
+                               AND n.resolution IN ('cancelled', 'discarded')) THEN 'failed'
+                ELSE 'completed' END AS status
+    FROM baton_workflows w
+    LEFT JOIN workflow_completions c ON c.workflow_id = w.id
+    WHERE (:label IS NULL OR w.label = :label)
+      AND (:before_at IS NULL OR (w.inserted_at, w.id) < (CAST(:before_at AS REAL), :before_id))
+) p
+WHERE (:status IS NULL OR p.status = :status)
+ORDER BY p.inserted_at DESC, p.id DESC
 LIMIT :limit

@@ -1,0 +1,1 @@
+-- The writer lock already serialises a retry with every ack (see the PostgreSQL query).
