@@ -450,6 +450,9 @@ def test_workflows_show_prints_no_cost_section_without_usage(db_url):
     shown = _cli(db_url, "workflows", "show", asyncio.run(setup()))
     assert shown.exit_code == 0 and "COST" not in shown.output
     assert _cli(db_url, "usage").output.strip() == "no usage recorded"
+    # `all` is no time span: not "in the last all".
+    assert _cli(db_url, "usage", "--since", "all").output.strip() == "no usage recorded"
+    assert _cli(db_url, "usage", "--since", "2h").output.strip() == "no usage recorded in the last 2h"
 
 
 # --------------------------------------------------------------------------- bad input

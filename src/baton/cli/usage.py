@@ -50,7 +50,7 @@ def usage(settings: Settings, since: str | None) -> None:
     by_model = run(go())
     out = console(wide=True)
     if not by_model:
-        out.print("no usage recorded" + (f" in the last {since.strip()}" if since else ""))
+        out.print("no usage recorded" + (f" in the last {since.strip()}" if span is not None else ""))
         return
     rows = {model: UsageTotals(**u) for model, u in by_model.items()}
     total = UsageTotals()
