@@ -439,7 +439,7 @@ class Node:
     async def stop(self, grace: float | None = None) -> None:
         """Stop fetching, wait up to `grace` (default: the app's shutdown_grace) for running
         jobs, take the unfinished ones away (async cancelled, sync flagged: job.cancelled()),
-        hand them back to `available`, and leave nothing behind."""
+        hand them back to `available` with the usage they recorded, and leave nothing behind."""
         for producer in self.producers.values():
             await producer.stop_fetching()
         for task in self._tasks:
@@ -473,10 +473,10 @@ class Node:
         if handles and settle > 0:
             await asyncio.wait(handles, timeout=settle)
         for producer, (jobs, flagged, _) in taken.items():
-            producer.hand_over(jobs)
+            used = producer.hand_over(jobs)
             try:
-                released = await self.engine.run(
-                    store.release_on_shutdown, [j.id for j in jobs], producer.uuid, self.name
+                released, stored = await self.engine.run(
+                    transitions.hand_back, [j.id for j in jobs], producer.uuid, self.name, used
                 )
                 log.warning(
                     "node %s: %d jobs of queue %s did not finish within %gs and were handed back: %s "
@@ -489,6 +489,7 @@ class Node:
                     len(flagged),
                     flagged[:20],
                 )
+                self.app.report_usage(stored)
             except Exception as exc:
                 log.error("could not hand back unfinished jobs (%s); the lifeline will rescue them", exc)
         await self.acker.drain(timeout=1.0)

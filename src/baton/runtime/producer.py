@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import telemetry
 from .._tasks import cancel_and_wait, watch
-from ..job import Job
+from ..job import Job, UsageRecord
 from ..limits import QueueLimits
 from ..store import jobs as store
 from ..store import limits as limits_store
@@ -422,13 +422,21 @@ class Producer:
                 flagged.append(job_id)
         return jobs, flagged, handles
 
-    def hand_over(self, jobs: list[Job]) -> None:
+    def hand_over(self, jobs: list[Job]) -> list[tuple[Job, list[UsageRecord]]]:
         """After `take_away` (and a wait for the attempts to end): cancel those still running
-        (a sync worker that did not stop: its thread runs on, its outcome is ignored)."""
+        (a sync worker that did not stop: its thread runs on, its outcome is ignored) and take
+        the usage every attempt of `jobs` recorded, to be written with the hand-back. What a
+        worker records after this is dropped with it."""
         for job in jobs:
             attempt = self.running.get(job.id)
             if attempt is not None and self._jobs.get(job.id) is job:
                 attempt.cancel()
+        used: list[tuple[Job, list[UsageRecord]]] = []
+        for job in jobs:
+            records, job._usage = job._usage, None
+            if records:
+                used.append((job, records))
+        return used
 
     def regain_lease(self, uuid: str) -> None:
         """The node registered again: go on fetching as the new producer `uuid`, so every late
