@@ -2,18 +2,23 @@
 with SIGKILL, frozen with SIGSTOP) and importable by the tests (same worker names, same side
 tables).
 
-    python tests/heal_nodes.py worker URL [--limit N] [--node NAME] [--no-lease-guard]
+    python tests/heal_nodes.py worker URL [--limit N] [--node NAME] [--no-lease-guard] [--linger S]
     python tests/heal_nodes.py chain  URL [--node NAME]          # queue limit 10
 
 A node builds a Baton app on URL with queues {"default": limit}, refresh_interval=0.5,
 stale_after=2 and plugins=[] (so only the built-in Stager runs: nothing heals it), prints
 "ready" once started, and runs until SIGTERM (graceful stop) or SIGKILL. --no-lease-guard
 builds it with lease_guard=False (a node that never gives its jobs up on its own, as before
-docs/lease.md), so a test can exercise the fence behind the lease.
+docs/lease.md), so a test can exercise the fence behind the lease. --linger S keeps the process
+alive S seconds after its Baton stopped (printing "stopped" first), as a program that calls
+app.stop() and goes on (an ASGI server's lifespan) does: its worker threads run on meanwhile.
 
 Workers (by name, so any app registering them runs the same jobs):
 - `heal.sleeper`: records each execution into `exec_log(job_id, pid, attempt, phase, node)`
   (phase "start" before the body, "end" after it), sleeps `args.sleep` (default 30) seconds.
+- `heal.poller`: a sync worker that polls `job.cancelled()` every 20 ms for `args.sleep`
+  (default 30) seconds, recording phase "start", then "cancelled" (and raising
+  `job.raise_if_cancelled()`) once it sees the attempt taken away, else "end".
 - `heal.link`: chained by `args.key`; sleeps `args.sleep` (default 0.01) and records
   `chain_log(key, seq, started, ended, pid)`.
 The ("baton", "job", "fenced") events of the node are recorded into `fenced(job_id, reason, node)`.
@@ -112,6 +117,25 @@ def register(app: baton.Baton, *, sleep: float | None = None) -> dict[str, Any]:
         )
         return job.args.get("n")
 
+    @app.worker(name="heal.poller")
+    def poller(job: baton.Job) -> Any:
+        def record(phase: str) -> None:
+            side_sql(
+                url,
+                "INSERT INTO exec_log VALUES (?, ?, ?, ?, ?, ?)",
+                (job.id, pid, job.attempt, phase, node, time.time()),
+            )
+
+        record("start")
+        end = time.monotonic() + (sleep if sleep is not None else float(job.args.get("sleep", 30)))
+        while time.monotonic() < end:
+            if job.cancelled():
+                record("cancelled")
+                job.raise_if_cancelled()
+            time.sleep(0.02)
+        record("end")
+        return job.args.get("n")
+
     @app.worker(name="heal.link", chain_by=["args.key"])
     def link(job: baton.Job) -> None:
         started = time.time()
@@ -121,7 +145,7 @@ def register(app: baton.Baton, *, sleep: float | None = None) -> dict[str, Any]:
             url, "INSERT INTO chain_log VALUES (?, ?, ?, ?, ?)", (job.args["key"], job.args["seq"], started, ended, pid)
         )
 
-    return {"heal.sleeper": sleeper, "heal.link": link}
+    return {"heal.sleeper": sleeper, "heal.poller": poller, "heal.link": link}
 
 
 def record_fenced(app: baton.Baton) -> str:
@@ -151,10 +175,13 @@ class NodeProcess:
         node: str | None = None,
         log_path: Path | None = None,
         lease_guard: bool = True,
+        linger: float | None = None,
     ) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), mode, url]
         if not lease_guard:
             cmd.append("--no-lease-guard")
+        if linger is not None:
+            cmd += ["--linger", str(linger)]
         if limit is not None:
             cmd += ["--limit", str(limit)]
         if node is not None:
@@ -206,7 +233,7 @@ class NodeProcess:
 # --------------------------------------------------------------------------- node program
 
 
-async def run_node(url: str, limit: int, node: str | None, lease_guard: bool = True) -> None:
+async def run_node(url: str, limit: int, node: str | None, lease_guard: bool = True, linger: float = 0.0) -> None:
     app = baton.Baton(
         url,
         queues={"default": limit},
@@ -226,6 +253,9 @@ async def run_node(url: str, limit: int, node: str | None, lease_guard: bool = T
     async with app:
         print("ready", flush=True)
         await stop.wait()
+    if linger > 0:
+        print("stopped", flush=True)
+        await asyncio.sleep(linger)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -235,9 +265,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--node", default=None)
     parser.add_argument("--no-lease-guard", action="store_true")
+    parser.add_argument("--linger", type=float, default=0.0)
     args = parser.parse_args(argv)
     limit = args.limit if args.limit is not None else (10 if args.mode == "chain" else 5)
-    asyncio.run(run_node(args.url, limit, args.node, lease_guard=not args.no_lease_guard))
+    asyncio.run(run_node(args.url, limit, args.node, lease_guard=not args.no_lease_guard, linger=args.linger))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +181,86 @@ async def test_a_gracefully_stopped_node_hands_its_unfinished_jobs_back_at_once(
     assert back.max_attempts == 2  # stopping the node is not the job's fault
     assert producer_nodes(db_url) == []
     assert await inserter.drain() == {"completed": 1}
+
+
+async def test_a_graceful_stop_flags_the_sync_attempts_it_hands_back(db_url, side, spawn, make_app):
+    """The stopping node hands back the sync attempts still running after shutdown_grace; their
+    threads cannot be stopped, so they are flagged as on a lost lease (`job.cancelled()`), and a
+    worker that polls stops instead of running on beside the next attempt on another node. The
+    node's process lives on after its Baton stopped (as under an ASGI server's lifespan), so
+    its threads could run on: before, both ran to the end, each job twice at once."""
+    inserter = make_app()
+    w = heal_nodes.register(inserter, sleep=0.01)
+    jobs = await inserter.insert_all([w["heal.poller"].new({"sleep": 60, "n": i}) for i in range(2)])
+    ids = [j.id for j in jobs]
+    node = spawn("worker", db_url, node="leaving", linger=60)
+    await node.ready()
+    await wait_for(lambda: started_count(db_url) == 2, timeout=20)
+    node.signal(signal.SIGTERM)  # graceful stop, shutdown_grace=1; the process stays
+    await wait_for(lambda: _all_in(inserter, ids, "available"), timeout=20)
+    await wait_for(lambda: all(execs(db_url, i, "cancelled") for i in ids), timeout=20)
+    assert node.proc.poll() is None  # still alive: only the flag stopped its threads
+    leaving = node.pid
+    for i in ids:
+        back = await inserter.get_job(i)
+        assert (back.attempt, [e["reason"] for e in back.errors]) == (1, ["shutdown"])
+        assert execs(db_url, i, "cancelled") == [(leaving, 1)]
+        assert execs(db_url, i, "end") == []
+        # The stop waited for the flagged thread to stop before it handed the job back (one
+        # host, one clock; SQLite's `at` has milliseconds).
+        [(seen,)] = side_sql(db_url, "SELECT at FROM exec_log WHERE job_id = ? AND phase = 'cancelled'", (i,))
+        handed_back = datetime.fromisoformat(back.errors[-1]["at"]).timestamp()
+        assert float(seen) <= handed_back + 0.001
+    assert await inserter.drain() == {"completed": 2}
+    me = os.getpid()
+    for i in ids:
+        assert execs(db_url, i, "end") == [(me, 2)]
+        assert (await inserter.get_job(i)).errors[-1]["reason"] == "shutdown"  # the stopped attempt wrote none
+
+
+async def test_a_graceful_stop_flags_its_sync_attempts_before_handing_them_back(db_url, make_app):
+    """Every sync attempt a stop hands back sees `job.cancelled()` by the time the hand-back is
+    written (threads of workers with and without a timeout, which run on different paths), and
+    an async one is cancelled; none of them writes an outcome of its own."""
+    app = make_app(queues={"default": 5}, shutdown_grace=0.2)
+    taken: dict[str, baton.Job] = {}
+    ended = {kind: threading.Event() for kind in ("thread", "timed", "async")}
+
+    def hold(job: baton.Job) -> None:
+        taken[job.args["kind"]] = job
+        try:
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                job.raise_if_cancelled()
+                time.sleep(0.01)
+        finally:
+            ended[job.args["kind"]].set()
+
+    async def hold_async(job: baton.Job) -> None:
+        taken[job.args["kind"]] = job
+        try:
+            await asyncio.sleep(60)
+        finally:
+            ended[job.args["kind"]].set()
+
+    thread = app.worker(name="stop.hold")(hold)
+    timed = app.worker(name="stop.hold_timed", timeout=120)(hold)
+    on_loop = app.worker(name="stop.hold_async")(hold_async)
+    jobs = await app.insert_all(
+        [thread.new({"kind": "thread"}), timed.new({"kind": "timed"}), on_loop.new({"kind": "async"})]
+    )
+    ids = [j.id for j in jobs]
+    await app.start()
+    await wait_for(lambda: len(taken) == 3, timeout=10)
+    await app.stop()
+    assert {kind: job.cancelled() for kind, job in taken.items()} == {"thread": True, "timed": True, "async": True}
+    await wait_for(lambda: all(e.is_set() for e in ended.values()), timeout=20)
+    back = [await app.get_job(i) for i in ids]
+    assert [(j.state, j.attempt, [e["reason"] for e in j.errors]) for j in back] == [("available", 1, ["shutdown"])] * 3
+
+
+async def _all_in(app: baton.Baton, ids: list[int], state: str) -> bool:
+    return list((await states(app, ids)).values()) == [state] * len(ids)
 
 
 async def test_retry_exhausted_gives_a_killed_job_one_more_attempt(db_url, side, spawn, make_app):

@@ -10,6 +10,8 @@ import importlib.util
 import logging
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -156,6 +158,73 @@ async def test_a_snoozed_or_discarded_attempt_keeps_its_usage(make_app, db_url):
     await app.insert(gives_up.new({}))
     assert await app.drain() == {"discarded": 1}
     assert [r[4:7] for r in usage_rows(db_url)] == [("mini", 100, 0)]
+
+
+@pytest.mark.parametrize("kind", ["async", "thread", "timed"])
+async def test_a_graceful_stop_writes_the_usage_of_the_attempts_it_hands_back(make_app, db_url, events, kind):
+    """An attempt still running when a stop's grace ends is handed back (attempt 2 runs later),
+    but the calls it made were paid for: they are written with the hand-back, in its
+    transaction, and emitted after it. Here the worker, once taken away (a sync one sees
+    job.cancelled(); the async one swallows its cancellation), records one more call and
+    returns: the stop waits for it to end, so that call counts too, and the attempt's own
+    outcome (with its records) is never written, so nothing is stored twice. Sync workers with
+    a timeout run on another path than those without ("timed")."""
+    events.attach(USAGE)
+    # The grace also bounds the stop's wait for attempts it took away to end (at most 1 s).
+    app = make_app(queues={"default": 1}, pricing=PRICES, shutdown_grace=1)
+    started, ended = threading.Event(), threading.Event()
+
+    def paid(job: baton.Job) -> str:
+        job.record_usage(model="gpt-4.1", input_tokens=1000, output_tokens=100)
+        if job.attempt > 1:
+            return "ok"
+        started.set()
+        try:
+            end = time.monotonic() + 60
+            while not job.cancelled() and time.monotonic() < end:
+                time.sleep(0.01)
+            job.record_usage(model="mini", input_tokens=1, output_tokens=1)
+            return "late"
+        finally:
+            ended.set()
+
+    async def paid_async(job: baton.Job) -> str:
+        job.record_usage(model="gpt-4.1", input_tokens=1000, output_tokens=100)
+        if job.attempt > 1:
+            return "ok"
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            job.record_usage(model="mini", input_tokens=1, output_tokens=1)
+            return "late"
+        finally:
+            ended.set()
+        return "slept"
+
+    if kind == "async":
+        worker = app.worker(name="llm.paid_async")(paid_async)
+    else:
+        worker = app.worker(name=f"llm.paid_{kind}", timeout=120 if kind == "timed" else None)(paid)
+    wid = await app.insert_workflow(baton.Workflow(label="stop").add("ask", worker.new({})))
+    await app.start()
+    await asyncio.to_thread(started.wait, 20)
+    await app.stop()
+    assert ended.is_set()
+    assert [r[3:7] for r in usage_rows(db_url)] == [(1, "gpt-4.1", 1000, 100), (1, "mini", 1, 1)]
+    assert [(md["attempt"], md["model"], md["step"], md["workflow_id"]) for _, md in events.of(USAGE)] == [
+        (1, "gpt-4.1", "ask", wid),
+        (1, "mini", "ask", wid),
+    ]
+    job = (await app.list_jobs(limit=5))[0]
+    assert (job.state, job.attempt, [e["reason"] for e in job.errors]) == ("available", 1, ["shutdown"])
+
+    assert await app.drain() == {"completed": 1}
+    assert (await app.workflow_usage(wid)).by_step["ask"].by_attempt == {
+        1: baton.UsageTotals(Decimal("0.00280075"), 1001, 101, 2, 0),
+        2: baton.UsageTotals(Decimal("0.0028"), 1000, 100, 1, 0),
+    }
+    assert [r[3:5] for r in usage_rows(db_url)] == [(1, "gpt-4.1"), (1, "mini"), (2, "gpt-4.1")]
 
 
 # --------------------------------------------------------------------------- the ack path

@@ -19,7 +19,18 @@ from . import telemetry
 from ._tasks import cancel_and_wait
 from .engines import create_engine, resolve_url
 from .errors import BatonError, ValidationError, WorkflowError
-from .job import MAX_BIGINT, MAX_DELAY, MAX_INT4, STATES, Job, JobSpec, check_text, dumps, storable_text_error
+from .job import (
+    MAX_BIGINT,
+    MAX_DELAY,
+    MAX_INT4,
+    STATES,
+    Job,
+    JobSpec,
+    UsageRecord,
+    check_text,
+    dumps,
+    storable_text_error,
+)
 from .limits import QueueLimits, effective, parse_global_limit, parse_rate_limit
 from .plugins.base import Plugin
 from .plugins.stager import Stager
@@ -1027,11 +1038,16 @@ class Baton:
         await self.publish_effects(result.effects)
 
     def _report_usage(self, result: AckResult) -> None:
+        if telemetry.has_handlers(USAGE):
+            self.report_usage((a.job, a.usage) for a in result.acked if a.usage)
+
+    def report_usage(self, attempts: Iterable[tuple[Job, Sequence[UsageRecord]]]) -> None:
+        """Emit the usage event of each record just stored for an attempt (after its commit:
+        an ack's, or a stopping node's hand-back of an attempt it could not finish)."""
         if not telemetry.has_handlers(USAGE):
             return
-        for ack in result.acked:
-            job = ack.job
-            for u in ack.usage or ():
+        for job, records in attempts:
+            for u in records:
                 telemetry.emit(
                     USAGE,
                     {

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .engines.base import Engine
+    from .job import Job, UsageRecord
     from .store.effects import Effects
     from .store.transitions import AckResult
     from .usage import Pricing
@@ -114,6 +115,10 @@ class Host(Protocol):
 
     async def after_ack(self, result: AckResult) -> None:
         """Report fenced acks and publish the effects of an ack transaction."""
+        ...
+
+    def report_usage(self, attempts: Iterable[tuple[Job, Sequence[UsageRecord]]]) -> None:
+        """Emit the usage event of each record just stored for an attempt (after its commit)."""
         ...
 
     def wants_step_events(self) -> bool:

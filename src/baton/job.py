@@ -691,8 +691,9 @@ class Job:
     # -- cancellation of the running attempt --------------------------------------------
 
     def cancelled(self) -> bool:
-        """Whether this attempt was taken away while it runs: the job was cancelled, or this
-        node lost its lease and the attempt now belongs to the Lifeline's rescue (docs/lease.md).
+        """Whether this attempt was taken away while it runs: the job was cancelled, this node
+        lost its lease and the attempt now belongs to the Lifeline's rescue, or this node is
+        stopping and hands the attempt back to another node (docs/lease.md).
         An async worker is cancelled outright; a sync worker cannot be, so a long one should
         poll this (or `raise_if_cancelled()`) between steps and before its side effects."""
         return self._taken_away is not None

@@ -468,9 +468,12 @@ class Executor:
         duration = (time.perf_counter() - started) * 1000
         ack.run_ms = int(duration)
         if job._usage is not None:
-            # Taken for this attempt's ack: a timed-out sync worker still running in its
-            # thread can no longer add to it.
-            ack.usage, job._usage = job._usage, None
+            # A copy for this attempt's ack: a timed-out sync worker still running in its
+            # thread can no longer add to it. The records stay on the job until the attempt
+            # is settled: a stop that hands the attempt back before its ack came back to the
+            # loop (the thread ended meanwhile) writes them with the hand-back, and ignores the
+            # ack (Producer.hand_back), so they are stored once either way.
+            ack.usage = list(job._usage)
         return ack, duration, exc
 
     def _emit(self, job: Job, done: _Done) -> Ack | None:

@@ -40,6 +40,9 @@ log = logging.getLogger("baton.node")
 T = TypeVar("T")
 LEASE_LOST = telemetry.events.LEASE_LOST
 LEASE_REGAINED = telemetry.events.LEASE_REGAINED
+# How long a stop waits for the attempts it took away (cancelled, or flagged: job.cancelled())
+# to end before it writes their hand-back (at most its grace; not when hurried).
+HAND_BACK_WAIT = 1.0
 
 
 class Node:
@@ -435,7 +438,8 @@ class Node:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop fetching, wait up to `grace` (default: the app's shutdown_grace) for running
-        jobs, hand the unfinished ones back to `available`, and leave nothing behind."""
+        jobs, take the unfinished ones away (async cancelled, sync flagged: job.cancelled()),
+        hand them back to `available` with the usage they recorded, and leave nothing behind."""
         for producer in self.producers.values():
             await producer.stop_fetching()
         for task in self._tasks:
@@ -458,22 +462,34 @@ class Node:
             hurry.cancel()
             everything.cancel()
         await self.acker.drain(timeout=max(1.0, min(grace, 5.0)))
-        for producer in self.producers.values():
-            unfinished = list(producer.running)
-            if not unfinished:
-                continue
-            for attempt in producer.running.values():
-                attempt.cancel()
+        # Take every unfinished attempt away first, in one step on the loop, as a lost lease
+        # does (docs/lease.md): async ones cancelled, process ones' children killed, sync ones
+        # flagged (job.cancelled()); then give them a moment to end, so one that polls stops
+        # before its job is available to another node, and write the hand-back.
+        reason = f"node {self.name} shut down before the job finished; it was handed back"
+        taken = {p: p.take_away(reason) for p in self.producers.values() if p.running}
+        handles = [h for _, _, hs in taken.values() for h in hs]
+        settle = 0.0 if self._hurry.is_set() else min(grace, HAND_BACK_WAIT)
+        if handles and settle > 0:
+            await asyncio.wait(handles, timeout=settle)
+        for producer, (jobs, flagged, _) in taken.items():
+            used = producer.hand_over(jobs)
             try:
-                released = await self.engine.run(store.release_on_shutdown, unfinished, producer.uuid, self.name)
+                released, stored = await self.engine.run(
+                    transitions.hand_back, [j.id for j in jobs], producer.uuid, self.name, used
+                )
                 log.warning(
-                    "node %s: %d jobs of queue %s did not finish within %gs and were handed back: %s",
+                    "node %s: %d jobs of queue %s did not finish within %gs and were handed back: %s "
+                    "(%d sync ones flagged, job.cancelled(): %s)",
                     self.name,
                     len(released),
                     producer.queue,
                     grace,
                     [j.id for j in released][:20],
+                    len(flagged),
+                    flagged[:20],
                 )
+                self.app.report_usage(stored)
             except Exception as exc:
                 log.error("could not hand back unfinished jobs (%s); the lifeline will rescue them", exc)
         await self.acker.drain(timeout=1.0)

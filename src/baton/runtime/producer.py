@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import telemetry
 from .._tasks import cancel_and_wait, watch
-from ..job import Job
+from ..job import Job, UsageRecord
 from ..limits import QueueLimits
 from ..store import jobs as store
 from ..store import limits as limits_store
@@ -316,9 +316,10 @@ class Producer:
         """`job`'s attempt ended with `ack` (None: nothing to write); an `AttemptOwner` method,
         also called for the attempts that ran in threads without a Task."""
         if ack is not None and (job.id, job.attempt) in self._given_up:
-            # Given up on a lost lease while it ran: whatever it returned, the attempt is the
-            # rescuer's now; writing it could mark done a job that stopped half-way.
-            log.info("job %s attempt %s ended after its lease was lost; no outcome written", job.id, job.attempt)
+            # Given up on a lost lease or taken away by a stop while it ran: whatever it
+            # returned, the attempt is the rescuer's (or the hand-back's) now; writing it could
+            # mark done a job that stopped half-way.
+            log.info("job %s attempt %s ended after it was taken away; no outcome written", job.id, job.attempt)
         elif ack is not None:
             self.node.acker.push(ack)
         self._forget(job)
@@ -395,6 +396,47 @@ class Producer:
             else:
                 flagged.append(job_id)  # a thread cannot be stopped: it sees job.cancelled()
         return cancelled, flagged
+
+    def take_away(self, reason: str) -> tuple[list[Job], list[int], list[asyncio.Future[Any]]]:
+        """The node stops: take the attempts still running away, as a lost lease does, before
+        the hand-back is written. Async attempts (and process ones: their child is killed) are
+        cancelled; a thread cannot be stopped, so a sync attempt is flagged (`job.cancelled()`
+        turns True, `job.raise_if_cancelled()` raises). None of them will write an outcome,
+        whatever it returns: the hand-back is its outcome. Returns the jobs, the ids flagged,
+        and the attempts' handles to wait for (then `hand_over`)."""
+        jobs: list[Job] = []
+        flagged: list[int] = []
+        handles = list(self.running.values())
+        for job_id, attempt in list(self.running.items()):
+            job = self._jobs.get(job_id)
+            if job is None:  # pragma: no cover - running and _jobs change together
+                attempt.cancel()
+                continue
+            jobs.append(job)
+            if job._taken_away is None:
+                job._taken_away = reason
+            self._given_up.add((job_id, job.attempt))  # an outcome it returns anyway is not written
+            if self.node.executor.is_async(job):
+                attempt.cancel()
+            else:
+                flagged.append(job_id)
+        return jobs, flagged, handles
+
+    def hand_over(self, jobs: list[Job]) -> list[tuple[Job, list[UsageRecord]]]:
+        """After `take_away` (and a wait for the attempts to end): cancel those still running
+        (a sync worker that did not stop: its thread runs on, its outcome is ignored) and take
+        the usage every attempt of `jobs` recorded, to be written with the hand-back. What a
+        worker records after this is dropped with it."""
+        for job in jobs:
+            attempt = self.running.get(job.id)
+            if attempt is not None and self._jobs.get(job.id) is job:
+                attempt.cancel()
+        used: list[tuple[Job, list[UsageRecord]]] = []
+        for job in jobs:
+            records, job._usage = job._usage, None
+            if records:
+                used.append((job, records))
+        return used
 
     def regain_lease(self, uuid: str) -> None:
         """The node registered again: go on fetching as the new producer `uuid`, so every late

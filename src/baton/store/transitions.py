@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engines.base import Conn, Row
-from ..job import TERMINAL_STATES, Job, dumps
+from ..job import TERMINAL_STATES, Job, UsageRecord, dumps
 from . import chains, usage, workflows
 from .effects import Cascaded, Effects, publish
-from .jobs import Ack, Dropped
+from .jobs import Ack, Dropped, release_on_shutdown
 
 # --------------------------------------------------------------------------- fetch
 
@@ -137,6 +137,23 @@ async def ack_jobs(
     terminal = [(a.job, a.state) for a in result.acked if a.state in TERMINAL_STATES]
     await settle(conn, terminal, node, result.effects)
     return result
+
+
+async def hand_back(
+    conn: Conn, ids: Sequence[int], uuid: str, node: str, used: Sequence[tuple[Job, Sequence[UsageRecord]]] = ()
+) -> tuple[list[Job], list[tuple[Job, Sequence[UsageRecord]]]]:
+    """A stopping producer hands back the attempts it could not finish (`release_on_shutdown`:
+    `available` again, one more attempt allowed) and stores the usage they recorded (`used`:
+    the job as it ran, its records), in one transaction. Only the attempts the hand-back
+    applied to write usage: one no longer executing for `uuid` at its attempt (cancelled,
+    rescued meanwhile) writes nothing, like a fenced ack. Their own acks are never written (the
+    node took the attempts away first), so no record is stored twice. Returns the jobs handed
+    back and the usage stored."""
+    released = await release_on_shutdown(conn, ids, uuid, node)
+    applied = {(j.id, j.attempt) for j in released}
+    stored = [(job, records) for job, records in used if records and (job.id, job.attempt) in applied]
+    await usage.record_attempts_usage(conn, stored)
+    return released, stored
 
 
 def _plain(a: Ack) -> bool:

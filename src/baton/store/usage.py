@@ -1,24 +1,30 @@
 """Usage rows (`job.record_usage`): written with the acks that applied, one statement per
-batch, and read back summed per workflow (by step, model and attempt) or per model."""
+batch (and with a stopping node's hand-back of the attempts it could not finish), and read
+back summed per workflow (by step, model and attempt) or per model."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from ..engines.base import Conn
-from ..job import dumps
+from ..job import Job, UsageRecord, dumps
 from ..usage import UsageTotals, WorkflowUsage, money_text
 from .jobs import Ack
 
 
 async def record_usage(conn: Conn, acks: Sequence[Ack]) -> None:
     """Store the usage records of applied acks, each marked by its attempt (one statement)."""
+    await record_attempts_usage(conn, [(a.job, a.usage) for a in acks if a.usage])
+
+
+async def record_attempts_usage(conn: Conn, attempts: Iterable[tuple[Job, Sequence[UsageRecord]]]) -> None:
+    """Store the usage records of attempts (the job as it ran, its records), each marked by its
+    attempt (one statement; none when there is nothing to store)."""
     rows: list[dict[str, Any]] = []
-    for a in acks:
-        job = a.job
-        for u in a.usage or ():
+    for job, records in attempts:
+        for u in records:
             rows.append(
                 {
                     "job_id": job.id,
