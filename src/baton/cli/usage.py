@@ -50,7 +50,8 @@ def usage(settings: Settings, since: str | None) -> None:
     by_model = run(go())
     out = console(wide=True)
     if not by_model:
-        out.print("no usage recorded" + (f" in the last {since.strip()}" if span is not None else ""))
+        within = f" in the last {since.strip()}" if since is not None and span is not None else ""
+        out.print("no usage recorded" + within)
         return
     rows = {model: UsageTotals(**u) for model, u in by_model.items()}
     total = UsageTotals()
