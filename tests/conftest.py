@@ -130,3 +130,33 @@ def events() -> Any:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+# --------------------------------------------------------------------------- real node processes
+
+
+@pytest.fixture
+def side(db_url: str) -> str:
+    """`db_url` with the side tables real node processes record their executions in (heal_nodes)."""
+    import heal_nodes
+
+    heal_nodes.create_side_tables(db_url)
+    return db_url
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Any:
+    """Start node subprocesses (`heal_nodes.NodeProcess`): `spawn(mode, url, **options)`; each is
+    closed after the test, its stderr kept in the test's tmp_path."""
+    from heal_nodes import NodeProcess
+
+    started: list[NodeProcess] = []
+
+    def start(mode: str, url: str, **options: Any) -> NodeProcess:
+        proc = NodeProcess(mode, url, log_path=tmp_path / f"node-{len(started)}.log", **options)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.close()

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,29 +23,9 @@ import heal_nodes
 from baton.plugins import Lifeline
 from baton.read import health
 from conftest import wait_for
-from heal_nodes import NodeProcess, ago_sql, now_sql, side_sql
+from heal_nodes import ago_sql, now_sql, side_sql
 
 STOP = ("baton", "plugin", "stop")
-
-
-@pytest.fixture
-def side(db_url: str) -> str:
-    heal_nodes.create_side_tables(db_url)
-    return db_url
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Any:
-    started: list[NodeProcess] = []
-
-    def start(mode: str, url: str, **options: Any) -> NodeProcess:
-        proc = NodeProcess(mode, url, log_path=tmp_path / f"node-{len(started)}.log", **options)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.close()
 
 
 def sweeper(make_app: Callable[..., baton.Baton], stale_after: float = 2) -> baton.Baton:

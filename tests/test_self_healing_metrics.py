@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,26 +29,6 @@ from heal_nodes import NodeProcess, ago_sql, side_sql
 STOP = ("baton", "plugin", "stop")
 FINISHED = ("baton", "workflow", "finished")
 STALE = 2.0
-
-
-@pytest.fixture
-def side(db_url: str) -> str:
-    heal_nodes.create_side_tables(db_url)
-    return db_url
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
-    started: list[NodeProcess] = []
-
-    def start(mode: str, url: str, **options: Any) -> NodeProcess:
-        proc = NodeProcess(mode, url, log_path=tmp_path / f"node-{len(started)}.log", **options)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.close()
 
 
 @pytest.fixture
