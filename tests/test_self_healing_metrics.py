@@ -237,3 +237,25 @@ async def test_backstop_announcement_lag_counts_from_the_last_step(db_url, make_
     assert metadata["workflow_id"] == wid
     assert measurements["lag"] >= 30_000  # the step ended 30 s ago on the database's clock
     assert scrape(registry)[("baton_workflow_finished_lag_seconds_sum", ())] >= 30
+
+
+async def test_workflow_health_counts_a_workflow_it_unsticks_from_a_deleted_step(db_url, make_app, bridges):
+    """`b` ignores a deleted `a`, yet waits on it until a sweep resolves `a` as deleted: the
+    sweep that does so counts the workflow (`dep_deleted`), whichever plugin gets there."""
+    registry, _ = bridges
+    app = sweeper(make_app)
+
+    @app.worker(name="step")
+    def step(job: baton.Job) -> None:
+        return None
+
+    wf = baton.Workflow(label="ignores deleted")
+    wf.add("a", step.new({}))
+    wf.add("b", step.new({}), deps=["a"], ignore_deleted=True)
+    wid = await app.insert_workflow(wf)
+    side_sql(app.url, "DELETE FROM baton_jobs WHERE id = ?", ((await app.workflow_status(wid)).details["a"].job_id,))
+    health = await WorkflowHealth().sweep(app)
+    assert health["stuck_workflows"] == {"dep_deleted": [wid]}
+    assert (await app.workflow_status(wid)).steps == {"a": "deleted", "b": "available"}
+    sample = ("baton_stuck_workflows_total", (("plugin", "workflow_health"), ("reason", "dep_deleted")))
+    assert scrape(registry)[sample] == 1

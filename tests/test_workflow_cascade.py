@@ -661,3 +661,34 @@ async def test_retrying_a_completed_step_does_not_release_its_dependents_early(a
     assert await app.drain("held") == {"completed": 1}
     assert await app.drain() == {"completed": 1}
     assert (await app.workflow_status(wid)).status == "completed"
+
+
+async def test_a_retried_completed_step_runs_its_body_again_and_records_the_new_result(app):
+    """The result a completed step recorded is not replayed by a retry (that is only for an
+    attempt whose ack was lost): the body runs again, and a dependent retried with it reads
+    the new result."""
+    runs: list[int] = []
+
+    @app.worker(name="cascade.count")
+    def count(job: baton.Job) -> int:
+        runs.append(job.attempt)
+        return len(runs)
+
+    @app.worker(name="cascade.read")
+    def read(job: baton.Job) -> Any:
+        return job.upstream("a")
+
+    wf = baton.Workflow()
+    wf.add("a", count.new({}))
+    wf.add("b", read.new({}), deps=["a"])
+    wid = await app.insert_workflow(wf)
+    assert await app.drain() == {"completed": 2}
+    status = await app.workflow_status(wid)
+    assert status.details["b"].result == 1
+    a, b = status.details["a"].job_id, status.details["b"].job_id
+    assert await app.retry_all_jobs([a, b]) == 2
+    assert [(await app.get_job(i)).state for i in (a, b)] == ["available", "suspended"]
+    assert await app.drain() == {"completed": 2}
+    assert runs == [1, 2]  # the body ran again, on attempt 2
+    status = await app.workflow_status(wid)
+    assert status.details["a"].result == 2 and status.details["b"].result == 2

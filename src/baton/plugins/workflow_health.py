@@ -68,9 +68,11 @@ class WorkflowHealth(Plugin):
             telemetry.emit(("baton", "plugin", "rescued"), {"count": len(ids)}, {"job_ids": ids, "plugin": self.name})
         # Steps whose own job row is gone resolve as `deleted`, so dependents that ignore
         # deleted deps are released and the workflow can finish.
-        resolved = await app.engine.run(
+        resolved, unstuck = await app.engine.run(
             maintenance.resolve_deleted, limit=self.limit, node=app.node, origin=app.instance
         )
+        if unstuck:
+            stuck.setdefault("dep_deleted", set()).update(unstuck)
         await app.publish_effects(resolved)
         # 2. completion backstop (before failure telemetry, which needs the completion row).
         effects = await app.engine.run(
@@ -84,7 +86,6 @@ class WorkflowHealth(Plugin):
         )
         app.announce_finished(taken, lags)
         for reason, found in (
-            ("step_deleted", resolved.finished),
             ("unannounced", effects.finished),
             ("announcement_lost", taken),
         ):

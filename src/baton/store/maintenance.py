@@ -226,16 +226,17 @@ async def orphaned_waiting_steps(conn: Conn, limit: int) -> list[Row]:
     return await conn.fetch("orphaned_waiting_steps", {"limit": limit})
 
 
-async def resolve_deleted(conn: Conn, *, limit: int, node: str, origin: str) -> Effects:
+async def resolve_deleted(conn: Conn, *, limit: int, node: str, origin: str) -> tuple[Effects, set[str]]:
     """Resolve steps whose job row is gone as `deleted`: dependents that ignore deleted deps
-    are released, and workflows left with nothing to wait for finish."""
+    are released, and workflows left with nothing to wait for finish. Also returns the
+    workflows it resolved steps of (stuck until then: `dep_deleted`)."""
     effects = Effects(origin=origin)
     rows = [r for r in await conn.fetch("unresolved_finished_nodes", {"limit": limit}) if r["outcome"] == "deleted"]
     if rows:
         frontier = [{"id": r["job_id"], "outcome": "deleted", "reason": "dep_deleted"} for r in rows]
         await workflows.resolve_frontier(conn, frontier, node, effects, set())
         await publish(conn, effects)
-    return effects
+    return effects, {r["workflow_id"] for r in rows}
 
 
 async def announce_terminated(conn: Conn, *, limit: int, node: str, origin: str) -> Effects:
