@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
 import socket
@@ -321,7 +322,7 @@ async def test_bulk_actions_apply_to_everything_matching_the_filter(
     response = await api.post(
         "/api/jobs/bulk/retry", params={"worker": "shop.charge_card", "state": "discarded"}, headers=headers
     )
-    assert response.json() == {"count": 4, "more": False}
+    assert response.json() == {"count": 4, "more": False, "refused_count": 0, "refused": []}
     assert {j.state for j in await app.list_jobs(worker="shop.charge_card")} == {"available"}
     response = await api.post("/api/jobs/bulk/discard", params={"q": "SKU"}, headers=headers)
     assert response.json()["count"] == 3
@@ -802,3 +803,42 @@ def test_graph_layers_of_a_long_chain_listed_dependents_first() -> None:
     assert layers(chain) == {f"s{i}": 4_999 - i for i in range(5_000)}
     looped = [{"name": "a", "deps": ["b", "gone"]}, {"name": "b", "deps": ["a"]}, {"name": "c", "deps": ["a"]}]
     assert layers(looped) == {"b": 0, "a": 1, "c": 2}
+
+
+async def test_bulk_retry_of_a_big_failed_workflow_retries_dependencies_before_dependents(
+    api: httpx.AsyncClient, seeded: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks of 2 stand for the 1 000 of a workflow of more than 1 000 steps: newest first, the
+    # first chunks held only dependents of the failed `clean`, refused while it was discarded.
+    from baton.dashboard import routes
+
+    monkeypatch.setattr(routes, "BULK_CHUNK", 2)
+    app, wf = seeded["app"], seeded["failed_wf"]
+    headers = await token(api)
+    response = await api.post("/api/jobs/bulk/retry", params={"workflow": wf}, headers=headers)
+    status = await app.workflow_status(wf)
+    assert not any(s in ("cancelled", "discarded") for s in status.steps.values()), status.steps
+    assert status.status == "running"
+    assert response.json()["count"] == len(status.steps) and response.json()["refused"] == []
+
+
+async def test_bulk_retry_reports_the_refused_steps_and_why(api: httpx.AsyncClient, seeded: dict[str, Any]) -> None:
+    app, wf = seeded["app"], seeded["failed_wf"]
+    headers = await token(api)
+    stats = (await app.workflow_status(wf)).details["stats"].job_id
+    params = {"workflow": wf, "state": "cancelled"}  # the dependents, not the failed `clean`
+    response = await api.post("/api/jobs/bulk/retry", params=params, headers={**headers, "HX-Request": "true"})
+    toast = json.loads(response.headers["HX-Trigger"])["baton:toast"]
+    assert toast["kind"] == "warn"
+    assert toast["message"].startswith("0 retried, 4 refused: ")
+    assert f"job {stats} (step 'stats'): its dependency 'clean' is discarded, retry that first" in toast["message"]
+    response = await api.post("/api/jobs/bulk/retry", params=params, headers=headers)
+    data = response.json()
+    assert (data["count"], data["refused_count"]) == (0, 4)
+    assert {"id": stats, "reason": "dependency", "step": "stats", "dep": "clean", "dep_state": "discarded"} in (
+        data["refused"]
+    )
+    response = await api.post(
+        "/api/failures/retry", json={"worker": "report.step", "kind": "RuntimeError"}, headers=headers
+    )
+    assert (response.json()["count"], response.json()["refused_count"]) == (1, 0)
