@@ -263,9 +263,9 @@ def api_routes(dash: Dashboard) -> list[Route]:
             more = before is not None
             ids.extend(chunk)
         if action == "retry":
-            done, refused = await _retry_in_order(app, ids)
-            payload, message = _retry_report(done, refused)
-            return _acted(dash, request, {**payload, "more": more}, message, bool(refused))
+            done, turned_down = await _retry_in_order(app, ids)
+            payload, message = _retry_report(done, turned_down)
+            return _acted(dash, request, {**payload, "more": more}, message, bool(turned_down))
         done = 0
         for i in range(0, len(ids), BULK_CHUNK):
             if action == "cancel":
@@ -298,8 +298,8 @@ def api_routes(dash: Dashboard) -> list[Route]:
             before = chunk[-1]
             ids.extend(chunk)
         if action == "retry":
-            done, refused = await _retry_in_order(app, ids)
-            payload, message = _retry_report(done, refused)
+            done, turned_down = await _retry_in_order(app, ids)
+            payload, message = _retry_report(done, turned_down)
             return _acted(dash, request, payload, f"{worker} / {kind}: {message}", bool(refused))
         done = 0
         for i in range(0, len(ids), BULK_CHUNK):
