@@ -842,3 +842,29 @@ async def test_bulk_retry_reports_the_refused_steps_and_why(api: httpx.AsyncClie
         "/api/failures/retry", json={"worker": "report.step", "kind": "RuntimeError"}, headers=headers
     )
     assert (response.json()["count"], response.json()["refused_count"]) == (1, 0)
+
+
+async def test_a_reopened_and_refinished_workflow_shows_when_its_last_step_ended(
+    api: httpx.AsyncClient, seeded: dict[str, Any]
+) -> None:
+    app, wf = seeded["app"], seeded["failed_wf"]
+    failed_at = (await app.workflow_status(wf)).announced_at
+    assert failed_at is not None
+    ids = [j.id for j in await app.list_jobs(workflow_id=wf) if j.state in ("discarded", "cancelled")]
+    await app.retry_all_jobs(ids)
+    running = (await api.get(f"/api/workflows/{wf}")).json()
+    assert (running["status"], running["finished_at"]) == ("running", None)
+    await app.drain()
+    status = await app.workflow_status(wf)
+    jobs = await app.list_jobs(workflow_id=wf)
+    ended = max(t for j in jobs for t in (j.completed_at, j.discarded_at, j.cancelled_at) if t is not None)
+    assert status.finished and ended > failed_at  # `clean` failed again: the workflow failed again
+    assert status.announced_at == failed_at  # the claim keeps the first outcome's time
+    assert status.finished_at == ended
+    detail = (await api.get(f"/api/workflows/{wf}")).json()
+    listed = next(w for w in (await api.get("/api/workflows")).json()["workflows"] if w["id"] == wf)
+    assert datetime.fromisoformat(listed["finished_at"].replace("Z", "+00:00")) == ended
+    assert datetime.fromisoformat(detail["finished_at"].replace("Z", "+00:00")) == ended
+    # A workflow never reopened still shows the claim's time.
+    done = await app.workflow_status(seeded["done_wf"])
+    assert done.finished_at == done.announced_at
