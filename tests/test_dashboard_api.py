@@ -279,6 +279,9 @@ async def test_retrying_a_step_whose_dependency_failed_is_refused(
     assert response.json()["field"] == "job_id"
     assert "dependency 'clean' is discarded" in response.json()["error"]
     assert "retry step 'clean' first" in response.json()["error"]
+    # `message` is the text for people: without the `job_id: ` the API's `error` starts with.
+    assert response.json()["error"] == "job_id: " + response.json()["message"]
+    assert response.json()["message"].startswith(f"step 'stats' (job {stats}) was not retried")
     assert (await app.get_job(stats)).state == "cancelled"  # type: ignore[union-attr]
     assert (await api.post(f"/api/jobs/{clean}/retry", headers=headers)).json()["changed"] is True
     response = await api.post(f"/api/jobs/{stats}/retry", headers=headers)

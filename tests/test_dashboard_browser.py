@@ -278,3 +278,32 @@ async def test_long_unbroken_names_wrap_and_keep_columns_and_buttons_on_the_card
         assert await page.locator("section.card button:has-text('Retry group')").count() >= 3
     finally:
         await context.close()
+
+
+async def test_a_refused_retry_shows_an_error_toast_that_stays_until_dismissed(
+    page: Page, server: DashboardServer, seeded: dict[str, Any]
+) -> None:
+    app: baton.Baton = seeded["app"]
+    stats = (await app.workflow_status(seeded["failed_wf"])).details["stats"].job_id
+    await page.clock.install()
+    await page.goto(f"{server.base}/jobs/{stats}")
+    await page.click("#job-actions button:has-text('Retry')")
+    toast = page.locator("#toasts .toast.bad")
+    await expect(toast).to_contain_text("its dependency 'clean' is discarded")
+    assert not (await toast.inner_text()).startswith("job_id")  # the API's field, not for people
+    await page.clock.fast_forward(60_000)  # far past the 4 s an information toast stays
+    await expect(toast).to_be_visible()
+    close = toast.locator("button[aria-label='Dismiss']")
+    await close.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#toasts .toast")).to_have_count(0)
+
+    # A bulk retry that refuses steps says how many and why, in a toast that stays as well.
+    await page.goto(f"{server.base}/jobs?workflow={seeded['failed_wf']}&state=cancelled")
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.click("button:has-text('Retry all')")
+    warn = page.locator("#toasts .toast.warn")
+    await expect(warn).to_contain_text("0 retried, 4 refused")
+    await expect(warn).to_contain_text("dependency 'clean' is discarded, retry that first")
+    await page.clock.fast_forward(60_000)
+    await expect(warn).to_be_visible()

@@ -45,9 +45,12 @@ DISCARD_REASON = "discarded from the dashboard"
 
 
 def _error(exc: Exception, status: int = 400) -> JSON:
+    """`error` as the library words it (`field: ...`), `field`, and `message`: the text without
+    the field's prefix, for people (the dashboard's toasts)."""
     field = getattr(exc, "field", None)
-    message = str(exc)
-    return JSON({"error": message, "field": field}, status_code=status)
+    error = str(exc)
+    message = error.removeprefix(f"{field}: ") if field else error
+    return JSON({"error": error, "field": field, "message": message}, status_code=status)
 
 
 def _api(handler: Handler) -> Handler:
