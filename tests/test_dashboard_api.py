@@ -871,3 +871,34 @@ async def test_a_reopened_and_refinished_workflow_shows_when_its_last_step_ended
     # A workflow never reopened still shows the claim's time.
     done = await app.workflow_status(seeded["done_wf"])
     assert done.finished_at == done.announced_at
+
+
+async def test_retry_a_failed_workflows_failed_steps_from_its_page(
+    api: httpx.AsyncClient, seeded: dict[str, Any]
+) -> None:
+    app, wf = seeded["app"], seeded["failed_wf"]
+    page = (await api.get(f"/workflows/{wf}")).text
+    assert f'action="/api/workflows/{wf}/retry"' in page and "Retry failed steps" in page
+    assert f'href="/jobs?workflow={wf}"' in page
+    assert "Retry failed steps" not in (await api.get(f"/workflows/{seeded['done_wf']}")).text
+    headers = await token(api)
+    assert (await api.post(f"/api/workflows/{wf}/retry")).status_code == 403  # no CSRF token
+    failed = [n for n, s in (await app.workflow_status(wf)).steps.items() if s in ("discarded", "cancelled")]
+    response = await api.post(f"/api/workflows/{wf}/retry", headers={**headers, "HX-Request": "true"})
+    toast = json.loads(response.headers["HX-Trigger"])["baton:toast"]
+    assert toast["message"] == f"{len(failed)} retried, 0 refused"
+    status = await app.workflow_status(wf)
+    assert status.status == "running"
+    assert status.steps["clean"] == "available"
+    assert all(status.steps[n] == "suspended" for n in failed if n != "clean")  # waiting for `clean`
+    response = await api.post(f"/api/workflows/{wf}/retry", headers=headers)
+    assert response.json()["count"] == 0  # nothing failed any more
+    assert (await api.post("/api/workflows/nope/retry", headers=headers)).status_code == 404
+
+
+async def test_read_only_has_no_workflow_retry(seeded: dict[str, Any]) -> None:
+    async with client_for(create_app(seeded["app"], read_only=True)) as client:
+        page = (await client.get(f"/workflows/{seeded['failed_wf']}")).text
+        assert "Retry failed steps" not in page and f"/jobs?workflow={seeded['failed_wf']}" in page
+        headers = await token(client)
+        assert (await client.post(f"/api/workflows/{seeded['failed_wf']}/retry", headers=headers)).status_code == 403

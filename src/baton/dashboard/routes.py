@@ -147,19 +147,21 @@ Refusal = UniqueHeld | StepBlocked
 REFUSALS_LISTED = 50  # in the JSON answer; the toast names 3
 
 
-async def _retry_in_order(app: Baton, ids: list[int]) -> tuple[int, list[Refusal]]:
+async def _retry_in_order(app: Baton, ids: list[int], chunk: int | None = None) -> tuple[int, list[Refusal]]:
     """Retry `ids` oldest first, BULK_CHUNK at a time: a workflow's steps are inserted
     dependencies first, so a later chunk finds its failed dependency retried (live), and the
     step waits for it, suspended, instead of being refused. Steps still refused for a
     dependency retried after them (a graft's steps come after the steps that wait for them) are
-    tried again while that retries any. Returns (how many were retried, the refused)."""
+    tried again while that retries any. `chunk` (default BULK_CHUNK) ids per call. Returns (how
+    many were retried, the refused)."""
     todo = sorted(set(ids))
+    size = chunk or BULK_CHUNK
     done = 0
     refused: dict[int, Refusal] = {}
     while todo:
         retried = 0
-        for i in range(0, len(todo), BULK_CHUNK):
-            jobs, held = await app.engine.run(retrystore.retry_jobs, todo[i : i + BULK_CHUNK])
+        for i in range(0, len(todo), size):
+            jobs, held = await app.engine.run(retrystore.retry_jobs, todo[i : i + size])
             app.wake_producers({j.queue for j in jobs})
             retried += len(jobs)
             refused.update((r.id, r) for r in held)
@@ -325,6 +327,19 @@ def api_routes(dash: Dashboard) -> list[Route]:
         detail["usage"] = await dash.workflow_usage(detail["workflow_id"])
         return JSON(detail)
 
+    async def workflow_retry(request: Request) -> Response:
+        """Retry the workflow's discarded and cancelled steps in one call, oldest first: the
+        cascaded dependents wait, suspended, for their retried dependency."""
+        if (refused := await _checked_post(request)) is not None:
+            return refused
+        detail = await dash.read(read.workflow_detail, request.path_params["id"])
+        if detail is None:
+            return JSON({"error": f"no workflow with id {request.path_params['id']!r}"}, status_code=404)
+        ids = [s["job_id"] for s in detail["steps"] if s["state"] in ("discarded", "cancelled") and s["job_id"]]
+        done, turned_down = await _retry_in_order(app, ids, chunk=max(1, len(ids)))
+        payload, message = _retry_report(done, turned_down)
+        return _acted(dash, request, payload, message, bool(turned_down))
+
     async def queues(request: Request) -> Response:
         data = {**await dash.counts(), **await dash.cluster(), "queue_usage": await dash.queue_usage()}
         return JSON({"queues": queue_rows(data)})
@@ -388,6 +403,7 @@ def api_routes(dash: Dashboard) -> list[Route]:
         Route("/api/failures/{action}", _api(failure_action), methods=post),
         Route("/api/workflows", _api(workflows), methods=get),
         Route("/api/workflows/{id}", _api(workflow), methods=get),
+        Route("/api/workflows/{id}/retry", _api(workflow_retry), methods=post),
         Route("/api/queues", _api(queues), methods=get),
         # A queue name may hold "/" (raw or %2F): the action is the last segment.
         Route("/api/queues/{name:path}/{action}", _api(queue_action), methods=post),
