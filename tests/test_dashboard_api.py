@@ -902,3 +902,35 @@ async def test_read_only_has_no_workflow_retry(seeded: dict[str, Any]) -> None:
         assert "Retry failed steps" not in page and f"/jobs?workflow={seeded['failed_wf']}" in page
         headers = await token(client)
         assert (await client.post(f"/api/workflows/{seeded['failed_wf']}/retry", headers=headers)).status_code == 403
+
+
+async def test_bidi_controls_are_isolated_and_control_characters_shown_escaped(
+    make_app: Callable[..., baton.Baton],
+) -> None:
+    app = make_app()
+
+    @app.worker(name="odd.\u202eworker", max_attempts=1)
+    def odd(job: baton.Job) -> None:
+        raise ValueError("bad \x1b[31mred\x07 \u202eesrever")
+
+    wf = baton.Workflow(label="nightly \u202etroper\x1b]0;pwned\x07")
+    wf.add("step\u202e1", odd.new({}))
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    job_id = (await app.list_jobs(workflow_id=wid))[0].id
+    async with client_for(create_app(app)) as client:
+        for path in ("/workflows", f"/workflows/{wid}", f"/jobs/{job_id}", "/jobs", "/failures"):
+            page = (await client.get(path)).text
+            assert "\x1b" not in page and "\x07" not in page, path
+            # Every U+202E sits in an isolate (FSI ... PDI) that ends before the markup after it.
+            for m in re.finditer("\u202e", page):
+                before, after = page[: m.start()], page[m.end() :]
+                assert before.rfind("\u2068") > before.rfind("<"), (path, page[m.start() - 40 : m.end() + 40])
+                assert -1 < after.find("\u2069") < after.find("<"), (path, page[m.start() - 40 : m.end() + 40])
+        page = (await client.get(f"/workflows/{wid}")).text
+        assert "nightly \u202etroper\\x1b]0;pwned\\x07\u2069" in page
+        page = (await client.get(f"/jobs/{job_id}")).text
+        assert "\\x1b[31mred\\x07" in page
+        # The JSON API gives the values as they are.
+        detail = (await client.get(f"/api/workflows/{wid}")).json()
+        assert detail["label"] == "nightly \u202etroper\x1b]0;pwned\x07"
