@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
 import socket
@@ -278,6 +279,9 @@ async def test_retrying_a_step_whose_dependency_failed_is_refused(
     assert response.json()["field"] == "job_id"
     assert "dependency 'clean' is discarded" in response.json()["error"]
     assert "retry step 'clean' first" in response.json()["error"]
+    # `message` is the text for people: without the `job_id: ` the API's `error` starts with.
+    assert response.json()["error"] == "job_id: " + response.json()["message"]
+    assert response.json()["message"].startswith(f"step 'stats' (job {stats}) was not retried")
     assert (await app.get_job(stats)).state == "cancelled"  # type: ignore[union-attr]
     assert (await api.post(f"/api/jobs/{clean}/retry", headers=headers)).json()["changed"] is True
     response = await api.post(f"/api/jobs/{stats}/retry", headers=headers)
@@ -321,7 +325,7 @@ async def test_bulk_actions_apply_to_everything_matching_the_filter(
     response = await api.post(
         "/api/jobs/bulk/retry", params={"worker": "shop.charge_card", "state": "discarded"}, headers=headers
     )
-    assert response.json() == {"count": 4, "more": False}
+    assert response.json() == {"count": 4, "more": False, "refused_count": 0, "refused": []}
     assert {j.state for j in await app.list_jobs(worker="shop.charge_card")} == {"available"}
     response = await api.post("/api/jobs/bulk/discard", params={"q": "SKU"}, headers=headers)
     assert response.json()["count"] == 3
@@ -802,3 +806,131 @@ def test_graph_layers_of_a_long_chain_listed_dependents_first() -> None:
     assert layers(chain) == {f"s{i}": 4_999 - i for i in range(5_000)}
     looped = [{"name": "a", "deps": ["b", "gone"]}, {"name": "b", "deps": ["a"]}, {"name": "c", "deps": ["a"]}]
     assert layers(looped) == {"b": 0, "a": 1, "c": 2}
+
+
+async def test_bulk_retry_of_a_big_failed_workflow_retries_dependencies_before_dependents(
+    api: httpx.AsyncClient, seeded: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks of 2 stand for the 1 000 of a workflow of more than 1 000 steps: newest first, the
+    # first chunks held only dependents of the failed `clean`, refused while it was discarded.
+    from baton.dashboard import routes
+
+    monkeypatch.setattr(routes, "BULK_CHUNK", 2)
+    app, wf = seeded["app"], seeded["failed_wf"]
+    headers = await token(api)
+    response = await api.post("/api/jobs/bulk/retry", params={"workflow": wf}, headers=headers)
+    status = await app.workflow_status(wf)
+    assert not any(s in ("cancelled", "discarded") for s in status.steps.values()), status.steps
+    assert status.status == "running"
+    assert response.json()["count"] == len(status.steps) and response.json()["refused"] == []
+
+
+async def test_bulk_retry_reports_the_refused_steps_and_why(api: httpx.AsyncClient, seeded: dict[str, Any]) -> None:
+    app, wf = seeded["app"], seeded["failed_wf"]
+    headers = await token(api)
+    stats = (await app.workflow_status(wf)).details["stats"].job_id
+    params = {"workflow": wf, "state": "cancelled"}  # the dependents, not the failed `clean`
+    response = await api.post("/api/jobs/bulk/retry", params=params, headers={**headers, "HX-Request": "true"})
+    toast = json.loads(response.headers["HX-Trigger"])["baton:toast"]
+    assert toast["kind"] == "warn"
+    assert toast["message"].startswith("0 retried, 4 refused: ")
+    assert f"job {stats} (step 'stats'): its dependency 'clean' is discarded, retry that first" in toast["message"]
+    response = await api.post("/api/jobs/bulk/retry", params=params, headers=headers)
+    data = response.json()
+    assert (data["count"], data["refused_count"]) == (0, 4)
+    assert {"id": stats, "reason": "dependency", "step": "stats", "dep": "clean", "dep_state": "discarded"} in (
+        data["refused"]
+    )
+    response = await api.post(
+        "/api/failures/retry", json={"worker": "report.step", "kind": "RuntimeError"}, headers=headers
+    )
+    assert (response.json()["count"], response.json()["refused_count"]) == (1, 0)
+
+
+async def test_a_reopened_and_refinished_workflow_shows_when_its_last_step_ended(
+    api: httpx.AsyncClient, seeded: dict[str, Any]
+) -> None:
+    app, wf = seeded["app"], seeded["failed_wf"]
+    failed_at = (await app.workflow_status(wf)).announced_at
+    assert failed_at is not None
+    ids = [j.id for j in await app.list_jobs(workflow_id=wf) if j.state in ("discarded", "cancelled")]
+    await app.retry_all_jobs(ids)
+    running = (await api.get(f"/api/workflows/{wf}")).json()
+    assert (running["status"], running["finished_at"]) == ("running", None)
+    await app.drain()
+    status = await app.workflow_status(wf)
+    jobs = await app.list_jobs(workflow_id=wf)
+    ended = max(t for j in jobs for t in (j.completed_at, j.discarded_at, j.cancelled_at) if t is not None)
+    assert status.finished and ended > failed_at  # `clean` failed again: the workflow failed again
+    assert status.announced_at == failed_at  # the claim keeps the first outcome's time
+    assert status.finished_at == ended
+    detail = (await api.get(f"/api/workflows/{wf}")).json()
+    listed = next(w for w in (await api.get("/api/workflows")).json()["workflows"] if w["id"] == wf)
+    assert datetime.fromisoformat(listed["finished_at"].replace("Z", "+00:00")) == ended
+    assert datetime.fromisoformat(detail["finished_at"].replace("Z", "+00:00")) == ended
+    # A workflow never reopened still shows the claim's time.
+    done = await app.workflow_status(seeded["done_wf"])
+    assert done.finished_at == done.announced_at
+
+
+async def test_retry_a_failed_workflows_failed_steps_from_its_page(
+    api: httpx.AsyncClient, seeded: dict[str, Any]
+) -> None:
+    app, wf = seeded["app"], seeded["failed_wf"]
+    page = (await api.get(f"/workflows/{wf}")).text
+    assert f'action="/api/workflows/{wf}/retry"' in page and "Retry failed steps" in page
+    assert f'href="/jobs?workflow={wf}"' in page
+    assert "Retry failed steps" not in (await api.get(f"/workflows/{seeded['done_wf']}")).text
+    headers = await token(api)
+    assert (await api.post(f"/api/workflows/{wf}/retry")).status_code == 403  # no CSRF token
+    failed = [n for n, s in (await app.workflow_status(wf)).steps.items() if s in ("discarded", "cancelled")]
+    response = await api.post(f"/api/workflows/{wf}/retry", headers={**headers, "HX-Request": "true"})
+    toast = json.loads(response.headers["HX-Trigger"])["baton:toast"]
+    assert toast["message"] == f"{len(failed)} retried, 0 refused"
+    status = await app.workflow_status(wf)
+    assert status.status == "running"
+    assert status.steps["clean"] == "available"
+    assert all(status.steps[n] == "suspended" for n in failed if n != "clean")  # waiting for `clean`
+    response = await api.post(f"/api/workflows/{wf}/retry", headers=headers)
+    assert response.json()["count"] == 0  # nothing failed any more
+    assert (await api.post("/api/workflows/nope/retry", headers=headers)).status_code == 404
+
+
+async def test_read_only_has_no_workflow_retry(seeded: dict[str, Any]) -> None:
+    async with client_for(create_app(seeded["app"], read_only=True)) as client:
+        page = (await client.get(f"/workflows/{seeded['failed_wf']}")).text
+        assert "Retry failed steps" not in page and f"/jobs?workflow={seeded['failed_wf']}" in page
+        headers = await token(client)
+        assert (await client.post(f"/api/workflows/{seeded['failed_wf']}/retry", headers=headers)).status_code == 403
+
+
+async def test_bidi_controls_are_isolated_and_control_characters_shown_escaped(
+    make_app: Callable[..., baton.Baton],
+) -> None:
+    app = make_app()
+
+    @app.worker(name="odd.\u202eworker", max_attempts=1)
+    def odd(job: baton.Job) -> None:
+        raise ValueError("bad \x1b[31mred\x07 \u202eesrever")
+
+    wf = baton.Workflow(label="nightly \u202etroper\x1b]0;pwned\x07")
+    wf.add("step\u202e1", odd.new({}))
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    job_id = (await app.list_jobs(workflow_id=wid))[0].id
+    async with client_for(create_app(app)) as client:
+        for path in ("/workflows", f"/workflows/{wid}", f"/jobs/{job_id}", "/jobs", "/failures"):
+            page = (await client.get(path)).text
+            assert "\x1b" not in page and "\x07" not in page, path
+            # Every U+202E sits in an isolate (FSI ... PDI) that ends before the markup after it.
+            for m in re.finditer("\u202e", page):
+                before, after = page[: m.start()], page[m.end() :]
+                assert before.rfind("\u2068") > before.rfind("<"), (path, page[m.start() - 40 : m.end() + 40])
+                assert -1 < after.find("\u2069") < after.find("<"), (path, page[m.start() - 40 : m.end() + 40])
+        page = (await client.get(f"/workflows/{wid}")).text
+        assert "nightly \u202etroper\\x1b]0;pwned\\x07\u2069" in page
+        page = (await client.get(f"/jobs/{job_id}")).text
+        assert "\\x1b[31mred\\x07" in page
+        # The JSON API gives the values as they are.
+        detail = (await client.get(f"/api/workflows/{wid}")).json()
+        assert detail["label"] == "nightly \u202etroper\x1b]0;pwned\x07"

@@ -240,3 +240,70 @@ async def test_read_only_hides_and_refuses_actions(
         assert status == 403
     job = await app.get_job(card.id)
     assert job is not None and job.state == "discarded"
+
+
+INSIDE = """(sel) => Array.from(document.querySelectorAll(sel)).map((el) => {
+  const card = el.closest('.card').getBoundingClientRect(), r = el.getBoundingClientRect();
+  return {text: el.textContent.trim().slice(0, 20), inside: r.left >= card.left - 1 && r.right <= card.right + 1
+          && r.right <= window.innerWidth};
+}).filter((x) => !x.inside)"""
+
+
+@pytest.mark.parametrize("width", [1400, 1280])
+async def test_long_unbroken_names_wrap_and_keep_columns_and_buttons_on_the_card(
+    browser: Browser, server: DashboardServer, seeded: dict[str, Any], width: int
+) -> None:
+    app: baton.Baton = seeded["app"]
+    long = "very_long_" * 30  # 300 characters, no space
+
+    @app.worker(name=f"odd.{long}", max_attempts=1)
+    def odd(job: baton.Job) -> None:
+        raise ValueError("no")
+
+    wf = baton.Workflow(label=f"label_{long}")
+    wf.add(f"step_{long}", odd.new({}))
+    wf.add("s3://bucket/" + "x" * 40 + "/exports/" + "y" * 40 + ".csv", odd.new({}))  # a 100-char path
+    wid = await app.insert_workflow(wf)
+    await app.drain()
+    context = await browser.new_context(viewport={"width": width, "height": 900})
+    page = await context.new_page()
+    try:
+        for path in ("/failures", "/jobs", "/workflows", f"/workflows/{wid}"):
+            await page.goto(server.base + path)
+            await expect(page.locator("section.card table").first).to_be_visible()
+            assert await page.evaluate("document.documentElement.scrollWidth") <= width, path
+            assert await page.evaluate(INSIDE, "section.card thead th") == [], path
+            assert await page.evaluate(INSIDE, "section.card button") == [], path
+        await page.goto(server.base + "/failures")
+        assert await page.locator("section.card button:has-text('Retry group')").count() >= 3
+    finally:
+        await context.close()
+
+
+async def test_a_refused_retry_shows_an_error_toast_that_stays_until_dismissed(
+    page: Page, server: DashboardServer, seeded: dict[str, Any]
+) -> None:
+    app: baton.Baton = seeded["app"]
+    stats = (await app.workflow_status(seeded["failed_wf"])).details["stats"].job_id
+    await page.clock.install()
+    await page.goto(f"{server.base}/jobs/{stats}")
+    await page.click("#job-actions button:has-text('Retry')")
+    toast = page.locator("#toasts .toast.bad")
+    await expect(toast).to_contain_text("its dependency 'clean' is discarded")
+    assert not (await toast.inner_text()).startswith("job_id")  # the API's field, not for people
+    await page.clock.fast_forward(60_000)  # far past the 4 s an information toast stays
+    await expect(toast).to_be_visible()
+    close = toast.locator("button[aria-label='Dismiss']")
+    await close.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#toasts .toast")).to_have_count(0)
+
+    # A bulk retry that refuses steps says how many and why, in a toast that stays as well.
+    await page.goto(f"{server.base}/jobs?workflow={seeded['failed_wf']}&state=cancelled")
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.click("button:has-text('Retry all')")
+    warn = page.locator("#toasts .toast.warn")
+    await expect(warn).to_contain_text("0 retried, 4 refused")
+    await expect(warn).to_contain_text("dependency 'clean' is discarded, retry that first")
+    await page.clock.fast_forward(60_000)
+    await expect(warn).to_be_visible()

@@ -120,7 +120,9 @@ def workflows_show(settings: Settings, workflow_id: str, fmt: str) -> None:
     out.print(Text.assemble(("steps: ", "bold"), counts_text(status.counts)))
     if status.finished:
         by = f" by {status.announced_by}" if status.announced_by else ""
-        out.print(Text.assemble(("finished: ", "bold"), f"{when(status.announced_at)} (announced{by})"))
+        reopened = status.finished_at != status.announced_at
+        note = f" (its outcome first announced {when(status.announced_at)}{by})" if reopened else f" (announced{by})"
+        out.print(Text.assemble(("finished: ", "bold"), f"{when(status.finished_at)}{note}"))
     if status.failed_steps:
         out.print(Text.assemble(("failed steps: ", "bold"), (printable(", ".join(status.failed_steps)), "red")))
     stuck = {name: why for name, why in status.waiting.items() if status.steps.get(name) == "suspended"}

@@ -4,12 +4,33 @@ tooltip), counts (estimated and capped ones marked), JSON, durations and queue a
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup, escape
+
+from .._printable import escape as escape_control
+
+# Control characters shown escaped as the CLI shows them (`\x1b`), but for newline and tab, which
+# HTML renders as white space (and `pre` blocks of JSON and tracebacks need).
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Bidi embeddings, overrides and isolates (and their terminators), and the directional marks.
+BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+FSI, PDI = "\u2068", "\u2069"
+
+
+def shown(value: Any) -> Any:
+    """User text as the dashboard writes it (every `{{ ... }}` of a template, via the
+    environment's finalize, and the graph's labels): control characters visibly escaped (ESC as
+    `\x1b`), and text holding a bidi control set in an isolate (FSI ... PDI) so that an
+    override (U+202E) cannot reverse the text after it. Markup and non-text pass as they are."""
+    if not isinstance(value, str) or isinstance(value, Markup):
+        return value
+    text = CONTROL.sub(lambda m: escape_control(m.group()), value)
+    return f"{FSI}{text}{PDI}" if BIDI.search(text) else text
 
 
 def ago(value: Any, now: datetime | None = None) -> Markup:
@@ -92,5 +113,6 @@ def queue_url(name: str, action: str) -> str:
 
 def register_filters(env: jinja2.Environment) -> None:
     """Install the filters on the templates' environment."""
-    env.filters.update(ago=ago, utc=utc, num=num, pretty=pretty, ms=ms)
+    env.filters.update(ago=ago, utc=utc, num=num, pretty=pretty, ms=ms, shown=shown)
+    env.finalize = shown
     env.globals.update(count=count, queue_url=queue_url)

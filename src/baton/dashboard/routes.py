@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from starlette.datastructures import FormData
@@ -17,6 +17,8 @@ from starlette.routing import Route
 from .. import read
 from ..errors import BatonError, ValidationError
 from ..read.jobs import JobFilter
+from ..store import retry as retrystore
+from ..store.jobs import StepBlocked, UniqueHeld
 from . import svg
 from .app import (
     BULK_CHUNK,
@@ -33,6 +35,9 @@ from .app import (
 from .live import event_stream
 from .security import csrf_ok, csrf_token, set_csrf_cookie
 
+if TYPE_CHECKING:
+    from ..app import Baton
+
 Handler = Callable[[Request], Awaitable[Response]]
 JOB_ACTIONS = ("retry", "cancel", "discard")
 QUEUE_ACTIONS = ("pause", "resume", "scale")
@@ -40,9 +45,12 @@ DISCARD_REASON = "discarded from the dashboard"
 
 
 def _error(exc: Exception, status: int = 400) -> JSON:
+    """`error` as the library words it (`field: ...`), `field`, and `message`: the text without
+    the field's prefix, for people (the dashboard's toasts)."""
     field = getattr(exc, "field", None)
-    message = str(exc)
-    return JSON({"error": message, "field": field}, status_code=status)
+    error = str(exc)
+    message = error.removeprefix(f"{field}: ") if field else error
+    return JSON({"error": error, "field": field, "message": message}, status_code=status)
 
 
 def _api(handler: Handler) -> Handler:
@@ -100,13 +108,14 @@ async def _checked_post(request: Request) -> Response | None:
     return None
 
 
-def _acted(dash: Dashboard, request: Request, payload: Mapping[str, Any], message: str) -> Response:
+def _acted(dash: Dashboard, request: Request, payload: Mapping[str, Any], message: str, warn: bool = False) -> Response:
     """The answer to an action: htmx gets events (refresh, toast), a plain form a redirect back,
-    an API client the JSON."""
+    an API client the JSON. A `warn` toast (something was refused) stays until dismissed."""
     dash.invalidate()
     dash.broadcaster.publish()
     if request.headers.get("hx-request"):
-        trigger = {"baton:changed": True, "baton:toast": {"message": message}}
+        toast = {"message": message, "kind": "warn" if warn else ""}
+        trigger = {"baton:changed": True, "baton:toast": toast}
         return HTMLResponse("", headers={"HX-Trigger": json.dumps(trigger)})
     if "text/html" in request.headers.get("accept", ""):  # a plain form submitted by a browser
         back = request.headers.get("referer") or (request.scope.get("root_path", "") + "/")
@@ -132,6 +141,65 @@ def _rate_limit(params: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+Refusal = UniqueHeld | StepBlocked
+REFUSALS_LISTED = 50  # in the JSON answer; the toast names 3
+
+
+async def _retry_in_order(app: Baton, ids: list[int], chunk: int | None = None) -> tuple[int, list[Refusal]]:
+    """Retry `ids` oldest first, BULK_CHUNK at a time: a workflow's steps are inserted
+    dependencies first, so a later chunk finds its failed dependency retried (live), and the
+    step waits for it, suspended, instead of being refused. Steps still refused for a
+    dependency retried after them (a graft's steps come after the steps that wait for them) are
+    tried again while that retries any. `chunk` (default BULK_CHUNK) ids per call. Returns (how
+    many were retried, the refused)."""
+    todo = sorted(set(ids))
+    size = chunk or BULK_CHUNK
+    done = 0
+    refused: dict[int, Refusal] = {}
+    while todo:
+        retried = 0
+        for i in range(0, len(todo), size):
+            jobs, held = await app.engine.run(retrystore.retry_jobs, todo[i : i + size])
+            app.wake_producers({j.queue for j in jobs})
+            retried += len(jobs)
+            refused.update((r.id, r) for r in held)
+            for j in jobs:
+                refused.pop(j.id, None)
+        done += retried
+        todo = sorted(i for i, r in refused.items() if isinstance(r, StepBlocked)) if retried else []
+    return done, [refused[k] for k in sorted(refused)]
+
+
+def _refusal_dict(r: Refusal) -> dict[str, Any]:
+    if isinstance(r, StepBlocked):
+        return {"id": r.id, "reason": "dependency", "step": r.step, "dep": r.dep, "dep_state": r.dep_state}
+    return {"id": r.id, "reason": "unique", "holder": r.holder, "holder_state": r.holder_state}
+
+
+def _refusal_text(r: Refusal) -> str:
+    if isinstance(r, StepBlocked):
+        if r.dep_state == "deleted":
+            return f"job {r.id} (step {r.step!r}): its dependency {r.dep!r} is deleted, it can never run"
+        return f"job {r.id} (step {r.step!r}): its dependency {r.dep!r} is {r.dep_state}, retry that first"
+    return f"job {r.id}: job {r.holder} ({r.holder_state}) holds its unique key"
+
+
+def _retry_report(done: int, refused: list[Refusal]) -> tuple[dict[str, Any], str]:
+    """The JSON fields and the toast text of a retry of many jobs: how many were retried, how
+    many refused and why (the first few named)."""
+    payload = {
+        "count": done,
+        "refused_count": len(refused),
+        "refused": [_refusal_dict(r) for r in refused[:REFUSALS_LISTED]],
+    }
+    message = f"{done} retried, {len(refused)} refused"
+    if refused:
+        message += ": " + "; ".join(_refusal_text(r) for r in refused[:3])
+        if len(refused) > 3:
+            message += f"; and {len(refused) - 3} more"
+    return payload, message
 
 
 # --------------------------------------------------------------------------- JSON API
@@ -193,18 +261,22 @@ def api_routes(dash: Dashboard) -> list[Route]:
         if action not in JOB_ACTIONS:
             return JSON({"error": f"unknown action {action!r}; use {', '.join(JOB_ACTIONS)}"}, status_code=404)
         f = job_filter(await _params(request))
-        done, before, more = 0, None, True
-        while more and done < BULK_MAX:
-            ids, before = await dash.read(read.job_ids, f, before, BULK_CHUNK)
+        ids: list[int] = []
+        before, more = None, True
+        while more and len(ids) < BULK_MAX:
+            chunk, before = await dash.read(read.job_ids, f, before, BULK_CHUNK)
             more = before is not None
-            if not ids:
-                continue
-            if action == "retry":
-                done += await app.retry_all_jobs(ids)
-            elif action == "cancel":
-                done += await app.cancel_all_jobs(ids=ids)
+            ids.extend(chunk)
+        if action == "retry":
+            done, turned_down = await _retry_in_order(app, ids)
+            payload, message = _retry_report(done, turned_down)
+            return _acted(dash, request, {**payload, "more": more}, message, bool(turned_down))
+        done = 0
+        for i in range(0, len(ids), BULK_CHUNK):
+            if action == "cancel":
+                done += await app.cancel_all_jobs(ids=ids[i : i + BULK_CHUNK])
             else:
-                done += await app.discard_all_jobs(ids, reason=DISCARD_REASON)
+                done += await app.discard_all_jobs(ids[i : i + BULK_CHUNK], reason=DISCARD_REASON)
         return _acted(dash, request, {"count": done, "more": more}, f"{action}: {_plural(done, 'job')}")
 
     async def failures(request: Request) -> Response:
@@ -222,16 +294,21 @@ def api_routes(dash: Dashboard) -> list[Route]:
         if worker is None or not isinstance(kind, str):
             raise BadRequest("worker", "give the group's worker and kind (exception type)")
         states = ["retryable", "discarded"] if action == "retry" else ["retryable"]
-        done, before = 0, None
-        while done < BULK_MAX:
-            ids = await dash.read(read.failure_group_ids, worker, kind, states, before, BULK_CHUNK)
-            if not ids:
+        ids: list[int] = []
+        before = None
+        while len(ids) < BULK_MAX:
+            chunk = await dash.read(read.failure_group_ids, worker, kind, states, before, BULK_CHUNK)
+            if not chunk:
                 break
-            before = ids[-1]
-            if action == "retry":
-                done += await app.retry_all_jobs(ids)
-            else:
-                done += await app.discard_all_jobs(ids, reason=DISCARD_REASON)
+            before = chunk[-1]
+            ids.extend(chunk)
+        if action == "retry":
+            done, turned_down = await _retry_in_order(app, ids)
+            payload, message = _retry_report(done, turned_down)
+            return _acted(dash, request, payload, f"{worker} / {kind}: {message}", bool(refused))
+        done = 0
+        for i in range(0, len(ids), BULK_CHUNK):
+            done += await app.discard_all_jobs(ids[i : i + BULK_CHUNK], reason=DISCARD_REASON)
         return _acted(dash, request, {"count": done}, f"{action}: {_plural(done, 'job')} of {worker} / {kind}")
 
     async def workflows(request: Request) -> Response:
@@ -249,6 +326,19 @@ def api_routes(dash: Dashboard) -> list[Route]:
             return JSON({"error": f"no workflow with id {request.path_params['id']!r}"}, status_code=404)
         detail["usage"] = await dash.workflow_usage(detail["workflow_id"])
         return JSON(detail)
+
+    async def workflow_retry(request: Request) -> Response:
+        """Retry the workflow's discarded and cancelled steps in one call, oldest first: the
+        cascaded dependents wait, suspended, for their retried dependency."""
+        if (refused := await _checked_post(request)) is not None:
+            return refused
+        detail = await dash.read(read.workflow_detail, request.path_params["id"])
+        if detail is None:
+            return JSON({"error": f"no workflow with id {request.path_params['id']!r}"}, status_code=404)
+        ids = [s["job_id"] for s in detail["steps"] if s["state"] in ("discarded", "cancelled") and s["job_id"]]
+        done, turned_down = await _retry_in_order(app, ids, chunk=max(1, len(ids)))
+        payload, message = _retry_report(done, turned_down)
+        return _acted(dash, request, payload, message, bool(turned_down))
 
     async def queues(request: Request) -> Response:
         data = {**await dash.counts(), **await dash.cluster(), "queue_usage": await dash.queue_usage()}
@@ -313,6 +403,7 @@ def api_routes(dash: Dashboard) -> list[Route]:
         Route("/api/failures/{action}", _api(failure_action), methods=post),
         Route("/api/workflows", _api(workflows), methods=get),
         Route("/api/workflows/{id}", _api(workflow), methods=get),
+        Route("/api/workflows/{id}/retry", _api(workflow_retry), methods=post),
         Route("/api/queues", _api(queues), methods=get),
         # A queue name may hold "/" (raw or %2F): the action is the last segment.
         Route("/api/queues/{name:path}/{action}", _api(queue_action), methods=post),

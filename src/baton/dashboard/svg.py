@@ -10,9 +10,16 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
+from markupsafe import escape as escape_html
 
-from .format import num
+from .format import num, shown
+
+
+def escape(value: Any) -> Markup:
+    """HTML-escaped, control characters shown escaped and bidi controls isolated (`shown`)."""
+    return escape_html(shown(value))
+
 
 NODE_W, NODE_H = 176, 44
 COL_GAP, ROW_GAP = 64, 16

@@ -40,6 +40,13 @@ def _parse_cursor(conn: Conn, before: str) -> tuple[Any, str]:
     return value, workflow_id
 
 
+def _finished_at(row: dict[str, Any]) -> datetime | None:
+    """The claim's announced_at, or when the last step ended if later (a reopened workflow
+    finished again), as WorkflowStatus.finished_at."""
+    times = [t for t in (to_datetime(row["announced_at"]), to_datetime(row["ended_at"])) if t is not None]
+    return max(times) if times else None
+
+
 async def workflows_page(
     conn: Conn, status: str | None = None, label: str | None = None, before: str | None = None, limit: int = 50
 ) -> dict[str, Any]:
@@ -62,7 +69,7 @@ async def workflows_page(
                 "label": r["label"],
                 "status": state,
                 "inserted_at": to_datetime(r["inserted_at"]),
-                "finished_at": None if state == "running" else to_datetime(r["announced_at"]),
+                "finished_at": None if state == "running" else _finished_at(r),
                 "steps": steps,
                 "resolved": resolved,
                 "failed": failed,
@@ -143,7 +150,7 @@ async def workflow_detail(conn: Conn, workflow_id: str) -> dict[str, Any] | None
         "finished": status.finished,
         "counts": status.counts,
         "inserted_at": status.inserted_at,
-        "finished_at": status.announced_at if status.finished else None,
+        "finished_at": status.finished_at,
         "announced_by": status.announced_by,
         "steps": steps,
         "failed_steps": status.failed_steps,

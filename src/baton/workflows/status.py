@@ -72,6 +72,9 @@ class WorkflowStatus:
     announced_at: datetime | None = None
     announced_by: str | None = None
     context: dict[str, Any] | None = None
+    finished_at: datetime | None = None
+    """When it finished: the completion claim's `announced_at`, or, for a finished workflow a
+    retry reopened (a step ended after the claim), when its last step ended; None while running."""
 
     def grafted(self, graft: str) -> list[str]:
         """The steps graft step `graft` grafted, those of graft steps under it included."""
@@ -144,6 +147,9 @@ class WorkflowStatus:
             )
         claimed = wf["completion_status"]
         status, finished = outcome(claimed, [(details[r["name"]].state, r["resolution"]) for r in rows])
+        announced_at = to_datetime(wf["announced_at"])
+        ended = [t for r in rows if (t := to_datetime(r.get("ended_at"))) is not None]
+        finished_at = max([announced_at, *ended]) if finished and announced_at is not None else None
         return cls(
             workflow_id=wf["id"],
             label=wf["label"],
@@ -153,9 +159,10 @@ class WorkflowStatus:
             counts=counts,
             details=details,
             inserted_at=to_datetime(wf["inserted_at"]),
-            announced_at=to_datetime(wf["announced_at"]),
+            announced_at=announced_at,
             announced_by=wf["announced_by"],
             context=_loads(wf.get("context")),
+            finished_at=finished_at,
         )
 
     # -- drawing ----------------------------------------------------------------------

@@ -68,22 +68,40 @@
     window.addEventListener("beforeunload", function () { source.close(); });
   }
 
+  // Information toasts fade after a few seconds; an error (bad) or a partial refusal (warn)
+  // stays until dismissed with its close button (a real <button>: Tab reaches it).
   function toast(text, kind) {
     var box = document.getElementById("toasts");
     if (!box) return;
     var el = document.createElement("div");
     el.className = "toast " + (kind || "");
-    el.textContent = text;  // text, never HTML
+    var msg = document.createElement("span");
+    msg.className = "toast-text";
+    msg.textContent = text;  // text, never HTML
+    el.appendChild(msg);
+    if (kind === "bad" || kind === "warn") {
+      el.setAttribute("role", "alert");
+      var close = document.createElement("button");
+      close.type = "button";
+      close.className = "toast-close";
+      close.setAttribute("aria-label", "Dismiss");
+      close.textContent = "\u00d7";
+      close.addEventListener("click", function () { el.remove(); });
+      el.appendChild(close);
+      box.appendChild(el);
+      return;
+    }
     box.appendChild(el);
     setTimeout(function () { el.classList.add("gone"); }, 3500);
     setTimeout(function () { el.remove(); }, 4200);
   }
   body.addEventListener("baton:toast", function (e) {
-    toast((e.detail && e.detail.message) || "done");
+    var d = e.detail || {};
+    toast(d.message || "done", d.kind || "");
   });
   document.addEventListener("htmx:responseError", function (e) {
     var xhr = e.detail.xhr, text = xhr.status + " " + (xhr.statusText || "error");
-    try { var data = JSON.parse(xhr.responseText); if (data.error) text = data.error; } catch (err) {
+    try { var data = JSON.parse(xhr.responseText); if (data.message || data.error) text = data.message || data.error; } catch (err) {
       if (xhr.responseText && xhr.responseText.length < 200) text = xhr.responseText;
     }
     toast(text, "bad");
