@@ -934,3 +934,28 @@ async def test_bidi_controls_are_isolated_and_control_characters_shown_escaped(
         # The JSON API gives the values as they are.
         detail = (await client.get(f"/api/workflows/{wid}")).json()
         assert detail["label"] == "nightly \u202etroper\x1b]0;pwned\x07"
+
+
+async def test_a_failure_group_retry_with_refusals_gives_a_toast_that_stays(
+    api: httpx.AsyncClient, seeded: dict[str, Any]
+) -> None:
+    """The failures page's "Retry group" warns (a toast that stays) when it refused some: here
+    a discarded unique job whose key a newer job holds."""
+    app = seeded["app"]
+
+    @app.worker(name="shop.once", unique=True, max_attempts=1, queue="once")
+    def once(job: baton.Job) -> None:
+        raise ValueError("no")
+
+    first = await app.insert(once.new({"k": 1}))
+    assert await app.drain("once") == {"discarded": 1}
+    holder = await app.insert(once.new({"k": 1}))
+    assert holder.id != first.id and holder.state == "available"
+    headers = {**await token(api), "HX-Request": "true"}
+    response = await api.post(
+        "/api/failures/retry", json={"worker": "shop.once", "kind": "ValueError"}, headers=headers
+    )
+    toast = json.loads(response.headers["HX-Trigger"])["baton:toast"]
+    assert toast["kind"] == "warn"
+    refusal = f"job {first.id}: job {holder.id} (available) holds its unique key"
+    assert toast["message"] == f"shop.once / ValueError: 0 retried, 1 refused: {refusal}"

@@ -305,7 +305,7 @@ def api_routes(dash: Dashboard) -> list[Route]:
         if action == "retry":
             done, turned_down = await _retry_in_order(app, ids)
             payload, message = _retry_report(done, turned_down)
-            return _acted(dash, request, payload, f"{worker} / {kind}: {message}", bool(refused))
+            return _acted(dash, request, payload, f"{worker} / {kind}: {message}", bool(turned_down))
         done = 0
         for i in range(0, len(ids), BULK_CHUNK):
             done += await app.discard_all_jobs(ids[i : i + BULK_CHUNK], reason=DISCARD_REASON)
